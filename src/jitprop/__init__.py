@@ -1,0 +1,45 @@
+"""jitprop: train neural networks with backpropagation you can see and own.
+
+A model predicts on a batch, a loss measures how wrong it is,
+backpropagation gives every weight its share of the blame, last layer
+first, and an optimizer moves each weight downhill; batch after batch,
+epoch after epoch. Layers, losses, optimizers and callbacks are plugins,
+built-in ones included, and their kernels are Numba-compiled.
+"""
+
+__version__ = "0.1.0"
+
+from .callbacks import Callback
+from .errors import ConfigError, DataError, JitpropError, PluginError
+from .hookspecs import hookimpl
+from .layers import Layer
+from .losses import Loss
+from .optimizers import Optimizer
+from .schedules import Schedule
+from .api import callback, layer, loss, optimizer, schedule
+from .model import Sequential
+from .training import History, Trainer, evaluate, fit, value_and_grad
+
+__all__ = [
+    "Callback",
+    "ConfigError",
+    "DataError",
+    "History",
+    "JitpropError",
+    "Layer",
+    "Loss",
+    "Optimizer",
+    "PluginError",
+    "Schedule",
+    "Sequential",
+    "Trainer",
+    "callback",
+    "evaluate",
+    "fit",
+    "hookimpl",
+    "layer",
+    "loss",
+    "optimizer",
+    "schedule",
+    "value_and_grad",
+]

@@ -1,0 +1,15 @@
+"""The callback contract: objects that implement lifecycle hooks for one run.
+
+A callback is any object whose methods are marked ``@jitprop.hookimpl`` and
+named after hooks in ``hookspecs.py`` (``on_epoch_end(trainer, epoch, logs)``
+and so on); each implements only what it needs. ``fit(callbacks=[...])``
+registers them for that run alone. Per-batch hooks are dispatched only when
+some callback or plugin implements them, so a callback that doesn't costs
+nothing per batch.
+"""
+
+from .components import Component
+
+
+class Callback(Component):
+    """Base class of registered callbacks: no hooks of its own, just a name and options."""

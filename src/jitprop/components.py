@@ -1,0 +1,77 @@
+"""What layers, losses, optimizers and schedules share: options and kernels."""
+
+import inspect
+
+import numpy as np
+
+from .errors import ConfigError
+
+
+class Component:
+    """Base of every registered class: a name, options, and a readable repr.
+
+    Constructors store each argument under its own name; ``config()`` reads
+    them back, so a component can be written to a checkpoint or config file
+    and rebuilt with ``jitprop.layer(name, **config)``.
+    """
+
+    name = None
+
+    def config(self):
+        """The constructor options of this instance, as a dict."""
+        params = inspect.signature(type(self).__init__).parameters
+        return {
+            k: getattr(self, k)
+            for k, p in params.items()
+            if k != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and hasattr(self, k)
+        }
+
+    def hyper(self):
+        """Scalar options the kernels need, as a float64 array (empty by default)."""
+        return np.zeros(0)
+
+    def __repr__(self):
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{self.name or type(self).__name__}({opts})"
+
+
+def kernel(obj, attr):
+    """The kernel stored as class attribute ``attr``, with or without ``staticmethod``."""
+    fn = inspect.getattr_static(type(obj), attr, None)
+    if isinstance(fn, staticmethod):
+        fn = fn.__func__
+    if fn is None:
+        raise ConfigError(f"{obj.name or type(obj).__name__} has no {attr}")
+    return fn
+
+
+def check(condition, message):
+    """Raise ConfigError(message) unless ``condition``: for argument checks in constructors."""
+    if not condition:
+        raise ConfigError(message)
+
+
+def positive_int(name, value, owner, minimum=1):
+    check(
+        isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum,
+        f"{owner}: {name} must be an integer >= {minimum}, got {value!r}",
+    )
+    return int(value)
+
+
+def real(name, value, owner, low=None, high=None, low_open=False, high_open=False):
+    """Check a real-valued option against an interval and return it as float."""
+    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
+    if ok:
+        v = float(value)
+        ok = np.isfinite(v)
+        if ok and low is not None:
+            ok = v > low if low_open else v >= low
+        if ok and high is not None:
+            ok = v < high if high_open else v <= high
+    if not ok:
+        lo = "" if low is None else ("(" if low_open else "[") + f"{low}"
+        hi = "" if high is None else f"{high}" + (")" if high_open else "]")
+        rng = f"in {lo or '(-inf'}, {hi or 'inf)'}"
+        raise ConfigError(f"{owner}: {name} must be a number {rng}, got {value!r}")
+    return float(value)

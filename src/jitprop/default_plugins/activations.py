@@ -1,0 +1,188 @@
+"""Activation layers: elementwise nonlinearities, and softmax over each row."""
+
+import math
+
+import numpy as np
+from numba import njit
+
+import jitprop
+from jitprop.components import real
+
+
+@njit(cache=True)
+def relu_forward(p, h, x, out, cache, training, seed):
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            v = x[i, j]
+            out[i, j] = v if v > 0 else 0.0
+
+
+@njit(cache=True)
+def relu_backward(p, h, x, out, cache, grad_out, grad_in, grad_p):
+    for i in range(grad_in.shape[0]):
+        for j in range(grad_in.shape[1]):
+            grad_in[i, j] = grad_out[i, j] if x[i, j] > 0 else 0.0
+
+
+@njit(cache=True)
+def leaky_relu_forward(p, h, x, out, cache, training, seed):
+    slope = h[0]
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            v = x[i, j]
+            out[i, j] = v if v > 0 else v * slope
+
+
+@njit(cache=True)
+def leaky_relu_backward(p, h, x, out, cache, grad_out, grad_in, grad_p):
+    slope = h[0]
+    for i in range(grad_in.shape[0]):
+        for j in range(grad_in.shape[1]):
+            g = grad_out[i, j]
+            grad_in[i, j] = g if x[i, j] > 0 else g * slope
+
+
+@njit(cache=True)
+def tanh_forward(p, h, x, out, cache, training, seed):
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            out[i, j] = math.tanh(x[i, j])
+
+
+@njit(cache=True)
+def tanh_backward(p, h, x, out, cache, grad_out, grad_in, grad_p):
+    for i in range(grad_in.shape[0]):
+        for j in range(grad_in.shape[1]):
+            t = out[i, j]
+            grad_in[i, j] = grad_out[i, j] * (1.0 - t * t)
+
+
+@njit(cache=True)
+def sigmoid_forward(p, h, x, out, cache, training, seed):
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            v = x[i, j]
+            if v >= 0:  # two branches so exp never overflows
+                out[i, j] = 1.0 / (1.0 + math.exp(-v))
+            else:
+                e = math.exp(v)
+                out[i, j] = e / (1.0 + e)
+
+
+@njit(cache=True)
+def sigmoid_backward(p, h, x, out, cache, grad_out, grad_in, grad_p):
+    for i in range(grad_in.shape[0]):
+        for j in range(grad_in.shape[1]):
+            s = out[i, j]
+            grad_in[i, j] = grad_out[i, j] * s * (1.0 - s)
+
+
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@njit(cache=True)
+def gelu_forward(p, h, x, out, cache, training, seed):
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            v = x[i, j]
+            out[i, j] = 0.5 * v * (1.0 + math.erf(v * _INV_SQRT2))
+
+
+@njit(cache=True)
+def gelu_backward(p, h, x, out, cache, grad_out, grad_in, grad_p):
+    for i in range(grad_in.shape[0]):
+        for j in range(grad_in.shape[1]):
+            v = x[i, j]
+            cdf = 0.5 * (1.0 + math.erf(v * _INV_SQRT2))
+            pdf = _INV_SQRT2PI * math.exp(-0.5 * v * v)
+            grad_in[i, j] = grad_out[i, j] * (cdf + v * pdf)
+
+
+@njit(cache=True)
+def softmax_forward(p, h, x, out, cache, training, seed):
+    for i in range(x.shape[0]):
+        m = x[i, 0]
+        for j in range(1, x.shape[1]):
+            m = max(m, x[i, j])
+        total = 0.0
+        for j in range(x.shape[1]):
+            e = math.exp(x[i, j] - m)
+            out[i, j] = e
+            total += e
+        inv = 1.0 / total
+        for j in range(x.shape[1]):
+            out[i, j] *= inv
+
+
+@njit(cache=True)
+def softmax_backward(p, h, x, out, cache, grad_out, grad_in, grad_p):
+    # Jacobian-vector product of softmax: s * (g - <g, s>) per row.
+    for i in range(grad_in.shape[0]):
+        dot = 0.0
+        for j in range(out.shape[1]):
+            dot += grad_out[i, j] * out[i, j]
+        for j in range(out.shape[1]):
+            grad_in[i, j] = out[i, j] * (grad_out[i, j] - dot)
+
+
+class ReLU(jitprop.Layer):
+    """Rectified linear unit: max(x, 0)."""
+
+    name = "relu"
+    relu_family = True
+    forward_kernel = staticmethod(relu_forward)
+    backward_kernel = staticmethod(relu_backward)
+
+
+class LeakyReLU(jitprop.Layer):
+    """Leaky ReLU: x for x > 0, negative_slope * x otherwise (torch's default slope 0.01)."""
+
+    name = "leaky_relu"
+    relu_family = True
+    forward_kernel = staticmethod(leaky_relu_forward)
+    backward_kernel = staticmethod(leaky_relu_backward)
+
+    def __init__(self, negative_slope=0.01):
+        self.negative_slope = real("negative_slope", negative_slope, "leaky_relu")
+
+    def hyper(self):
+        return np.array([self.negative_slope])
+
+
+class Tanh(jitprop.Layer):
+    """Hyperbolic tangent."""
+
+    name = "tanh"
+    forward_kernel = staticmethod(tanh_forward)
+    backward_kernel = staticmethod(tanh_backward)
+
+
+class Sigmoid(jitprop.Layer):
+    """Logistic sigmoid: 1 / (1 + exp(-x))."""
+
+    name = "sigmoid"
+    forward_kernel = staticmethod(sigmoid_forward)
+    backward_kernel = staticmethod(sigmoid_backward)
+
+
+class GELU(jitprop.Layer):
+    """Gaussian error linear unit, exact erf form: x * Phi(x) (torch.nn.GELU())."""
+
+    name = "gelu"
+    forward_kernel = staticmethod(gelu_forward)
+    backward_kernel = staticmethod(gelu_backward)
+
+
+class Softmax(jitprop.Layer):
+    """Softmax over each row, for probabilities at inference (train on logits with cross_entropy)."""
+
+    name = "softmax"
+    forward_kernel = staticmethod(softmax_forward)
+    backward_kernel = staticmethod(softmax_backward)
+
+
+@jitprop.hookimpl
+def register_layers(register):
+    for cls in (ReLU, LeakyReLU, Tanh, Sigmoid, GELU, Softmax):
+        register(cls)

@@ -1,0 +1,198 @@
+"""Built-in optimizers, sorted in order of increasing complexity.
+
+Update rules, defaults and option names follow ``torch.optim`` so results
+compare one to one. Each update is one fused loop over the flat buffers;
+``error_model="numpy"`` lets the divisions vectorise.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+import jitprop
+from jitprop.components import check, real
+
+
+@njit(cache=True, error_model="numpy")
+def sgd_kernel(p, g, state, lr, h, step):
+    momentum, dampening, nesterov, weight_decay = h[0], h[1], h[2], h[3]
+    for i in range(p.shape[0]):
+        d = g[i] + weight_decay * p[i]
+        if momentum != 0.0:
+            # torch: the first step starts the buffer at the gradient itself.
+            v = d if step == 1 else momentum * state[0, i] + (1.0 - dampening) * d
+            state[0, i] = v
+            d = d + momentum * v if nesterov != 0.0 else v
+        p[i] -= lr * d
+
+
+@njit(cache=True, error_model="numpy")
+def adagrad_kernel(p, g, state, lr, h, step):
+    lr_decay, weight_decay, eps = h[0], h[1], h[2]
+    clr = lr / (1.0 + (step - 1) * lr_decay)
+    for i in range(p.shape[0]):
+        d = g[i] + weight_decay * p[i]
+        s = state[0, i] + d * d
+        state[0, i] = s
+        p[i] -= clr * d / (math.sqrt(s) + eps)
+
+
+@njit(cache=True, error_model="numpy")
+def rmsprop_kernel(p, g, state, lr, h, step):
+    alpha, eps, weight_decay, momentum, centered = h[0], h[1], h[2], h[3], h[4]
+    for i in range(p.shape[0]):
+        d = g[i] + weight_decay * p[i]
+        sq = alpha * state[0, i] + (1.0 - alpha) * d * d
+        state[0, i] = sq
+        if centered != 0.0:
+            ga = alpha * state[2, i] + (1.0 - alpha) * d
+            state[2, i] = ga
+            avg = math.sqrt(sq - ga * ga) + eps
+        else:
+            avg = math.sqrt(sq) + eps
+        if momentum > 0.0:
+            buf = momentum * state[1, i] + d / avg
+            state[1, i] = buf
+            p[i] -= lr * buf
+        else:
+            p[i] -= lr * d / avg
+
+
+@njit(cache=True, error_model="numpy")
+def adam_kernel(p, g, state, lr, h, step):
+    beta1, beta2, eps, weight_decay, decoupled = h[0], h[1], h[2], h[3], h[4]
+    bias1 = 1.0 - beta1**step
+    step_size = lr / bias1
+    sqrt_bias2 = math.sqrt(1.0 - beta2**step)
+    shrink = 1.0 - lr * weight_decay  # AdamW's decoupled decay
+    for i in range(p.shape[0]):
+        if decoupled != 0.0:
+            p[i] *= shrink
+            d = g[i]
+        else:
+            d = g[i] + weight_decay * p[i]
+        m = beta1 * state[0, i] + (1.0 - beta1) * d
+        v = beta2 * state[1, i] + (1.0 - beta2) * d * d
+        state[0, i] = m
+        state[1, i] = v
+        # eps outside the square root, added after bias correction (torch.optim.Adam)
+        p[i] -= step_size * m / (math.sqrt(v) / sqrt_bias2 + eps)
+
+
+def _weight_decay(value, owner):
+    return real("weight_decay", value, owner, low=0.0)
+
+
+class SGD(jitprop.Optimizer):
+    """Stochastic gradient descent with optional momentum and Nesterov momentum (torch.optim.SGD).
+
+    v = momentum * v + (1 - dampening) * g;  p -= lr * (g + momentum * v if nesterov else v)
+    """
+
+    name = "sgd"
+    n_state = 1
+    kernel = staticmethod(sgd_kernel)
+
+    def __init__(self, lr=0.001, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(lr)
+        self.momentum = real("momentum", momentum, "sgd", low=0.0)
+        self.dampening = real("dampening", dampening, "sgd", low=0.0, high=1.0)
+        check(isinstance(nesterov, bool), f"sgd: nesterov must be true or false, got {nesterov!r}")
+        check(
+            not nesterov or (self.momentum > 0 and self.dampening == 0),
+            "sgd: nesterov momentum needs momentum > 0 and dampening 0",
+        )
+        self.nesterov = nesterov
+        self.weight_decay = _weight_decay(weight_decay, "sgd")
+
+    def hyper(self):
+        return np.array([self.momentum, self.dampening, float(self.nesterov), self.weight_decay])
+
+
+class Adagrad(jitprop.Optimizer):
+    """Adagrad: per-weight steps shrink with the sum of squared gradients (Duchi et al. 2011)."""
+
+    name = "adagrad"
+    n_state = 1
+    kernel = staticmethod(adagrad_kernel)
+
+    def __init__(self, lr=0.01, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10):
+        super().__init__(lr)
+        self.lr_decay = real("lr_decay", lr_decay, "adagrad", low=0.0)
+        self.weight_decay = _weight_decay(weight_decay, "adagrad")
+        self.initial_accumulator_value = real("initial_accumulator_value", initial_accumulator_value, "adagrad", low=0.0)
+        self.eps = real("eps", eps, "adagrad", low=0.0)
+
+    def init_state(self, state):
+        state[0] = self.initial_accumulator_value
+
+    def hyper(self):
+        return np.array([self.lr_decay, self.weight_decay, self.eps])
+
+
+class RMSprop(jitprop.Optimizer):
+    """RMSprop: divide by a running root mean square of gradients (Hinton, Coursera lecture 6.5)."""
+
+    name = "rmsprop"
+    n_state = 3
+    kernel = staticmethod(rmsprop_kernel)
+
+    def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+        super().__init__(lr)
+        self.alpha = real("alpha", alpha, "rmsprop", low=0.0, high=1.0)
+        self.eps = real("eps", eps, "rmsprop", low=0.0)
+        self.weight_decay = _weight_decay(weight_decay, "rmsprop")
+        self.momentum = real("momentum", momentum, "rmsprop", low=0.0)
+        check(isinstance(centered, bool), f"rmsprop: centered must be true or false, got {centered!r}")
+        self.centered = centered
+
+    def hyper(self):
+        return np.array([self.alpha, self.eps, self.weight_decay, self.momentum, float(self.centered)])
+
+
+class Adam(jitprop.Optimizer):
+    """Adam: momentum and per-weight scaling with bias correction (Kingma & Ba 2015).
+
+    weight_decay adds weight_decay * p to the gradient (L2), as torch.optim.Adam does.
+    """
+
+    name = "adam"
+    n_state = 2
+    kernel = staticmethod(adam_kernel)
+    decoupled = False
+
+    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(lr)
+        check(
+            isinstance(betas, (tuple, list)) and len(betas) == 2,
+            f"{self.name}: betas must be a pair like (0.9, 0.999), got {betas!r}",
+        )
+        self.betas = (
+            real("betas[0]", betas[0], self.name, low=0.0, high=1.0, high_open=True),
+            real("betas[1]", betas[1], self.name, low=0.0, high=1.0, high_open=True),
+        )
+        self.eps = real("eps", eps, self.name, low=0.0)
+        self.weight_decay = _weight_decay(weight_decay, self.name)
+
+    def hyper(self):
+        return np.array([*self.betas, self.eps, self.weight_decay, float(self.decoupled)])
+
+
+class AdamW(Adam):
+    """AdamW: Adam with weight decay decoupled from the gradient (Loshchilov & Hutter 2019).
+
+    p *= 1 - lr * weight_decay before the Adam step, as torch.optim.AdamW does.
+    """
+
+    name = "adamw"
+    decoupled = True
+
+    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        super().__init__(lr, betas, eps, weight_decay)
+
+
+@jitprop.hookimpl
+def register_optimizers(register):
+    for cls in (SGD, Adagrad, RMSprop, Adam, AdamW):
+        register(cls)

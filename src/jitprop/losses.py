@@ -1,0 +1,58 @@
+"""The loss contract: how wrong a prediction is, and in which direction to move it.
+
+A registered loss class provides one kernel:
+
+``kernel(pred, y, grad, h) -> float``
+    return the batch-mean loss of predictions ``pred`` (n, k) against targets
+    ``y`` and write dL/d(pred) of that mean into ``grad`` (n, k).
+
+``target`` says what ``y`` holds, and so how jitprop checks and converts it:
+
+- ``"class"``: integer class labels, shape (n,), int64, each in [0, k);
+- ``"binary"``: values in [0, 1], shape (n, k), the model's dtype;
+- ``"regression"``: real values, shape (n, k), the model's dtype.
+"""
+
+import numpy as np
+from numba import njit
+
+from .components import Component
+
+TARGETS = ("class", "binary", "regression")
+
+
+class Loss(Component):
+    """Base class of losses. Subclass, set ``name``, ``target`` and ``kernel``."""
+
+    target = "regression"
+
+    def check_output_dim(self, k):
+        """Return an error message if a model with k outputs cannot use this loss."""
+        if self.target == "class" and k < 2:
+            return f"loss {self.name!r} needs at least 2 outputs (one per class), but the model has {k}"
+        return None
+
+
+@njit(cache=True)
+def count_correct_classes(pred, y):
+    """How many rows of ``pred`` have their largest value at the label in ``y``."""
+    correct = 0
+    for i in range(pred.shape[0]):
+        best = 0
+        for j in range(1, pred.shape[1]):
+            if pred[i, j] > pred[i, best]:
+                best = j
+        if best == y[i]:
+            correct += 1
+    return correct
+
+
+@njit(cache=True)
+def count_correct_binary(pred, y):
+    """How many entries of logits ``pred`` fall on the same side of 0 as ``y`` of 0.5, over k."""
+    correct = 0
+    for i in range(pred.shape[0]):
+        for j in range(pred.shape[1]):
+            if (pred[i, j] > 0) == (y[i, j] >= 0.5):
+                correct += 1
+    return correct / pred.shape[1]

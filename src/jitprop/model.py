@@ -1,0 +1,244 @@
+"""Sequential: layers in order, one flat parameter buffer, and the passes through them.
+
+Every weight and bias of the model lives in one contiguous array,
+``model.params``; each layer owns a slice of it, and ``model.grads`` has the
+same layout. An optimizer update is then one loop over one array, whatever
+the number of layers, and a checkpoint is a handful of arrays.
+"""
+
+import numpy as np
+
+from .components import kernel, positive_int
+from .errors import ConfigError, DataError
+from .layers import Layer
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def as_dtype(dtype):
+    """``np.float32`` or ``np.float64`` from a name or numpy dtype."""
+    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if name not in DTYPES:
+        raise ConfigError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return DTYPES[name]
+
+
+def mix_seed(*parts):
+    """A 64-bit seed from integers (splitmix64 steps), so each (run, iteration, layer) differs."""
+    z = 0
+    mask = (1 << 64) - 1
+    for part in parts:
+        z = (z + int(part) + 0x9E3779B97F4A7C15) & mask
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        z ^= z >> 31
+    return np.uint64(z)
+
+
+class Workspace:
+    """Every array one pass over a batch of up to ``capacity`` rows needs, allocated once.
+
+    ``acts[i]`` is the input of layer i (``acts[0]`` the batch itself,
+    ``acts[-1]`` the model's output); ``deltas[i]`` is dL/d(acts[i]), with zero
+    rows for the input, which needs no gradient.
+    """
+
+    def __init__(self, model, capacity, training):
+        dt = model.dtype
+        dims = model.dims
+        self.capacity = capacity
+        self.acts = [np.zeros((capacity, d), dt) for d in dims]
+        self.caches = [np.zeros((capacity, layer.cache_dim()), dt) for layer in model.layers]
+        self.deltas = None
+        if training:
+            self.deltas = [np.zeros((0, dims[0]), dt)] + [np.zeros((capacity, d), dt) for d in dims[1:]]
+        self._views = {}
+
+    def views(self, n):
+        """(acts, caches, deltas) cut to the first n rows; cut once per distinct n and kept."""
+        v = self._views.get(n)
+        if v is None:
+            if not 0 < n <= self.capacity:
+                raise ValueError(f"batch of {n} rows does not fit a workspace of {self.capacity}")
+            acts = [a[:n] for a in self.acts]
+            caches = [c[:n] for c in self.caches]
+            deltas = None if self.deltas is None else [self.deltas[0]] + [d[:n] for d in self.deltas[1:]]
+            v = self._views[n] = (acts, caches, deltas)
+        return v
+
+
+class Sequential:
+    """A stack of layers applied one after the other, like ``torch.nn.Sequential``.
+
+    >>> model = jitprop.Sequential(
+    ...     [jitprop.layer("dense", units=64), "relu", jitprop.layer("dense", units=10)],
+    ...     input_dim=64, dtype="float32", seed=0)
+
+    Layer i's parameters appear in ``state_dict()`` as ``"i.weight"``,
+    ``"i.bias"`` with torch's shapes, so weights move to and from PyTorch.
+    """
+
+    def __init__(self, layers, input_dim, dtype="float32", seed=0):
+        from . import api
+
+        if isinstance(layers, (str, Layer)) or not hasattr(layers, "__iter__"):
+            raise ConfigError("Sequential takes a list of layers, e.g. [jitprop.layer('dense', units=10)]")
+        self.layers = [api.layer(item) if isinstance(item, str) else item for item in layers]
+        if not self.layers:
+            raise ConfigError("Sequential needs at least one layer")
+        for i, item in enumerate(self.layers):
+            if not isinstance(item, Layer):
+                raise ConfigError(f"layer {i} is {item!r}, not a jitprop layer or layer name")
+        if len({id(layer) for layer in self.layers}) != len(self.layers):
+            raise ConfigError("the same layer object appears twice in the model; create one per position")
+        self.input_dim = positive_int("input_dim", input_dim, "Sequential")
+        self.dtype = as_dtype(dtype)
+        self.seed = positive_int("seed", seed, "Sequential", minimum=0)
+
+        self.dims = [self.input_dim]
+        for layer in self.layers:
+            self.dims.append(layer.build(self.dims[-1]))
+
+        # Lay every parameter of every layer out in one flat buffer.
+        self._shapes = []  # per layer: [(key, name, shape, offset, size)]
+        offset = 0
+        for i, layer in enumerate(self.layers):
+            entries = []
+            shapes = layer.param_shapes()
+            for name in layer.param_names:
+                shape = tuple(shapes[name])
+                size = int(np.prod(shape))
+                entries.append((f"{i}.{name}", name, shape, offset, size))
+                offset += size
+            self._shapes.append(entries)
+        self.params = np.zeros(offset, self.dtype)
+        self.grads = np.zeros(offset, self.dtype)
+        bounds = [(e[0][3], e[-1][3] + e[-1][4]) if e else (0, 0) for e in self._shapes]
+        self.layer_params = [self.params[a:b] for a, b in bounds]
+        self.layer_grads = [self.grads[a:b] for a, b in bounds]
+        self.hypers = [np.ascontiguousarray(layer.hyper(), dtype=np.float64) for layer in self.layers]
+        self.forward_kernels = [kernel(layer, "forward_kernel") for layer in self.layers]
+        self.backward_kernels = [kernel(layer, "backward_kernel") for layer in self.layers]
+        self._workspaces = {}
+        self.reset_parameters()
+
+    # -- parameters ------------------------------------------------------
+
+    @property
+    def output_dim(self):
+        return self.dims[-1]
+
+    @property
+    def n_params(self):
+        return self.params.size
+
+    def reset_parameters(self, seed=None):
+        """Initialise every parameter again from ``seed`` (default: the model's seed)."""
+        rng = np.random.default_rng(self.seed if seed is None else seed)
+        for i, layer in enumerate(self.layers):
+            if not self._shapes[i]:
+                continue
+            relu_next = i + 1 < len(self.layers) and self.layers[i + 1].relu_family
+            values = {name: np.zeros(shape) for _, name, shape, _, _ in self._shapes[i]}
+            layer.init_params(values, rng, relu_next=relu_next)
+            for key, name, shape, off, size in self._shapes[i]:
+                self.params[off : off + size] = values[name].ravel()
+
+    def _views(self, buffer):
+        return {
+            key: buffer[off : off + size].reshape(shape)
+            for entries in self._shapes
+            for key, _, shape, off, size in entries
+        }
+
+    def parameters(self):
+        """``{key: view}`` into the live parameter buffer (writes change the model)."""
+        return self._views(self.params)
+
+    def gradients(self):
+        """``{key: view}`` into the gradient buffer of the last backward pass."""
+        return self._views(self.grads)
+
+    def state_dict(self):
+        """Copies of every parameter, keyed and shaped as torch.nn.Sequential would key them."""
+        return {k: v.copy() for k, v in self.parameters().items()}
+
+    def load_state_dict(self, state):
+        """Copy parameters in from a ``state_dict`` (ours or torch's: tensors are converted)."""
+        views = self.parameters()
+        missing = sorted(set(views) - set(state))
+        extra = sorted(set(state) - set(views))
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing keys {', '.join(missing)}")
+            if extra:
+                parts.append(f"unexpected keys {', '.join(extra)}")
+            raise DataError(f"state dict does not fit this model: {'; '.join(parts)}")
+        arrays = {}
+        for key, view in views.items():
+            value = state[key]
+            if hasattr(value, "detach"):  # a torch tensor
+                value = value.detach().cpu().numpy()
+            value = np.asarray(value)
+            if value.shape != view.shape:
+                raise DataError(f"state dict entry {key!r} has shape {value.shape}, the model needs {view.shape}")
+            if not np.all(np.isfinite(value)):
+                raise DataError(f"state dict entry {key!r} holds NaN or infinite values")
+            arrays[key] = value
+        for key, value in arrays.items():  # only write once everything checked out
+            views[key][...] = value
+
+    # -- passes ----------------------------------------------------------
+
+    def workspace(self, capacity, training=False):
+        """A workspace for batches of up to ``capacity`` rows, made once per size and kept."""
+        key = (capacity, training)
+        ws = self._workspaces.get(key)
+        if ws is None:
+            ws = self._workspaces[key] = Workspace(self, capacity, training)
+        return ws
+
+    def forward(self, acts, caches, training=False, seed=0):
+        """Run each layer's forward kernel, first to last; ``acts[0]`` holds the batch."""
+        for i in range(len(self.layers)):
+            self.forward_kernels[i](
+                self.layer_params[i], self.hypers[i], acts[i], acts[i + 1], caches[i], training, mix_seed(seed, i)
+            )
+        return acts[-1]
+
+    def backward(self, acts, caches, deltas):
+        """Backpropagation: from dL/d(output) in ``deltas[-1]``, each layer last to first
+        writes its parameter gradients into ``self.grads`` and passes dL/d(input) down."""
+        for i in range(len(self.layers) - 1, -1, -1):
+            self.backward_kernels[i](
+                self.layer_params[i],
+                self.hypers[i],
+                acts[i],
+                acts[i + 1],
+                caches[i],
+                deltas[i + 1],
+                deltas[i],
+                self.layer_grads[i],
+            )
+
+    def predict(self, X, batch_size=1024):
+        """The model's output for every row of ``X`` (inference mode: dropout off)."""
+        from .data import as_inputs
+
+        X = as_inputs(self, X)
+        out = np.empty((X.shape[0], self.output_dim), self.dtype)
+        ws = self.workspace(min(batch_size, max(X.shape[0], 1)))
+        for start in range(0, X.shape[0], ws.capacity):
+            stop = min(start + ws.capacity, X.shape[0])
+            acts, caches, _ = ws.views(stop - start)
+            acts[0][...] = X[start:stop]
+            out[start:stop] = self.forward(acts, caches)
+        return out
+
+    def __repr__(self):
+        rows = "\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
+        return (
+            f"Sequential(input_dim={self.input_dim}, dtype={np.dtype(self.dtype).name}, "
+            f"params={self.n_params}\n{rows}\n)"
+        )

@@ -1,0 +1,28 @@
+"""The optimizer contract: move every weight downhill along its gradient.
+
+A registered optimizer class provides one kernel over the model's flat
+buffers, so one fused loop updates every parameter of every layer:
+
+``kernel(p, g, state, lr, h, step)``
+    update parameters ``p`` in place from gradients ``g`` (both 1-D);
+    ``state`` is a (n_state, len(p)) array the optimizer owns (momentum,
+    moment estimates), zero at the start; ``lr`` the learning rate of this
+    step (after any schedule); ``h`` the float64 hyperparameters from
+    ``hyper()``; ``step`` the 1-based count of updates so far.
+"""
+
+from .components import Component, real
+
+
+class Optimizer(Component):
+    """Base class of optimizers. Subclass, set ``name``, ``n_state`` and ``kernel``."""
+
+    #: Rows of per-parameter state the kernel needs.
+    n_state = 0
+
+    def __init__(self, lr=0.001):
+        self.lr = real("lr", lr, self.name, low=0.0)
+
+    def init_state(self, state):
+        """Set the initial optimizer state (zeros unless overridden)."""
+        state[...] = 0.0

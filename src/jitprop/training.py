@@ -1,0 +1,351 @@
+"""fit / evaluate / value_and_grad: the loop of prediction, loss, backpropagation and update.
+
+Words as a learner knows them: an *iteration* is one update of the weights
+from one *batch* of examples; an *epoch* is one pass over every training
+example, in a fresh random order each time; after each epoch the model is
+scored on *validation* data it never trains on, which shows under- and
+overfitting as they happen.
+"""
+
+import math
+
+import numpy as np
+import pluggy
+from numba import njit
+
+from . import api, hookspecs
+from .callbacks import Callback
+from .components import kernel, positive_int, real
+from .data import as_inputs, as_targets
+from .errors import ConfigError, DataError
+from .hookspecs import hookimpl
+from .losses import count_correct_binary, count_correct_classes
+from .model import Workspace, mix_seed
+from .plugins import load_plugins
+
+#: loss target -> kernel counting correct predictions in a batch
+ACCURACY = {"class": count_correct_classes, "binary": count_correct_binary}
+
+LIFECYCLE_HOOKS = (
+    "on_train_begin",
+    "on_train_end",
+    "on_epoch_begin",
+    "on_epoch_end",
+    "on_train_batch_begin",
+    "on_train_batch_end",
+    "on_after_backward",
+)
+
+
+@njit(cache=True)
+def gather_rows(src, idx, start, dst):
+    """dst[r] = src[idx[start + r]] for every row r of dst: one shuffled batch."""
+    for r in range(dst.shape[0]):
+        dst[r] = src[idx[start + r]]
+
+
+class History(Callback):
+    """Records every epoch's logs (``history.history``) and every iteration's loss."""
+
+    name = "history"
+
+    def __init__(self):
+        self.history = {}
+        self.epoch = []
+        self.iteration_loss = []
+
+    @hookimpl
+    def on_epoch_end(self, trainer, epoch, logs):
+        self.epoch.append(epoch)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
+        self.iteration_loss.extend(trainer.batch_losses[: trainer.batches_done].tolist())
+
+    def __repr__(self):
+        return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
+
+
+def _hook_relay(callbacks):
+    """A plugin manager for one run: installed plugins' lifecycle hooks, then the run's callbacks."""
+    global_pm = load_plugins()
+    pm = pluggy.PluginManager("jitprop")
+    pm.add_hookspecs(hookspecs)
+    for plugin in global_pm.get_plugins():
+        callers = global_pm.get_hookcallers(plugin) or []
+        if any(c.name in LIFECYCLE_HOOKS for c in callers):
+            pm.register(plugin, name=global_pm.get_name(plugin))
+    # pluggy calls the last registered first; register in reverse so list order holds.
+    for cb in reversed(callbacks):
+        for attr in LIFECYCLE_HOOKS:
+            method = getattr(cb, attr, None)
+            if method is not None and getattr(method, "jitprop_impl", None) is None:
+                raise ConfigError(
+                    f"callback {type(cb).__name__}.{attr} is not marked @jitprop.hookimpl, so it would never run"
+                )
+        try:
+            pm.register(cb, name=f"callback-{id(cb)}")
+        except pluggy.PluginValidationError as exc:
+            raise ConfigError(f"callback {type(cb).__name__}: {str(exc).splitlines()[0]}") from None
+        except ValueError:
+            raise ConfigError(f"callback {cb!r} is passed twice") from None
+    return pm.hook
+
+
+class Trainer:
+    """Owns one training run: optimizer state, shuffling RNG, counters, hooks.
+
+    Callbacks see it as ``trainer``: ``trainer.model``, ``.loss``,
+    ``.optimizer``, ``.epoch``, ``.step`` (iterations done), ``.lr``, and
+    ``.stop_training``, which a callback sets to end training after the
+    current epoch. ``fit`` may be called again to continue training.
+    """
+
+    def __init__(
+        self,
+        model,
+        loss="mse",
+        optimizer="adam",
+        batch_size=32,
+        callbacks=(),
+        seed=None,
+        shuffle=True,
+        drop_last=False,
+        lr_schedule=None,
+    ):
+        self.model = model
+        self.loss = api.loss(loss)
+        self.optimizer = api.optimizer(optimizer)
+        self.lr_schedule = None if lr_schedule is None else api.schedule(lr_schedule)
+        self.batch_size = positive_int("batch_size", batch_size, "fit")
+        self.seed = model.seed if seed is None else positive_int("seed", seed, "fit", minimum=0)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        message = self.loss.check_output_dim(model.output_dim)
+        if message:
+            raise DataError(message)
+
+        self.loss_kernel = kernel(self.loss, "kernel")
+        self.loss_h = np.ascontiguousarray(self.loss.hyper(), dtype=np.float64)
+        self.opt_kernel = kernel(self.optimizer, "kernel")
+        self.opt_h = np.ascontiguousarray(self.optimizer.hyper(), dtype=np.float64)
+        self.opt_state = np.zeros((self.optimizer.n_state, model.n_params), model.dtype)
+        self.optimizer.init_state(self.opt_state)
+        self.rng = np.random.default_rng(self.seed)
+
+        self.epoch = 0
+        self.step = 0
+        self.lr = self.optimizer.lr
+        self.stop_training = False
+        self.stop_reason = None
+        self.stop_on_nan = False
+        self.batch_losses = np.zeros(0)
+        self.batches_done = 0
+
+        self.history = History()
+        self.callbacks = [self.history] + [api.callback(cb) for cb in callbacks]
+        self.hook = _hook_relay(self.callbacks)
+
+    @property
+    def classification(self):
+        return self.loss.target in ("class", "binary")
+
+    def fit(self, X, y, epochs=1, validation_data=None, validation_split=0.0):
+        """Train until ``epochs`` epochs are done in total (so a second call continues)."""
+        model = self.model
+        epochs = positive_int("epochs", epochs, "fit", minimum=0)
+        validation_split = real("validation_split", validation_split, "fit", low=0.0, high=1.0, high_open=True)
+        X = as_inputs(model, X)
+        y = as_targets(model, self.loss, y, X.shape[0])
+        if validation_data is not None:
+            if validation_split:
+                raise ConfigError("give validation_data or validation_split, not both")
+            if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
+                raise ConfigError("validation_data must be a pair (X_val, y_val)")
+            Xv = as_inputs(model, validation_data[0], "validation X")
+            yv = as_targets(model, self.loss, validation_data[1], Xv.shape[0], "validation y")
+        elif validation_split:
+            n_val = int(round(X.shape[0] * validation_split))
+            if n_val < 1 or n_val >= X.shape[0]:
+                raise DataError(
+                    f"validation_split={validation_split} of {X.shape[0]} rows leaves no validation or no training rows"
+                )
+            # A seeded random split: data sorted by class would otherwise lose whole classes.
+            order = np.random.default_rng([self.seed, 1]).permutation(X.shape[0])
+            Xv, yv = X[order[-n_val:]], y[order[-n_val:]]
+            X, y = np.ascontiguousarray(X[order[:-n_val]]), np.ascontiguousarray(y[order[:-n_val]])
+        else:
+            Xv = yv = None
+        self.has_validation = Xv is not None
+        self.metric_names = ["loss"] + (["accuracy"] if self.classification else [])
+        if self.has_validation:
+            self.metric_names += ["val_" + m for m in self.metric_names]
+
+        n = X.shape[0]
+        bs = min(self.batch_size, n)
+        n_batches = n // bs if self.drop_last else -(-n // bs)
+        if n_batches == 0:
+            raise DataError(f"drop_last with batch_size={self.batch_size} leaves no batch from {n} rows")
+        ws = model.workspace(bs, training=True)
+        y_buf = np.zeros((bs,) + y.shape[1:], y.dtype)
+        index = np.arange(n, dtype=np.int64)
+        self.batch_losses = np.zeros(n_batches)
+
+        hook = self.hook
+        batch_begin = bool(hook.on_train_batch_begin.get_hookimpls())
+        batch_end = bool(hook.on_train_batch_end.get_hookimpls())
+        after_backward = bool(hook.on_after_backward.get_hookimpls())
+        accuracy = ACCURACY.get(self.loss.target)
+
+        self.stop_training = False
+        self.stop_reason = None
+        hook.on_train_begin(trainer=self, logs={})
+        try:
+            while self.epoch < epochs and not self.stop_training:
+                epoch = self.epoch
+                base_lr = self.optimizer.lr
+                self.lr = self.lr_schedule(epoch, base_lr) if self.lr_schedule else base_lr
+                logs = {}
+                hook.on_epoch_begin(trainer=self, epoch=epoch, logs=logs)
+                index[:] = np.arange(n)
+                if self.shuffle:
+                    self.rng.shuffle(index)
+                loss_sum = correct = 0.0
+                seen = 0
+                self.batches_done = 0
+                for b in range(n_batches):
+                    start = b * bs
+                    rows = min(bs, n - start)
+                    if batch_begin:
+                        hook.on_train_batch_begin(trainer=self, batch=b, logs={"size": rows})
+                    acts, caches, deltas = ws.views(rows)
+                    gather_rows(X, index, start, acts[0])
+                    yb = y_buf[:rows]
+                    gather_rows(y, index, start, yb)
+                    # prediction -> loss -> backpropagation -> (hooks) -> update
+                    model.forward(acts, caches, True, mix_seed(self.seed, self.step))
+                    value = self.loss_kernel(acts[-1], yb, deltas[-1], self.loss_h)
+                    if accuracy is not None:
+                        correct += accuracy(acts[-1], yb)
+                    model.backward(acts, caches, deltas)
+                    if after_backward:
+                        hook.on_after_backward(trainer=self, grads=model.grads)
+                    self.step += 1
+                    self.opt_kernel(model.params, model.grads, self.opt_state, self.lr, self.opt_h, self.step)
+                    self.batch_losses[b] = value
+                    self.batches_done = b + 1
+                    loss_sum += value * rows
+                    seen += rows
+                    if batch_end:
+                        hook.on_train_batch_end(trainer=self, batch=b, logs={"loss": float(value), "size": rows})
+                    if self.stop_on_nan and not math.isfinite(value):
+                        self.stop_training = True
+                    if self.stop_training:
+                        break
+                logs["loss"] = loss_sum / seen
+                if accuracy is not None:
+                    logs["accuracy"] = correct / seen
+                if Xv is not None:
+                    for key, value in self.score(Xv, yv).items():
+                        logs["val_" + key] = value
+                logs["lr"] = self.lr
+                self.epoch += 1
+                hook.on_epoch_end(trainer=self, epoch=epoch, logs=logs)
+        finally:
+            hook.on_train_end(trainer=self, logs={})
+        return self.history
+
+    def score(self, X, y):
+        """Mean loss (and accuracy) over checked arrays X, y, in inference mode."""
+        return score(self.model, self.loss, X, y, max(self.batch_size, 256))
+
+
+def score(model, loss, X, y, batch_size=256):
+    """Mean loss, and accuracy for classification, over arrays already checked by ``data``."""
+    bs = min(batch_size, X.shape[0])
+    ws = model.workspace(bs)
+    scratch = np.zeros((bs, model.output_dim), model.dtype)  # the loss kernel writes a gradient here
+    loss_kernel = kernel(loss, "kernel")
+    h = np.ascontiguousarray(loss.hyper(), dtype=np.float64)
+    accuracy = ACCURACY.get(loss.target)
+    total = correct = 0.0
+    for start in range(0, X.shape[0], bs):
+        stop = min(start + bs, X.shape[0])
+        acts, caches, _ = ws.views(stop - start)
+        acts[0][...] = X[start:stop]
+        out = model.forward(acts, caches)
+        total += loss_kernel(out, y[start:stop], scratch[: stop - start], h) * (stop - start)
+        if accuracy is not None:
+            correct += accuracy(out, y[start:stop])
+    result = {"loss": total / X.shape[0]}
+    if accuracy is not None:
+        result["accuracy"] = correct / X.shape[0]
+    return result
+
+
+def fit(
+    model,
+    X,
+    y,
+    loss="mse",
+    optimizer="adam",
+    epochs=10,
+    batch_size=32,
+    validation_split=0.0,
+    validation_data=None,
+    callbacks=(),
+    shuffle=True,
+    seed=None,
+    drop_last=False,
+    lr_schedule=None,
+):
+    """Train ``model`` on (X, y) and return its History.
+
+    Each iteration takes one batch of ``batch_size`` rows: the model predicts,
+    ``loss`` scores the prediction, backpropagation gives every weight its
+    gradient, and ``optimizer`` moves the weights against it. One epoch covers
+    every row once (the last, smaller batch too unless ``drop_last``), in an
+    order reshuffled each epoch from ``seed`` (default: the model's seed).
+
+    Validation data (``validation_data=(Xv, yv)``, or a seeded random
+    ``validation_split`` fraction held out of X) is scored after every
+    epoch. ``history.history`` holds per-epoch ``loss``, ``val_loss``, and for
+    classification ``accuracy``, ``val_accuracy``, plus ``lr``;
+    ``history.iteration_loss`` holds the loss of every iteration.
+    """
+    trainer = Trainer(
+        model,
+        loss=loss,
+        optimizer=optimizer,
+        batch_size=batch_size,
+        callbacks=callbacks,
+        seed=seed,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        lr_schedule=lr_schedule,
+    )
+    return trainer.fit(X, y, epochs=epochs, validation_data=validation_data, validation_split=validation_split)
+
+
+def evaluate(model, X, y, loss="mse", batch_size=256):
+    """Mean ``loss`` over (X, y), and ``accuracy`` for classification losses, as a dict."""
+    loss = api.loss(loss)
+    X = as_inputs(model, X)
+    y = as_targets(model, loss, y, X.shape[0])
+    return score(model, loss, X, y, positive_int("batch_size", batch_size, "evaluate"))
+
+
+def value_and_grad(model, loss, X, y, training=False, seed=0):
+    """The batch-mean loss of (X, y) and its gradient for every parameter, keyed like ``state_dict()``.
+
+    One forward pass (prediction), the loss, and one backward pass
+    (backpropagation) over all of X as a single batch; the weights don't move.
+    """
+    loss = api.loss(loss)
+    X = as_inputs(model, X)
+    y = as_targets(model, loss, y, X.shape[0])
+    acts, caches, deltas = Workspace(model, X.shape[0], training=True).views(X.shape[0])
+    acts[0][...] = X
+    model.forward(acts, caches, bool(training), mix_seed(seed))
+    value = kernel(loss, "kernel")(acts[-1], y, deltas[-1], np.ascontiguousarray(loss.hyper(), dtype=np.float64))
+    model.backward(acts, caches, deltas)
+    return float(value), {k: v.copy() for k, v in model.gradients().items()}
