@@ -30,6 +30,8 @@ class Layer(Component):
     param_names = ()
     #: True for ReLU-like activations: a dense layer before one gets He init.
     relu_family = False
+    #: Options that make a small working instance, for ``jitprop gradcheck``.
+    example_options = {}
 
     in_dim = None
     out_dim = None

@@ -57,7 +57,7 @@ def _build(pm):
     tables = {}
     for kind, hook_name in KINDS.items():
         table = {}
-        for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():  # in registration order
             owner = plugin_name(impl.plugin)
 
             def register(cls, name=None, aliases=(), _owner=owner, _kind=kind, _table=table):

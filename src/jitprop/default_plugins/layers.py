@@ -41,6 +41,7 @@ class Dense(jitprop.Layer):
 
     name = "dense"
     param_names = ("weight", "bias")
+    example_options = {"units": 3}
     forward_kernel = staticmethod(dense_forward)
     backward_kernel = staticmethod(dense_backward)
 

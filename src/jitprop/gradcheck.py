@@ -1,0 +1,106 @@
+"""Finite-difference gradient checks in float64: does backpropagation match the slope?
+
+For a layer, the check feeds a random batch forward, scores the output with
+a fixed random projection L = sum(out * R), lets the backward kernel give
+dL/dx and dL/dparams, and compares each with central differences
+(L(v + eps) - L(v - eps)) / 2 eps. A plugin author's first test.
+"""
+
+import numpy as np
+
+from . import api
+from .components import kernel
+from .model import Sequential, mix_seed
+
+TOLERANCE = 1e-6
+
+
+def relative_error(analytic, numeric):
+    """||a - n|| / (||a|| + ||n||), 0 when both vanish."""
+    a, n = np.ravel(analytic), np.ravel(numeric)
+    denom = np.linalg.norm(a) + np.linalg.norm(n)
+    return 0.0 if denom == 0 else float(np.linalg.norm(a - n) / denom)
+
+
+def _numeric(f, values, eps):
+    """Central-difference gradient of scalar f() with respect to array ``values`` (perturbed in place)."""
+    grad = np.zeros(values.shape)
+    flat, g = values.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        up = f()
+        flat[i] = old - eps
+        down = f()
+        flat[i] = old
+        g[i] = (up - down) / (2 * eps)
+    return grad
+
+
+def check_layer(layer, in_dim=5, batch=4, seed=0, eps=1e-6, training=True):
+    """Relative errors of a layer's input and parameter gradients: ``{"input": e, "0.weight": e, ...}``.
+
+    ``layer`` is a name or a class registered as a layer; its
+    ``example_options`` (class attribute) supply required options.
+    """
+    if isinstance(layer, str):
+        layer = api.layer(layer, **_example(layer))
+    elif isinstance(layer, type):
+        layer = layer(**getattr(layer, "example_options", {}))
+    rng = np.random.default_rng(seed)
+    model = Sequential([layer], input_dim=in_dim, dtype="float64", seed=seed)
+    model.params[...] = rng.normal(0.0, 0.5, model.n_params)  # away from init's special values
+    x = rng.normal(size=(batch, in_dim))
+    x += np.where(x >= 0, 0.05, -0.05)  # keep clear of kinks at 0 (relu, mae)
+    out = np.zeros((batch, model.output_dim))
+    cache = np.zeros((batch, layer.cache_dim()))
+    proj = rng.normal(size=out.shape)
+    fwd, bwd = kernel(layer, "forward_kernel"), kernel(layer, "backward_kernel")
+    p, h = model.layer_params[0], model.hypers[0]
+    s = mix_seed(seed)
+
+    def value():
+        fwd(p, h, x, out, cache, training, s)
+        return float(np.sum(out * proj))
+
+    value()
+    grad_in = np.full((batch, in_dim), np.nan)
+    model.grads[...] = np.nan  # a kernel must overwrite its gradients, not add to them
+    bwd(p, h, x, out, cache, proj, grad_in, model.layer_grads[0])
+    errors = {"input": relative_error(grad_in, _numeric(value, x, eps))}
+    analytic = model.gradients()
+    for key, view in model.parameters().items():
+        errors[key] = relative_error(analytic[key], _numeric(value, view, eps))
+    return errors
+
+
+def _example(name):
+    from .registry import lookup
+
+    return getattr(lookup("layer", name).cls, "example_options", {})
+
+
+def check_loss(loss, k=4, batch=5, seed=0, eps=1e-6):
+    """Relative error of a loss kernel's gradient with respect to its predictions: ``{"pred": e}``."""
+    loss = api.loss(loss)
+    rng = np.random.default_rng(seed)
+    pred = rng.normal(size=(batch, k))
+    pred += np.where(pred >= 0, 0.05, -0.05)
+    target = example_targets(loss, batch, k, rng)
+    if loss.target != "class":
+        pred = np.where(np.abs(pred - target) < 0.05, pred + 0.1, pred)  # clear of mae's kink
+    grad = np.full(pred.shape, np.nan)
+    f, h = kernel(loss, "kernel"), np.ascontiguousarray(loss.hyper(), dtype=np.float64)
+    scratch = np.zeros(pred.shape)
+    f(pred, target, grad, h)
+    numeric = _numeric(lambda: float(f(pred, target, scratch, h)), pred, eps)
+    return {"pred": relative_error(grad, numeric)}
+
+
+def example_targets(loss, batch, k, rng):
+    """Random targets of the kind ``loss.target`` names."""
+    if loss.target == "class":
+        return rng.integers(0, k, size=batch).astype(np.int64)
+    if loss.target == "binary":
+        return rng.uniform(0, 1, size=(batch, k))
+    return rng.normal(size=(batch, k))

@@ -1,0 +1,184 @@
+"""Plugins: built-ins registered through the hooks, third-party ones through entry points."""
+
+import textwrap
+import warnings
+from importlib import metadata
+
+import numpy as np
+import pluggy
+import pytest
+from numba import njit
+
+import jitprop
+import jitprop.plugins as plugins
+from jitprop import gradcheck
+from jitprop.registry import entries, lookup
+
+
+@njit(cache=True)
+def huber_kernel(pred, y, grad, h):
+    delta = h[0]
+    n, k = pred.shape
+    total = 0.0
+    for i in range(n):
+        for j in range(k):
+            d = pred[i, j] - y[i, j]
+            if abs(d) <= delta:
+                total += 0.5 * d * d
+                grad[i, j] = d / (n * k)
+            else:
+                total += delta * (abs(d) - 0.5 * delta)
+                grad[i, j] = delta * np.sign(d) / (n * k)
+    return total / (n * k)
+
+
+class Huber(jitprop.Loss):
+    """Huber loss: squared near zero, linear beyond delta (torch.nn.HuberLoss)."""
+
+    name = "huber"
+    target = "regression"
+    kernel = staticmethod(huber_kernel)
+
+    def __init__(self, delta=1.0):
+        self.delta = delta
+
+    def hyper(self):
+        return np.array([self.delta])
+
+
+class HuberPlugin:
+    @jitprop.hookimpl
+    def register_losses(self, register):
+        register(Huber)
+
+
+def test_builtins_are_registered_through_the_same_hooks():
+    pm = plugins.load_plugins()
+    names = {pm.get_name(p) for p in pm.get_plugins()}
+    assert set(plugins.DEFAULT_PLUGINS) <= names
+    assert lookup("layer", "dense").plugin == "jitprop.default_plugins.layers"
+    assert lookup("loss", "cross_entropy").plugin == "jitprop.default_plugins.losses"
+    assert lookup("optimizer", "adamw").plugin == "jitprop.default_plugins.optimizers"
+    assert lookup("callback", "early_stopping").plugin == "jitprop.default_plugins.callbacks"
+    assert {e.name for e in entries("callback")} >= {"history", "early_stopping", "terminate_on_nan"}
+
+
+def test_a_custom_loss_plugin_is_used_by_fit_by_name(register_plugin):
+    with pytest.raises(jitprop.ConfigError, match="unknown loss 'huber'"):
+        jitprop.loss("huber")
+    register_plugin(HuberPlugin(), name="huber-plugin")
+    assert lookup("loss", "huber").plugin == "huber-plugin"
+    assert gradcheck.check_loss(jitprop.loss("huber", delta=0.5))["pred"] < 1e-6
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 3))
+    y = X @ np.array([1.0, -2.0, 0.5]) + 0.1
+    model = jitprop.Sequential([jitprop.layer("dense", units=1)], input_dim=3)
+    h = jitprop.fit(model, X, y, loss="huber", optimizer=jitprop.optimizer("adam", lr=0.05), epochs=40)
+    assert h.history["loss"][-1] < 0.05
+
+
+def test_plugin_fixture_leaves_nothing_behind():
+    with pytest.raises(jitprop.ConfigError):
+        jitprop.loss("huber")
+
+
+def test_a_name_registered_twice_names_both_plugins(register_plugin):
+    class Clash:
+        @jitprop.hookimpl
+        def register_losses(self, register):
+            register(Huber, name="mse")
+
+    register_plugin(Clash(), name="clashing-plugin")
+    with pytest.raises(jitprop.PluginError, match="'mse' is registered twice: by plugin 'jitprop.default_plugins.losses' and by plugin 'clashing-plugin'"):
+        jitprop.loss("mse")
+
+
+def test_registering_the_wrong_kind_of_class_is_an_error(register_plugin):
+    class Wrong:
+        @jitprop.hookimpl
+        def register_layers(self, register):
+            register(Huber)
+
+    register_plugin(Wrong(), name="wrong-plugin")
+    with pytest.raises(jitprop.PluginError, match="registered Huber as a layer, but it does not subclass jitprop.Layer"):
+        jitprop.layer("relu")
+
+
+def test_a_misspelled_hook_is_an_error():
+    class Misspelled:
+        @jitprop.hookimpl
+        def register_lossess(self, register):
+            pass
+
+    with pytest.raises(jitprop.PluginError, match="register_lossess"):
+        plugins.register(Misspelled(), name="misspelled")
+    assert plugins.pm.get_plugin("misspelled") is None
+
+
+def test_a_plugin_with_lifecycle_hooks_fires_in_every_fit(register_plugin):
+    class Counter:
+        epochs = 0
+
+        @jitprop.hookimpl
+        def on_epoch_end(self):
+            Counter.epochs += 1
+
+    register_plugin(Counter(), name="counter")
+    model = jitprop.Sequential([jitprop.layer("dense", units=1)], input_dim=2)
+    jitprop.fit(model, np.ones((4, 2)), np.ones(4), epochs=3)
+    assert Counter.epochs == 3
+
+
+@pytest.fixture
+def fresh_manager(monkeypatch, tmp_path):
+    """A new plugin manager and three installed entry points: one good, one that raises, one misspelled."""
+    (tmp_path / "jp_good.py").write_text(textwrap.dedent('''
+        import jitprop
+
+        class Cube(jitprop.Layer):
+            """x cubed"""
+            name = "cube"
+
+        @jitprop.hookimpl
+        def register_layers(register):
+            register(Cube)
+    '''))
+    (tmp_path / "jp_broken.py").write_text("raise RuntimeError('this package is broken')\n")
+    (tmp_path / "jp_typo.py").write_text(textwrap.dedent('''
+        import jitprop
+
+        @jitprop.hookimpl
+        def register_layer(register):
+            pass
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    eps = [metadata.EntryPoint(name=n, value=f"jp_{n}", group="jitprop") for n in ("broken", "good", "typo")]
+    monkeypatch.setattr(plugins.metadata, "entry_points", lambda group: eps if group == "jitprop" else [])
+    pm = pluggy.PluginManager("jitprop")
+    pm.add_hookspecs(jitprop.hookspecs)
+    monkeypatch.setattr(plugins, "pm", pm)
+    monkeypatch.setattr(plugins, "_loaded", False)
+    monkeypatch.setattr(plugins, "failed_plugins", {})
+    return pm
+
+
+def test_a_broken_entry_point_is_reported_in_one_line_and_the_rest_load(fresh_manager, monkeypatch):
+    monkeypatch.delenv("JITPROP_LOAD_PLUGINS")
+    with pytest.warns(plugins.PluginLoadWarning) as caught:
+        plugins.load_plugins()
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2 and all("\n" not in m for m in messages)
+    assert "plugin 'broken' (jp_broken) failed to load and was skipped: RuntimeError: this package is broken" in messages[0]
+    assert "'typo'" in messages[1] and "register_layer" in messages[1]
+    assert set(plugins.failed_plugins) == {"broken", "typo"}
+    assert lookup("layer", "cube").plugin == "good"
+    assert lookup("layer", "dense").plugin == "jitprop.default_plugins.layers"
+
+
+def test_jitprop_load_plugins_limits_what_loads(fresh_manager, monkeypatch):
+    monkeypatch.setenv("JITPROP_LOAD_PLUGINS", "good")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plugins.load_plugins()
+    assert lookup("layer", "cube").plugin == "good"
+    assert not plugins.failed_plugins

@@ -1,0 +1,19 @@
+"""The README's Python examples run as shown."""
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def python_blocks():
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_readme_examples_run(capsys):
+    blocks = python_blocks()
+    assert len(blocks) >= 2
+    for block in blocks:
+        exec(compile(block, str(README), "exec"), {"__name__": "readme_example"})
+    accuracy = float(capsys.readouterr().out.splitlines()[0])
+    assert accuracy > 0.9
