@@ -187,6 +187,7 @@ class Trainer:
             raise DataError(f"drop_last with batch_size={self.batch_size} leaves no batch from {n} rows")
         ws = model.workspace(bs, training=True)
         y_buf = np.zeros((bs,) + y.shape[1:], y.dtype)
+        y_views = {bs: y_buf, n - (n_batches - 1) * bs: y_buf[: n - (n_batches - 1) * bs]}
         index = np.arange(n, dtype=np.int64)
         self.batch_losses = np.zeros(n_batches)
 
@@ -219,7 +220,7 @@ class Trainer:
                         hook.on_train_batch_begin(trainer=self, batch=b, logs={"size": rows})
                     acts, caches, deltas = ws.views(rows)
                     gather_rows(X, index, start, acts[0])
-                    yb = y_buf[:rows]
+                    yb = y_views[rows]
                     gather_rows(y, index, start, yb)
                     # prediction -> loss -> backpropagation -> (hooks) -> update
                     model.forward(acts, caches, True, mix_seed(self.seed, self.step))
