@@ -10,6 +10,7 @@ built-in ones included, and their kernels are Numba-compiled.
 __version__ = "0.1.0"
 
 from .callbacks import Callback
+from .datasets import Dataset
 from .errors import ConfigError, DataError, JitpropError, PluginError
 from .hookspecs import hookimpl
 from .layers import Layer
@@ -19,9 +20,11 @@ from .schedules import Schedule
 from .api import callback, layer, loss, optimizer, schedule
 from .model import Sequential
 from .training import History, Trainer, evaluate, fit, value_and_grad
+from . import checkpoint  # noqa: E402  (jitprop.checkpoint.save / load)
 
 __all__ = [
     "Callback",
+    "Dataset",
     "ConfigError",
     "DataError",
     "History",

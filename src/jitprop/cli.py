@@ -1,11 +1,477 @@
-"""The ``jitprop`` command line."""
+"""The ``jitprop`` command line: train, evaluate, predict, list, plugins, gradcheck.
+
+User mistakes end in one line and a non-zero exit (``JITPROP_DEBUG=1``
+shows the traceback); files are written atomically, so a failed command
+leaves what was there before.
+"""
+
+import csv
+import io
+import json
+import os
+import signal
+import sys
+import time
 
 import click
+from click.core import ParameterSource
 
-from . import __version__
+from . import __version__, api, runconfig
+from . import checkpoint as checkpoints
+from . import gradcheck as gradchecks
+from .errors import ConfigError, DataError, JitpropError
+from .hookspecs import hookimpl
+from .plugins import distribution_of, failed_plugins, load_plugins, plugin_name
+from .registry import entries, lookup
+from .run import inputs_for, plan
+from .training import evaluate as evaluate_model
+
+KINDS = {"layers": "layer", "losses": "loss", "optimizers": "optimizer", "callbacks": "callback",
+         "schedules": "schedule", "datasets": "dataset"}  # fmt: skip
 
 
-@click.group()
+class JitpropGroup(click.Group):
+    """Turns jitprop's own errors into one-line messages."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except JitpropError as exc:
+            if os.environ.get("JITPROP_DEBUG"):
+                raise
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=JitpropGroup)
 @click.version_option(__version__, prog_name="jitprop")
 def cli():
-    """jitprop: train neural networks with Numba-compiled backpropagation."""
+    """jitprop: train neural networks with Numba-compiled backpropagation.
+
+    \b
+    Start with:
+      jitprop train                       # an MLP on the built-in digits
+      jitprop train --help                # every option
+      jitprop list                        # layers, losses, optimizers, ...
+
+    Set JITPROP_DEBUG=1 to see tracebacks.
+    """
+
+
+# -- train -----------------------------------------------------------------
+
+
+class EpochPrinter:
+    """One summary line per epoch."""
+
+    def __init__(self, epochs):
+        self.epochs = epochs
+        self.started = time.perf_counter()
+
+    @hookimpl
+    def on_epoch_begin(self):
+        self.started = time.perf_counter()
+
+    @hookimpl
+    def on_epoch_end(self, epoch, logs):
+        parts = [f"epoch {epoch + 1:>{len(str(self.epochs))}}/{self.epochs}"]
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            if key in logs:
+                parts.append(f"{key} {logs[key]:.4f}")
+        parts.append(f"{time.perf_counter() - self.started:.2f}s")
+        click.echo("  ".join(parts))
+
+
+class ProgressBar:
+    """A live bar over the batches of each epoch (only on a terminal: it fires per batch)."""
+
+    def __init__(self, epochs):
+        self.epochs = epochs
+        self.bar = None
+
+    @hookimpl
+    def on_epoch_begin(self, trainer, epoch):
+        self.bar = click.progressbar(length=trainer.n_batches, label=f"epoch {epoch + 1}/{self.epochs}")
+        self.bar.__enter__()
+
+    @hookimpl
+    def on_train_batch_end(self):
+        if self.bar is not None:
+            self.bar.update(1)
+
+    @hookimpl
+    def on_epoch_end(self):
+        self._close()
+
+    @hookimpl
+    def on_train_end(self):
+        self._close()
+
+    def _close(self):
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def _spec_option(config, key, text):
+    """Merge ``--loss`` / ``--optimizer`` NAME[:k=v] into a config table of the same name."""
+    spec = runconfig.parse_spec(text)
+    current = config.get(key)
+    if isinstance(current, dict) and current.get("name") == spec["name"]:
+        spec = {**current, **spec}
+    config[key] = spec
+
+
+def _hidden(text):
+    try:
+        widths = [int(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        raise ConfigError(f"--hidden takes comma-separated layer widths like 128,64, got {text!r}") from None
+    if any(w < 1 for w in widths):
+        raise ConfigError(f"--hidden widths must be positive, got {text!r}")
+    return widths
+
+
+def _check_writable(path, what):
+    """Fail before training, not after it, when a file cannot be written."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise DataError(f"{what} {path} is a directory")
+    if not os.path.isdir(directory):
+        raise DataError(f"cannot write {what} {path}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise DataError(f"cannot write {what} {path}: directory {directory} is not writable")
+
+
+RESUMABLE = {"resume", "epochs", "checkpoint", "callbacks", "print_config"}
+
+
+@cli.command()
+@click.option("--config", "config_path", help="Run file (TOML) as written by --print-config; flags override it.")
+@click.option("--dataset", help="Built-in data set (jitprop list datasets) or a .csv / .npz file.  [default: digits]")
+@click.option("--target", help="CSV column to predict.  [default: the last column]")
+@click.option("--normalize/--no-normalize", default=None, help="Standardise inputs with the training rows' mean and std.  [default: on]")
+@click.option("--hidden", help="Hidden layer widths, comma-separated.  [default: 128,64]")
+@click.option("--activation", help="Activation after each hidden layer.  [default: relu]")
+@click.option("--dropout", type=float, help="Dropout rate after each hidden activation.  [default: 0]")
+@click.option("--loss", help="Loss NAME[:k=v,...].  [default: cross_entropy for labels, mse for numbers]")
+@click.option("--optimizer", help="Optimizer NAME[:k=v,...], e.g. sgd:momentum=0.9.  [default: adam]")
+@click.option("--lr", type=float, help="Learning rate.  [default: the optimizer's]")
+@click.option("--schedule", help="Learning-rate schedule NAME[:k=v,...], e.g. cosine:T_max=20,warmup=2.")
+@click.option("--epochs", type=int, help="Total epochs (with --resume too).  [default: 20]")
+@click.option("--batch-size", type=int, help="Rows per batch.  [default: 32]")
+@click.option("--validation-split", type=float, help="Fraction held out for validation (0 for none).  [default: 0.2]")
+@click.option("--seed", type=int, help="Seed of weights, shuffling and dropout.  [default: 0]")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), help="Floating-point precision.  [default: float32]")
+@click.option("--device", help="cpu or cuda.  [default: cpu]")
+@click.option("--checkpoint", help="Save the run here (.npz) at the end and on Ctrl-C.")
+@click.option("--resume", help="Continue the run saved in this checkpoint.")
+@click.option("--callback", "callbacks", multiple=True, help="Callback NAME[:k=v,...]; repeatable.")
+@click.option("--print-config", is_flag=True, help="Print the resolved run as TOML and exit.")
+@click.pass_context
+def train(ctx, config_path, dataset, target, normalize, hidden, activation, dropout, loss, optimizer, lr, schedule,
+          epochs, batch_size, validation_split, seed, dtype, device, checkpoint, resume, callbacks, print_config):  # fmt: skip
+    """Train a model and report loss and accuracy per epoch.
+
+    \b
+    Examples:
+      jitprop train                                   # MLP on the built-in digits
+      jitprop train --hidden 256,128 --dropout 0.2 --epochs 30
+      jitprop train --dataset spirals --optimizer sgd:momentum=0.9 --lr 0.1
+      jitprop train --dataset data.csv --target species --checkpoint model.npz
+      jitprop train --callback early_stopping:patience=3,restore_best_weights=true
+      jitprop train --print-config > run.toml && jitprop train --config run.toml
+      jitprop train --resume model.npz --epochs 40    # continue to 40 epochs in all
+
+    Ctrl-C stops after the current batch and, with --checkpoint, saves the
+    run so --resume continues it exactly.
+    """
+    if resume:
+        changed = [
+            "--" + name.replace("_", "-")
+            for name in ctx.params
+            if name not in RESUMABLE and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+        ]
+        if config_path:
+            changed.insert(0, "--config")
+        if changed:
+            raise ConfigError(
+                f"{', '.join(changed)} cannot change when resuming: the run continues with its saved configuration"
+                " (only --epochs, --checkpoint and --callback may be given)"
+            )
+        saved = checkpoints.load(resume)
+        config = runconfig.check(saved.info.get("config", {}), resume)
+        config["checkpoint"] = checkpoint or config.get("checkpoint") or resume
+    else:
+        saved = None
+        config = runconfig.load(config_path) if config_path else {}
+        flags = {
+            "dataset": dataset, "target": target, "normalize": normalize, "activation": activation, "dropout": dropout,
+            "lr": lr, "batch_size": batch_size, "validation_split": validation_split, "seed": seed, "dtype": dtype,
+            "device": device, "checkpoint": checkpoint,
+        }  # fmt: skip
+        if hidden is not None:
+            flags["hidden"] = _hidden(hidden)
+        if any(v is not None for v in (hidden, activation, dropout)):
+            config.pop("layers", None)  # the shorthand flags replace the file's stack
+        if dataset is not None and target is None:
+            config.pop("target", None)
+        config.update({k: v for k, v in flags.items() if v is not None})
+        if loss:
+            _spec_option(config, "loss", loss)
+        if optimizer:
+            _spec_option(config, "optimizer", optimizer)
+        if schedule:
+            config["schedule"] = runconfig.parse_spec(schedule)
+    if epochs is not None:
+        config["epochs"] = epochs
+    config["callbacks"] = list(config.get("callbacks", [])) + [runconfig.parse_spec(c) for c in callbacks]
+    config = runconfig.check(config, "run")
+
+    p = plan(config, saved)
+    if print_config:
+        click.echo(runconfig.dumps(p.config), nl=False)
+        return
+    path = p.config.get("checkpoint")
+    if path:
+        _check_writable(path, "checkpoint")
+
+    total = p.config["epochs"]
+    reporters = [ProgressBar(total)] if sys.stdout.isatty() else []
+    reporters.append(EpochPrinter(total))
+    trainer = p.trainer(extra_callbacks=reporters)
+    if saved is not None:
+        trainer.load_state(*saved.trainer_state(p.model))
+    X, y = p.train
+    n_val = 0 if p.val_rows is None else len(p.val_rows)
+    click.echo(
+        f"training {len(p.model.layers)} layers ({p.model.n_params:,} parameters) on {p.table.source}:"
+        f" {len(y)} training rows, {n_val} validation rows; epochs {trainer.epoch + 1}..{total}"
+    )
+    if trainer.epoch >= total:
+        click.echo(f"already trained for {trainer.epoch} epochs; ask for more with --epochs")
+
+    caught = {}
+
+    def on_signal(signum, frame):
+        if trainer._interrupt_requested:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        caught["signal"] = signum
+        trainer.request_interrupt()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        trainer.fit(X, y, epochs=total, validation_data=p.validation)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+    if trainer.interrupted:
+        name = "Ctrl-C" if caught.get("signal") == signal.SIGINT else "SIGTERM"
+        if path:
+            checkpoints.save(path, trainer, state=trainer.end_state)
+            click.echo(f"{name}: {trainer.stop_reason}; saved {path}; continue with: jitprop train --resume {path}")
+        else:
+            click.echo(f"{name}: {trainer.stop_reason}; nothing saved (give --checkpoint PATH to keep progress)")
+        ctx.exit(130 if caught.get("signal") == signal.SIGINT else 143)
+    if trainer.stop_reason:
+        click.echo(trainer.stop_reason)
+    final = trainer.history.history
+    if final:
+        key = "val_accuracy" if "val_accuracy" in final else "val_loss" if "val_loss" in final else None
+        key = key or ("accuracy" if "accuracy" in final else "loss")
+        click.echo(f"{key.replace('_', ' ').replace('val', 'validation')}: {final[key][-1]:.4f}")
+    if path:
+        checkpoints.save(path, trainer, state=trainer.end_state)
+        click.echo(f"saved {path}")
+
+
+
+# -- evaluate / predict ---------------------------------------------------
+
+
+@cli.command()
+@click.argument("checkpoint_path", metavar="CHECKPOINT")
+@click.option("--dataset", help="Data set name or .csv / .npz file.  [default: the run's own validation rows]")
+@click.option("--target", help="CSV column holding the targets.  [default: the last column]")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+def evaluate(checkpoint_path, dataset, target, batch_size):
+    """Print the loss and metrics of a saved model on data.
+
+    \b
+    Examples:
+      jitprop evaluate model.npz                      # its validation rows
+      jitprop evaluate model.npz --dataset test.csv --target species
+    """
+    saved = checkpoints.load(checkpoint_path)
+    config = dict(saved.info.get("config", {}))
+    if dataset:
+        config.pop("target", None)
+        config.update(dataset=dataset, validation_split=0.0)
+        if target:
+            config["target"] = target
+    elif target:
+        raise ConfigError("--target needs --dataset")
+    p = plan(runconfig.check(config, checkpoint_path), saved)
+    rows = p.val_rows if p.val_rows is not None else p.train_rows
+    where = f"{len(rows)} validation rows of {p.table.source}" if p.val_rows is not None else f"{len(rows)} rows of {p.table.source}"
+    result = evaluate_model(p.model, p.X[rows], p.y[rows], loss=p.loss, batch_size=batch_size)
+    click.echo("  ".join(f"{k} {v:.4f}" for k, v in result.items()) + f"  ({where})")
+
+
+@cli.command()
+@click.argument("checkpoint_path", metavar="CHECKPOINT")
+@click.argument("input_path", metavar="INPUT")
+@click.option("-o", "--output", default="-", show_default=True, help="CSV file to write ('-' for standard output).")
+def predict(checkpoint_path, input_path, output):
+    """Write the model's prediction for every row of INPUT (.csv, .npz or a data set name).
+
+    Classifiers write the predicted label (as named in the training data)
+    and one probability column per class; regressors write the values.
+
+    \b
+    Examples:
+      jitprop predict model.npz new_rows.csv -o predictions.csv
+      jitprop predict model.npz digits | head
+    """
+    if output != "-":
+        _check_writable(output, "output")
+    saved = checkpoints.load(checkpoint_path)
+    model = saved.build_model()
+    loss = api.loss(**saved.meta["loss"])
+    table, X = inputs_for(saved, input_path)
+    out = model.predict(X)
+    info = saved.info
+    target = info.get("target_name") or "y"
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if loss.target == "class":
+        labels = info.get("labels") or [str(i) for i in range(out.shape[1])]
+        probs = loss.probabilities(out)
+        writer.writerow([target, *(f"p_{label}" for label in labels)])
+        for row in probs:
+            writer.writerow([labels[int(row.argmax())], *(f"{v:.6g}" for v in row)])
+    elif loss.target == "binary":
+        probs = loss.probabilities(out)
+        names = [target] if out.shape[1] == 1 else [f"{target}_{j}" for j in range(out.shape[1])]
+        writer.writerow([*names, *(f"p_{n}" for n in names)])
+        for row in probs:
+            writer.writerow([*(int(v >= 0.5) for v in row), *(f"{v:.6g}" for v in row)])
+    else:
+        writer.writerow([target] if out.shape[1] == 1 else [f"{target}_{j}" for j in range(out.shape[1])])
+        for row in out:
+            writer.writerow([f"{v:.8g}" for v in row])
+    text = buffer.getvalue()
+    if output == "-":
+        click.echo(text, nl=False)
+    else:
+        checkpoints.atomic_write(output, lambda f: f.write(text.encode()))
+        click.echo(f"wrote {len(out)} predictions to {output}", err=True)
+
+
+# -- inspecting what is installed ------------------------------------------
+
+
+@cli.command("list")
+@click.argument("kind", required=False, type=click.Choice(list(KINDS)))
+def list_(kind):
+    """Show every registered name, the plugin that gave it, and what it is.
+
+    \b
+    Examples:
+      jitprop list
+      jitprop list losses
+    """
+    for plural in [kind] if kind else KINDS:
+        rows = entries(KINDS[plural])
+        click.echo(f"{plural}:")
+        width = max((len(e.name) for e in rows), default=0)
+        pwidth = max((len(e.plugin) for e in rows), default=0)
+        for e in rows:
+            aliases = f" (also: {', '.join(e.aliases)})" if e.aliases else ""
+            click.echo(f"  {e.name:<{width}}  {e.plugin:<{pwidth}}  {e.doc}{aliases}")
+        if not kind:
+            click.echo("")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def plugins(as_json):
+    """List loaded plugins with their version and the hooks each implements.
+
+    \b
+    Examples:
+      jitprop plugins
+      jitprop plugins --json
+    """
+    pm = load_plugins()
+    rows = []
+    for plugin in pm.get_plugins():
+        dist, version = distribution_of(plugin)
+        hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
+        rows.append({"name": plugin_name(plugin), "package": dist, "version": version, "hooks": hooks})
+    rows.sort(key=lambda r: (not r["name"].startswith("jitprop."), r["name"]))
+    for name, reason in sorted(failed_plugins.items()):
+        rows.append({"name": name, "package": None, "version": None, "hooks": [], "error": reason})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        version = f" {r['package']} {r['version']}" if r["version"] else ""
+        status = f"  FAILED: {r['error']}" if r.get("error") else f"  hooks: {', '.join(r['hooks'])}"
+        click.echo(f"{r['name']}{version}{status}")
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.option("--tolerance", type=float, default=gradchecks.TOLERANCE, show_default=True, help="Largest relative error that passes.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def gradcheck(names, tolerance, seed):
+    """Check layer and loss gradients against float64 finite differences.
+
+    With no NAME, checks every registered layer and loss. Exits with 1 when
+    any relative error exceeds the tolerance.
+
+    \b
+    Examples:
+      jitprop gradcheck
+      jitprop gradcheck dense huber
+    """
+    todo = []
+    if names:
+        for name in names:
+            kinds = [k for k in ("layer", "loss") if name in {e.name for e in entries(k)}]
+            if not kinds:
+                lookup("layer" if name in {a for e in entries("layer") for a in e.aliases} else "loss", name)
+            todo.extend((k, name) for k in kinds)
+    else:
+        todo = [("layer", e.name) for e in entries("layer")] + [("loss", e.name) for e in entries("loss")]
+    failures = 0
+    click.echo(f"{'kind':<6} {'name':<24} {'gradient':<14} {'rel. error':>11}  result")
+    for kind, name in todo:
+        try:
+            errors = gradchecks.check_layer(name, seed=seed) if kind == "layer" else gradchecks.check_loss(name, seed=seed)
+        except Exception as exc:  # a plugin's broken kernel is reported, not raised
+            failures += 1
+            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            click.echo(f"{kind:<6} {name:<24} {'-':<14} {'-':>11}  ERROR {message}")
+            continue
+        for part, err in errors.items():
+            ok = err < tolerance
+            failures += not ok
+            click.echo(f"{kind:<6} {name:<24} {part:<14} {err:>11.2e}  {'ok' if ok else 'FAIL'}")
+    if failures:
+        click.echo(f"{failures} gradient check(s) failed (tolerance {tolerance:g})")
+        sys.exit(1)
+    click.echo(f"all {len(todo)} checked: ok")
+
+
+def add_plugin_commands(group=cli):
+    """Let every plugin add commands (``register_commands(cli)``); a failing one is reported, not fatal."""
+    for impl in load_plugins().hook.register_commands.get_hookimpls():
+        try:
+            impl.function(group)
+        except Exception as exc:
+            click.echo(f"jitprop: plugin {impl.plugin_name!r} failed to add its commands: {exc}", err=True)
+
+
+add_plugin_commands()

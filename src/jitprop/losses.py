@@ -26,6 +26,14 @@ class Loss(Component):
 
     target = "regression"
 
+    def probabilities(self, out):
+        """Class probabilities from model outputs (softmax, or sigmoid for binary targets)."""
+        out = np.asarray(out, dtype=np.float64)
+        if self.target == "binary":
+            return 0.5 * (1.0 + np.tanh(0.5 * out))  # a sigmoid that never overflows
+        z = np.exp(out - out.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
     def check_output_dim(self, k):
         """Return an error message if a model with k outputs cannot use this loss."""
         if self.target == "class" and k < 2:

@@ -189,6 +189,23 @@ class Sequential:
         for key, value in arrays.items():  # only write once everything checked out
             views[key][...] = value
 
+    def config(self):
+        """The model's structure as plain data: ``Sequential.from_config`` rebuilds it."""
+        return {
+            "input_dim": self.input_dim,
+            "dtype": np.dtype(self.dtype).name,
+            "seed": self.seed,
+            "layers": [{"name": layer.name, **layer.config()} for layer in self.layers],
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        """A new model of the structure ``config()`` described (weights freshly initialised)."""
+        from . import api
+
+        layers = [api.layer(spec["name"], **{k: v for k, v in spec.items() if k != "name"}) for spec in config["layers"]]
+        return cls(layers, input_dim=config["input_dim"], dtype=config["dtype"], seed=config.get("seed", 0))
+
     # -- passes ----------------------------------------------------------
 
     def workspace(self, capacity, training=False):

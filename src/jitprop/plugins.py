@@ -23,6 +23,7 @@ DEFAULT_PLUGINS = (
     "jitprop.default_plugins.optimizers",
     "jitprop.default_plugins.schedules",
     "jitprop.default_plugins.callbacks",
+    "jitprop.default_plugins.datasets",
 )
 
 ENTRY_POINT_GROUP = "jitprop"

@@ -44,12 +44,13 @@ _tables_key = None
 
 def _base_classes():
     from .callbacks import Callback
+    from .datasets import Dataset
     from .layers import Layer
     from .losses import Loss
     from .optimizers import Optimizer
     from .schedules import Schedule
 
-    return {"layer": Layer, "loss": Loss, "optimizer": Optimizer, "callback": Callback, "schedule": Schedule}
+    return {"layer": Layer, "loss": Loss, "optimizer": Optimizer, "callback": Callback, "schedule": Schedule, "dataset": Dataset}
 
 
 def _build(pm):

@@ -138,6 +138,10 @@ class Trainer:
         self.stop_training = False
         self.stop_reason = None
         self.stop_on_nan = False
+        self.interrupted = False
+        self.end_state = None
+        self._interrupt_requested = False
+        self._progress = None  # position inside an epoch interrupted part-way
         self.batch_losses = np.zeros(0)
         self.batches_done = 0
 
@@ -164,15 +168,9 @@ class Trainer:
             Xv = as_inputs(model, validation_data[0], "validation X")
             yv = as_targets(model, self.loss, validation_data[1], Xv.shape[0], "validation y")
         elif validation_split:
-            n_val = int(round(X.shape[0] * validation_split))
-            if n_val < 1 or n_val >= X.shape[0]:
-                raise DataError(
-                    f"validation_split={validation_split} of {X.shape[0]} rows leaves no validation or no training rows"
-                )
-            # A seeded random split: data sorted by class would otherwise lose whole classes.
-            order = np.random.default_rng([self.seed, 1]).permutation(X.shape[0])
-            Xv, yv = X[order[-n_val:]], y[order[-n_val:]]
-            X, y = np.ascontiguousarray(X[order[:-n_val]]), np.ascontiguousarray(y[order[:-n_val]])
+            train, val = split_indices(X.shape[0], validation_split, self.seed)
+            Xv, yv = X[val], y[val]
+            X, y = np.ascontiguousarray(X[train]), np.ascontiguousarray(y[train])
         else:
             Xv = yv = None
         self.has_validation = Xv is not None
@@ -182,9 +180,15 @@ class Trainer:
 
         n = X.shape[0]
         bs = min(self.batch_size, n)
-        n_batches = n // bs if self.drop_last else -(-n // bs)
+        n_batches = self.n_batches = n // bs if self.drop_last else -(-n // bs)
         if n_batches == 0:
             raise DataError(f"drop_last with batch_size={self.batch_size} leaves no batch from {n} rows")
+        progress = self._progress
+        if progress is not None and progress["index"].shape[0] != n:
+            raise DataError(
+                f"this run was interrupted mid-epoch on {progress['index'].shape[0]} training rows,"
+                f" but the data now has {n}; resume with the same data"
+            )
         ws = model.workspace(bs, training=True)
         y_buf = np.zeros((bs,) + y.shape[1:], y.dtype)
         y_views = {bs: y_buf, n - (n_batches - 1) * bs: y_buf[: n - (n_batches - 1) * bs]}
@@ -199,21 +203,30 @@ class Trainer:
 
         self.stop_training = False
         self.stop_reason = None
+        self.interrupted = False
+        self.end_state = None
+        self._interrupt_requested = False
         hook.on_train_begin(trainer=self, logs={})
         try:
             while self.epoch < epochs and not self.stop_training:
                 epoch = self.epoch
-                base_lr = self.optimizer.lr
-                self.lr = self.lr_schedule(epoch, base_lr) if self.lr_schedule else base_lr
-                logs = {}
-                hook.on_epoch_begin(trainer=self, epoch=epoch, logs=logs)
-                index[:] = np.arange(n)
-                if self.shuffle:
-                    self.rng.shuffle(index)
-                loss_sum = correct = 0.0
-                seen = 0
-                self.batches_done = 0
-                for b in range(n_batches):
+                if progress is None:  # a fresh epoch
+                    base_lr = self.optimizer.lr
+                    self.lr = self.lr_schedule(epoch, base_lr) if self.lr_schedule else base_lr
+                    hook.on_epoch_begin(trainer=self, epoch=epoch, logs={})
+                    index[:] = np.arange(n)
+                    if self.shuffle:
+                        self.rng.shuffle(index)
+                    first, loss_sum, correct, seen = 0, 0.0, 0.0, 0
+                    self.batches_done = 0
+                else:  # the rest of an epoch interrupted part-way
+                    index[:] = progress["index"]
+                    self.batch_losses[: progress["batch"]] = progress["batch_losses"][: progress["batch"]]
+                    self.lr = progress["lr"]
+                    first, loss_sum, correct, seen = (progress[k] for k in ("batch", "loss_sum", "correct", "seen"))
+                    self.batches_done = first
+                    progress = self._progress = None
+                for b in range(first, n_batches):
                     start = b * bs
                     rows = min(bs, n - start)
                     if batch_begin:
@@ -240,9 +253,16 @@ class Trainer:
                         hook.on_train_batch_end(trainer=self, batch=b, logs={"loss": float(value), "size": rows})
                     if self.stop_on_nan and not math.isfinite(value):
                         self.stop_training = True
-                    if self.stop_training:
+                    if self._interrupt_requested and b + 1 < n_batches:
+                        self._progress = {
+                            "batch": b + 1, "loss_sum": loss_sum, "correct": correct, "seen": seen,
+                            "index": index.copy(), "batch_losses": self.batch_losses.copy(), "lr": self.lr,
+                        }  # fmt: skip
+                    if self.stop_training or self._interrupt_requested:
                         break
-                logs["loss"] = loss_sum / seen
+                if self._progress is not None:
+                    break  # interrupted mid-epoch: the epoch is neither finished nor logged
+                logs = {"loss": loss_sum / seen}
                 if accuracy is not None:
                     logs["accuracy"] = correct / seen
                 if Xv is not None:
@@ -251,13 +271,92 @@ class Trainer:
                 logs["lr"] = self.lr
                 self.epoch += 1
                 hook.on_epoch_end(trainer=self, epoch=epoch, logs=logs)
+                if self._interrupt_requested:
+                    break
+            if self._interrupt_requested:
+                self.interrupted = True
+                self.stop_reason = f"interrupted in epoch {self.epoch + 1} after iteration {self.step}"
+            # The exact state to continue from, taken before on_train_end may restore other weights.
+            self.end_state = self.state()
         finally:
             hook.on_train_end(trainer=self, logs={})
         return self.history
 
+    def request_interrupt(self):
+        """Ask training to stop after the current iteration; ``end_state`` then holds the
+        exact place to continue from. Safe to call from a signal handler."""
+        self._interrupt_requested = True
+
+    def state(self):
+        """Everything needed to continue this run exactly: ``(meta, arrays)``, JSON-able meta."""
+        meta = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "lr": self.lr,
+            "optimizer": {"name": self.optimizer.name, **self.optimizer.config()},
+            "rng": self.rng.bit_generator.state,
+            "history": {"history": self.history.history, "epoch": self.history.epoch},
+            "progress": None,
+            "callbacks": {},
+        }
+        arrays = {
+            "params": self.model.params.copy(),
+            "opt_state": self.opt_state.copy(),
+            "iteration_loss": np.asarray(self.history.iteration_loss, dtype=np.float64),
+        }
+        p = self._progress
+        if p is not None:
+            meta["progress"] = {k: p[k] for k in ("batch", "loss_sum", "correct", "seen", "lr")}
+            arrays["progress_index"] = p["index"].copy()
+            arrays["progress_batch_losses"] = p["batch_losses"].copy()
+        for key, cb in self._stateful_callbacks():
+            cb_meta, cb_arrays = cb.get_state()
+            meta["callbacks"][key] = cb_meta
+            arrays.update({f"callback.{key}.{k}": v for k, v in cb_arrays.items()})
+        return meta, arrays
+
+    def load_state(self, meta, arrays):
+        """Continue from a ``state()``: weights, optimizer state, counters, RNG, history."""
+        if arrays["params"].shape != self.model.params.shape or arrays["opt_state"].shape != self.opt_state.shape:
+            raise DataError("the saved training state does not fit this model and optimizer")
+        self.model.params[...] = arrays["params"]
+        self.opt_state[...] = arrays["opt_state"]
+        self.optimizer.lr = float(meta["optimizer"]["lr"])  # callbacks may have lowered it
+        self.epoch, self.step, self.lr = int(meta["epoch"]), int(meta["step"]), float(meta["lr"])
+        self.rng.bit_generator.state = meta["rng"]
+        self.history.history = {k: list(v) for k, v in meta["history"]["history"].items()}
+        self.history.epoch = list(meta["history"]["epoch"])
+        self.history.iteration_loss = arrays["iteration_loss"].tolist()
+        self._progress = None
+        if meta.get("progress"):
+            self._progress = dict(
+                meta["progress"], index=arrays["progress_index"], batch_losses=arrays["progress_batch_losses"]
+            )
+        for key, cb in self._stateful_callbacks():
+            if key in meta.get("callbacks", {}):
+                prefix = f"callback.{key}."
+                cb.set_state(meta["callbacks"][key], {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)})
+
+    def _stateful_callbacks(self):
+        for i, cb in enumerate(self.callbacks):
+            if hasattr(cb, "get_state") and hasattr(cb, "set_state"):
+                yield f"{i}.{getattr(cb, 'name', None) or type(cb).__name__}", cb
+
     def score(self, X, y):
         """Mean loss (and accuracy) over checked arrays X, y, in inference mode."""
         return score(self.model, self.loss, X, y, max(self.batch_size, 256))
+
+
+def split_indices(n, fraction, seed):
+    """(train, validation) row indices: a seeded random ``fraction`` held out for validation.
+
+    Random rather than the last rows, so data sorted by class keeps every class in both parts.
+    """
+    n_val = int(round(n * fraction))
+    if n_val < 1 or n_val >= n:
+        raise DataError(f"validation_split={fraction} of {n} rows leaves no validation or no training rows")
+    order = np.random.default_rng([seed, 1]).permutation(n)
+    return np.sort(order[:-n_val]), np.sort(order[-n_val:])
 
 
 def score(model, loss, X, y, batch_size=256):

@@ -1,12 +1,55 @@
-"""Built-in callbacks: history, early_stopping, terminate_on_nan, gradient_clipping."""
+"""Built-in callbacks: history, early stopping, learning-rate control, checkpoints, logs, NaN and clipping guards."""
 
+import csv
 import math
+import os
 
 import numpy as np
 from numba import njit
 
 import jitprop
 from jitprop.components import check, positive_int, real
+
+
+class Monitor:
+    """Tracks the best value of one logged metric: lower is better, or higher for accuracy."""
+
+    def __init__(self, owner, monitor, mode="auto", min_delta=0.0):
+        check(isinstance(monitor, str) and monitor, f"{owner}: monitor must be a metric name, got {monitor!r}")
+        check(mode in ("auto", "min", "max"), f"{owner}: mode must be auto, min or max, got {mode!r}")
+        self.owner, self.monitor, self.mode = owner, monitor, mode
+        self.min_delta = abs(real("min_delta", min_delta, owner))
+        self.sign = (-1.0 if "acc" in monitor else 1.0) if mode == "auto" else (1.0 if mode == "min" else -1.0)
+        self.reset()
+
+    def reset(self):
+        self.best, self.best_epoch = math.inf, None
+
+    def check_logged(self, trainer):
+        if self.monitor not in trainer.metric_names:
+            hint = " (give validation data to monitor val_ metrics)" if self.monitor.startswith("val_") else ""
+            raise jitprop.ConfigError(
+                f"{self.owner} monitors {self.monitor!r}, but training logs only {', '.join(trainer.metric_names)}{hint}"
+            )
+
+    def update(self, epoch, logs):
+        """True when this epoch's value beats the best so far by more than min_delta."""
+        value = self.sign * logs[self.monitor]
+        if value < self.best - self.min_delta:
+            self.best, self.best_epoch = value, epoch
+            return True
+        return False
+
+    @property
+    def best_value(self):
+        return None if self.best_epoch is None else self.sign * self.best
+
+    def get_state(self):
+        return {"best": self.best if math.isfinite(self.best) else None, "best_epoch": self.best_epoch}
+
+    def set_state(self, state):
+        self.best = math.inf if state["best"] is None else state["best"]
+        self.best_epoch = state["best_epoch"]
 
 
 class EarlyStopping(jitprop.Callback):
@@ -20,43 +63,39 @@ class EarlyStopping(jitprop.Callback):
     name = "early_stopping"
 
     def __init__(self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto", restore_best_weights=False):
-        check(isinstance(monitor, str) and monitor, f"early_stopping: monitor must be a metric name, got {monitor!r}")
-        self.monitor = monitor
+        self._monitor = Monitor("early_stopping", monitor, mode, min_delta)
+        self.monitor, self.mode, self.min_delta = monitor, mode, self._monitor.min_delta
         self.patience = positive_int("patience", patience, "early_stopping", minimum=0)
-        self.min_delta = abs(real("min_delta", min_delta, "early_stopping"))
-        check(mode in ("auto", "min", "max"), f"early_stopping: mode must be auto, min or max, got {mode!r}")
-        self.mode = mode
         check(isinstance(restore_best_weights, bool), "early_stopping: restore_best_weights must be true or false")
         self.restore_best_weights = restore_best_weights
-        self.best = None
-        self.best_epoch = None
+        self.wait = 0
         self.stopped_epoch = None
         self._best_weights = None
+        self._resumed = False
 
     @property
-    def _sign(self):
-        if self.mode == "auto":
-            return -1.0 if "acc" in self.monitor else 1.0
-        return 1.0 if self.mode == "min" else -1.0
+    def best_epoch(self):
+        return self._monitor.best_epoch
+
+    @property
+    def best_value(self):
+        """The best monitored value seen."""
+        return self._monitor.best_value
 
     @jitprop.hookimpl
     def on_train_begin(self, trainer):
-        if self.monitor not in trainer.metric_names:
-            hint = " (give validation data to monitor val_ metrics)" if self.monitor.startswith("val_") else ""
-            raise jitprop.ConfigError(
-                f"early_stopping monitors {self.monitor!r}, but training logs only {', '.join(trainer.metric_names)}{hint}"
-            )
-        self.wait = 0
-        self.best = math.inf
-        self.best_epoch = self.stopped_epoch = None
-        if self.restore_best_weights:
+        self._monitor.check_logged(trainer)
+        if self.restore_best_weights and self._best_weights is None:
             self._best_weights = np.empty_like(trainer.model.params)
+        if not self._resumed:  # a resumed run keeps its counters
+            self.wait, self.stopped_epoch = 0, None
+            self._monitor.reset()
+        self._resumed = False
 
     @jitprop.hookimpl
     def on_epoch_end(self, trainer, epoch, logs):
-        value = self._sign * logs[self.monitor]
-        if value < self.best - self.min_delta:
-            self.best, self.best_epoch, self.wait = value, epoch, 0
+        if self._monitor.update(epoch, logs):
+            self.wait = 0
             if self.restore_best_weights:
                 self._best_weights[...] = trainer.model.params
         else:
@@ -66,7 +105,7 @@ class EarlyStopping(jitprop.Callback):
                 trainer.stop_training = True
                 trainer.stop_reason = (
                     f"early stopping: {self.monitor} has not improved for {self.wait} epoch(s);"
-                    f" best was epoch {self.best_epoch}"
+                    f" best was epoch {self.best_epoch + 1 if self.best_epoch is not None else '-'}"
                 )
 
     @jitprop.hookimpl
@@ -74,10 +113,169 @@ class EarlyStopping(jitprop.Callback):
         if self.restore_best_weights and self.best_epoch is not None:
             trainer.model.params[...] = self._best_weights
 
-    @property
-    def best_value(self):
-        """The best monitored value seen, in its own sign."""
-        return None if self.best is None or self.best_epoch is None else self._sign * self.best
+    def get_state(self):
+        arrays = {}
+        if self.restore_best_weights and self.best_epoch is not None:
+            arrays["best_weights"] = self._best_weights.copy()
+        return {"wait": self.wait, **self._monitor.get_state()}, arrays
+
+    def set_state(self, meta, arrays):
+        self.wait = meta["wait"]
+        self._monitor.set_state(meta)
+        if "best_weights" in arrays:
+            self._best_weights = arrays["best_weights"].copy()
+        self._resumed = True
+
+
+class ReduceLROnPlateau(jitprop.Callback):
+    """Multiply the learning rate by factor when a metric stalls for patience epochs (Keras, torch)."""
+
+    name = "reduce_lr_on_plateau"
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, mode="auto", min_delta=1e-4, cooldown=0, min_lr=0.0):
+        self._monitor = Monitor("reduce_lr_on_plateau", monitor, mode, min_delta)
+        self.monitor, self.mode, self.min_delta = monitor, mode, self._monitor.min_delta
+        self.factor = real("factor", factor, "reduce_lr_on_plateau", low=0.0, high=1.0, low_open=True, high_open=True)
+        self.patience = positive_int("patience", patience, "reduce_lr_on_plateau", minimum=0)
+        self.cooldown = positive_int("cooldown", cooldown, "reduce_lr_on_plateau", minimum=0)
+        self.min_lr = real("min_lr", min_lr, "reduce_lr_on_plateau", low=0.0)
+        self.wait = self.cooling = 0
+        self._resumed = False
+
+    @jitprop.hookimpl
+    def on_train_begin(self, trainer):
+        self._monitor.check_logged(trainer)
+        if not self._resumed:
+            self.wait = self.cooling = 0
+            self._monitor.reset()
+        self._resumed = False
+
+    @jitprop.hookimpl
+    def on_epoch_end(self, trainer, epoch, logs):
+        if self.cooling:
+            self.cooling -= 1
+        if self._monitor.update(epoch, logs):
+            self.wait = 0
+        elif not self.cooling:
+            self.wait += 1
+            if self.wait > self.patience:
+                # The optimizer's base rate: schedules and the next epoch start from it.
+                trainer.optimizer.lr = max(trainer.optimizer.lr * self.factor, self.min_lr)
+                self.wait, self.cooling = 0, self.cooldown
+
+    def get_state(self):
+        return {"wait": self.wait, "cooling": self.cooling, **self._monitor.get_state()}, {}
+
+    def set_state(self, meta, arrays):
+        self.wait, self.cooling = meta["wait"], meta["cooling"]
+        self._monitor.set_state(meta)
+        self._resumed = True
+
+
+class LRScheduler(jitprop.Callback):
+    """Set each epoch's learning rate from a registered schedule, e.g. schedule="cosine", T_max=20."""
+
+    name = "lr_scheduler"
+
+    def __init__(self, schedule="step", **options):
+        self._schedule = jitprop.schedule(schedule, **options)
+        self.schedule = self._schedule.name
+
+    def config(self):
+        return {"schedule": self.schedule, **self._schedule.config()}
+
+    @jitprop.hookimpl
+    def on_epoch_begin(self, trainer, epoch):
+        trainer.lr = self._schedule(epoch, trainer.optimizer.lr)
+
+
+class ModelCheckpoint(jitprop.Callback):
+    """Save a checkpoint every epoch, or only when a monitored metric improves (save_best_only).
+
+    ``filepath`` may hold ``{epoch}`` (1-based) and metric names, e.g. "ckpt-{epoch:03d}.npz".
+    """
+
+    name = "model_checkpoint"
+
+    def __init__(self, filepath="checkpoint.npz", monitor="val_loss", save_best_only=False, mode="auto"):
+        check(isinstance(filepath, str) and filepath, f"model_checkpoint: filepath must be a path, got {filepath!r}")
+        self.filepath = filepath
+        self._monitor = Monitor("model_checkpoint", monitor, mode)
+        self.monitor, self.mode = monitor, mode
+        check(isinstance(save_best_only, bool), "model_checkpoint: save_best_only must be true or false")
+        self.save_best_only = save_best_only
+        self.saved = []
+        self._resumed = False
+
+    @jitprop.hookimpl
+    def on_train_begin(self, trainer):
+        if self.save_best_only:
+            self._monitor.check_logged(trainer)
+            if not self._resumed:
+                self._monitor.reset()
+        self._resumed = False
+
+    @jitprop.hookimpl
+    def on_epoch_end(self, trainer, epoch, logs):
+        if self.save_best_only and not self._monitor.update(epoch, logs):
+            return
+        try:
+            path = self.filepath.format(epoch=epoch + 1, **logs)
+        except (KeyError, ValueError, IndexError) as exc:
+            raise jitprop.ConfigError(f"model_checkpoint: cannot fill in filepath {self.filepath!r}: {exc}") from None
+        jitprop.checkpoint.save(path, trainer)
+        self.saved.append(path)
+
+    def get_state(self):
+        return self._monitor.get_state(), {}
+
+    def set_state(self, meta, arrays):
+        self._monitor.set_state(meta)
+        self._resumed = True
+
+
+class CSVLogger(jitprop.Callback):
+    """Append each epoch's metrics as a row of a CSV file (header on the first row)."""
+
+    name = "csv_logger"
+
+    def __init__(self, filename="training.csv", separator=",", append=False):
+        check(isinstance(filename, str) and filename, f"csv_logger: filename must be a path, got {filename!r}")
+        self.filename, self.separator = filename, separator
+        check(isinstance(append, bool), "csv_logger: append must be true or false")
+        self.append = append
+        self._file = None
+        self._keys = None
+
+    @jitprop.hookimpl
+    def on_train_begin(self, trainer):
+        # A run that continues (resume, or a second fit) appends to what it wrote before.
+        append = self.append or trainer.epoch > 0
+        exists = os.path.exists(self.filename) and os.path.getsize(self.filename) > 0
+        try:
+            self._file = open(self.filename, "a" if append else "w", newline="")
+        except OSError as exc:
+            raise jitprop.DataError(f"csv_logger: cannot write {self.filename}: {exc.strerror or exc}") from None
+        self._keys = None
+        if append and exists:
+            with open(self.filename, newline="") as f:
+                header = next(csv.reader(f, delimiter=self.separator), None)
+            self._keys = header[1:] if header else None
+
+    @jitprop.hookimpl
+    def on_epoch_end(self, epoch, logs):
+        writer = csv.writer(self._file, delimiter=self.separator)
+        if self._keys is None:
+            self._keys = list(logs)
+            writer.writerow(["epoch", *self._keys])
+        writer.writerow([epoch + 1, *(logs.get(k, "") for k in self._keys)])
+        self._file.flush()
+
+    @jitprop.hookimpl
+    def on_train_end(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 class TerminateOnNaN(jitprop.Callback):
@@ -126,5 +324,9 @@ class GradientClipping(jitprop.Callback):
 def register_callbacks(register):
     register(jitprop.History)
     register(EarlyStopping)
+    register(ReduceLROnPlateau)
+    register(LRScheduler)
+    register(ModelCheckpoint)
+    register(CSVLogger)
     register(TerminateOnNaN)
     register(GradientClipping, aliases=("clip_grad_norm",))

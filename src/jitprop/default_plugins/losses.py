@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 from numba import njit
 
 import jitprop
@@ -117,6 +118,9 @@ class NLL(jitprop.Loss):
     name = "nll"
     target = "class"
     kernel = staticmethod(nll_kernel)
+
+    def probabilities(self, out):
+        return np.exp(np.asarray(out, dtype=np.float64))
 
 
 class BinaryCrossEntropy(jitprop.Loss):

@@ -1,0 +1,230 @@
+"""Data sets and data files: what ``--dataset`` names and what ``.csv`` / ``.npz`` files hold.
+
+A ``Table`` is features X, raw targets, and the names needed to read
+predictions back: feature names, the target's name, class labels. Built-in
+and plugin data sets subclass ``Dataset``; user files are read here, with
+every problem reported as one DataError sentence.
+"""
+
+import csv
+import difflib
+import io
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import registry
+from .components import Component
+from .errors import ConfigError, DataError
+
+FILE_SUFFIXES = (".csv", ".npz")
+
+
+@dataclass
+class Table:
+    """Rows of features and (optionally) their targets, as read from a data set or file."""
+
+    X: np.ndarray
+    y: np.ndarray = None  # numbers, or strings for class labels; None when a file has no targets
+    source: str = ""
+    feature_names: list = field(default_factory=list)
+    target_name: str = "y"
+
+    def __post_init__(self):
+        if not self.feature_names:
+            self.feature_names = [f"x{i}" for i in range(self.X.shape[1])]
+
+    @property
+    def numeric_target(self):
+        return self.y is not None and self.y.dtype.kind in "iufb"
+
+    def default_loss(self):
+        """cross_entropy for labels (text or whole numbers), mse for real-valued targets."""
+        if self.y is None or not self.numeric_target:
+            return "cross_entropy"
+        y = self.y
+        return "cross_entropy" if y.ndim == 1 and np.all(np.mod(y, 1) == 0) else "mse"
+
+
+class Dataset(Component):
+    """Base class of registered data sets: set ``name``, implement ``load() -> Table``."""
+
+    def load(self):
+        raise NotImplementedError
+
+
+def is_file_spec(spec):
+    return "/" in spec or "\\" in spec or Path(spec).suffix != "" or Path(spec).exists()
+
+
+def load_table(spec, target=None, need_target=True):
+    """A Table from a registered data set name or a .csv / .npz path."""
+    if not isinstance(spec, str) or not spec:
+        raise ConfigError("--dataset needs a data set name or a .csv / .npz file")
+    if is_file_spec(spec):
+        return read_file(spec, target, need_target)
+    if target is not None:
+        raise ConfigError(f"--target applies to CSV files, not to the built-in data set {spec!r}")
+    dataset = registry.create("dataset", spec)
+    table = dataset.load()
+    table.source = table.source or dataset.name
+    return table
+
+
+def read_file(path, target=None, need_target=True):
+    """Read a .csv (with header) or .npz (arrays X, y) file."""
+    p = Path(path)
+    if p.suffix.lower() not in FILE_SUFFIXES:
+        raise DataError(f"{path}: unsupported file type {p.suffix or '(none)'!r}; use a .csv file with a header or an .npz file")
+    if not p.exists():
+        raise DataError(f"{path}: no such file")
+    if p.is_dir():
+        raise DataError(f"{path}: is a directory, not a data file")
+    if p.suffix.lower() == ".csv":
+        return read_csv(p, target, need_target)
+    if target is not None:
+        raise ConfigError("--target applies to CSV files; an .npz file holds its targets in array 'y'")
+    return read_npz(p, need_target)
+
+
+def read_npz(path, need_target=True):
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            keys = set(data.files)
+            if "X" not in keys:
+                raise DataError(f"{path}: an .npz data file needs an array named 'X' (found: {', '.join(sorted(keys)) or 'none'})")
+            X = data["X"]
+            y = data["y"] if "y" in keys else None
+    except DataError:
+        raise
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+    except ValueError as exc:  # object arrays need pickle, which is refused
+        raise DataError(f"{path}: holds arrays jitprop will not load ({exc}); save plain numeric arrays") from None
+    if need_target and y is None:
+        raise DataError(f"{path}: an .npz training file needs an array named 'y' beside 'X'")
+    if X.dtype.kind not in "iufb" or X.ndim != 2:
+        raise DataError(f"{path}: X must be a 2-D numeric array, got {X.dtype} of shape {X.shape}")
+    if y is not None:
+        if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
+            raise DataError(f"{path}: y must have one row per row of X ({X.shape[0]}), got shape {y.shape}")
+        if y.dtype.kind not in "iufbU":
+            raise DataError(f"{path}: y must hold numbers or text labels, got {y.dtype}")
+    return Table(np.asarray(X, np.float64), y, source=str(path))
+
+
+def read_csv(path, target=None, need_target=True):
+    """A CSV file with a header row; the target column is ``target`` or, by default, the last."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); save the CSV as UTF-8") from None
+    rows = [row for row in csv.reader(io.StringIO(text)) if row and any(cell.strip() for cell in row)]
+    if not rows:
+        raise DataError(f"{path}: the file is empty; a CSV needs a header row and data rows")
+    header = [h.strip() for h in rows[0]]
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise DataError(f"{path}: column name(s) {', '.join(map(repr, dupes))} appear more than once in the header")
+    data = rows[1:]
+    if not data:
+        raise DataError(f"{path}: the file has a header but no data rows")
+    for i, row in enumerate(data, start=2):
+        if len(row) != len(header):
+            raise DataError(f"{path}: line {i} has {len(row)} fields, the header has {len(header)}")
+    columns = list(zip(*data))
+    if need_target:
+        name = header[-1] if target is None else target
+        if name not in header:
+            close = difflib.get_close_matches(name, header, n=2)
+            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else f"; columns: {', '.join(header)}"
+            raise DataError(f"{path}: no target column {name!r}{hint}")
+        t = header.index(name)
+    else:
+        name, t = None, None
+    feature_idx = [j for j in range(len(header)) if j != t]
+    if not feature_idx:
+        raise DataError(f"{path}: no feature columns besides the target {name!r}")
+    X = np.empty((len(data), len(feature_idx)))
+    for c, j in enumerate(feature_idx):
+        X[:, c] = _numbers(columns[j], header[j], path)
+    y = None
+    if t is not None:
+        raw = [v.strip() for v in columns[t]]
+        if any(v == "" for v in raw):
+            raise DataError(f"{path}: target column {name!r} is empty on line {raw.index('') + 2}")
+        try:
+            y = np.array([float(v) for v in raw])
+        except ValueError:
+            y = np.array(raw)  # text labels
+    return Table(X, y, source=str(path), feature_names=[header[j] for j in feature_idx], target_name=name or "y")
+
+
+def _numbers(cells, column, path):
+    out = np.empty(len(cells))
+    for i, cell in enumerate(cells):
+        try:
+            out[i] = float(cell)
+        except ValueError:
+            shown = cell if len(cell) <= 30 else cell[:27] + "..."
+            raise DataError(
+                f"{path}: column {column!r} line {i + 2} holds {shown!r}, not a number;"
+                " feature columns must be numeric (pick the label column with --target)"
+            ) from None
+    return out
+
+
+def _label_keys(y, source, target_name, loss_name):
+    """Class labels as strings; whole numbers print without a decimal point."""
+    if y.dtype.kind in "iufb":
+        if not np.all(np.mod(y, 1) == 0):
+            example = y[np.mod(y, 1) != 0][0]
+            raise DataError(
+                f"{source}: loss {loss_name!r} needs class labels, but {target_name!r} holds fractional numbers"
+                f" like {example:g}; for regression use --loss mse"
+            )
+        return [str(int(v)) for v in y]
+    return [str(v) for v in y]
+
+
+def encode_targets(table, loss, labels=None):
+    """Targets as ``loss.target`` needs them: ``(y, labels, outputs)``.
+
+    Class labels (text or whole numbers) become 0..k-1 in sorted order, and
+    ``labels`` keeps the original names so predictions can print them; pass
+    the ``labels`` of a trained model to encode new data the same way.
+    """
+    y = table.y
+    if y is None:
+        raise DataError(f"{table.source}: has no targets to train or evaluate on")
+    if loss.target == "class":
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1:
+            raise DataError(f"{table.source}: loss {loss.name!r} needs one class label per row, got targets of shape {y.shape}")
+        keys = _label_keys(y, table.source, table.target_name, loss.name)
+        if labels is None:
+            unique = set(keys)
+            numeric = all(k.lstrip("-").isdigit() for k in unique)
+            labels = sorted(unique, key=int) if numeric else sorted(unique)
+            if len(labels) < 2:
+                raise DataError(f"{table.source}: the target {table.target_name!r} has a single class ({labels[0]!r}); a classifier needs two or more")
+        index = {label: i for i, label in enumerate(labels)}
+        unknown = sorted(set(keys) - set(index))
+        if unknown:
+            raise DataError(
+                f"{table.source}: label(s) {', '.join(map(repr, unknown[:3]))} did not occur in training"
+                f" (known: {', '.join(labels[:10])}{'...' if len(labels) > 10 else ''})"
+            )
+        return np.array([index[k] for k in keys], dtype=np.int64), list(labels), len(labels)
+    if y.dtype.kind not in "iufb":
+        raise DataError(
+            f"{table.source}: loss {loss.name!r} needs numeric targets, but {table.target_name!r} holds text"
+            f" like {str(y[0])!r}; to classify use --loss cross_entropy"
+        )
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim == 1:
+        y = y.reshape(-1, 1)
+    return y, None, y.shape[1]

@@ -1,0 +1,63 @@
+"""Built-in data sets: digits (real handwriting), spirals (classification), sine (regression)."""
+
+from importlib import resources
+
+import numpy as np
+
+import jitprop
+from jitprop.datasets import Table
+
+
+class Digits(jitprop.Dataset):
+    """Handwritten digits, 1797 8x8 images (pixels 0..16), 10 classes: UCI optdigits test set (CC BY 4.0)."""
+
+    name = "digits"
+
+    def load(self):
+        with resources.files("jitprop").joinpath("builtin_data/digits.npz").open("rb") as f:
+            with np.load(f, allow_pickle=False) as data:
+                X, y = data["X"].astype(np.float64), data["y"].astype(np.int64)
+        return Table(X, y, feature_names=[f"pixel_{r}_{c}" for r in range(8) for c in range(8)], target_name="digit")
+
+
+class Spirals(jitprop.Dataset):
+    """Three interleaved noisy spiral arms in 2-D, 100 points each (CS231n): needs a nonlinear model."""
+
+    name = "spirals"
+
+    def __init__(self, points=100, classes=3, noise=0.2, seed=0):
+        self.points, self.classes, self.noise, self.seed = points, classes, noise, seed
+
+    def load(self):
+        rng = np.random.default_rng(self.seed)
+        X = np.zeros((self.points * self.classes, 2))
+        y = np.zeros(self.points * self.classes, dtype=np.int64)
+        for c in range(self.classes):
+            rows = slice(self.points * c, self.points * (c + 1))
+            r = np.linspace(0.0, 1, self.points)
+            t = np.linspace(c * 4, (c + 1) * 4, self.points) + rng.normal(size=self.points) * self.noise
+            X[rows] = np.c_[r * np.sin(t), r * np.cos(t)]
+            y[rows] = c
+        return Table(X, y, feature_names=["x", "y"], target_name="arm")
+
+
+class Sine(jitprop.Dataset):
+    """Noisy sine wave: 1000 points x in [-3, 3], y = sin(x) + N(0, 0.1^2): a small regression task."""
+
+    name = "sine"
+
+    def __init__(self, points=1000, noise=0.1, seed=0):
+        self.points, self.noise, self.seed = points, noise, seed
+
+    def load(self):
+        rng = np.random.default_rng(self.seed)
+        x = rng.uniform(-3, 3, size=(self.points, 1))
+        y = np.sin(x[:, 0]) + rng.normal(0, self.noise, size=self.points)
+        return Table(x, y, feature_names=["x"], target_name="sin_x")
+
+
+@jitprop.hookimpl
+def register_datasets(register):
+    register(Digits)
+    register(Spirals)
+    register(Sine)

@@ -1,0 +1,207 @@
+"""Run configuration: the TOML that ``--config`` reads and ``--print-config`` writes.
+
+A run file names the data, the model (a stack of any registered layers, or
+the ``hidden``/``activation`` shorthand), the loss, optimizer, schedule,
+callbacks and the loop's numbers. Unknown keys and wrong types are errors
+with one sentence; component options are checked by the components.
+"""
+
+import difflib
+import json
+import math
+import tomllib
+from pathlib import Path
+
+from .errors import ConfigError
+
+#: key -> (expected type(s), description); the order is the order of --print-config.
+SCHEMA = {
+    "dataset": (str, "a built-in data set name or a .csv / .npz file"),
+    "target": (str, "the target column of a CSV file (default: the last)"),
+    "normalize": (bool, "standardise inputs with the training rows' mean and std"),
+    "loss": ((str, dict), "loss name, or a table with name and options"),
+    "epochs": (int, "total epochs"),
+    "batch_size": (int, "rows per batch"),
+    "validation_split": ((int, float), "fraction of rows held out for validation"),
+    "seed": (int, "seed of initial weights, shuffling and dropout"),
+    "device": (str, "cpu or cuda"),
+    "dtype": (str, "float32 or float64"),
+    "shuffle": (bool, "reshuffle the rows every epoch"),
+    "drop_last": (bool, "skip the last, smaller batch of each epoch"),
+    "checkpoint": (str, "where to save the run's checkpoint"),
+    "optimizer": ((str, dict), "optimizer name, or a table with name and options"),
+    "lr": ((int, float), "learning rate (overrides the optimizer table's lr)"),
+    "schedule": ((str, dict), "learning-rate schedule name, or a table with name and options"),
+    "hidden": (list, "shorthand: widths of the hidden dense layers, e.g. [128, 64]"),
+    "activation": (str, "shorthand: activation after each hidden layer"),
+    "dropout": ((int, float), "shorthand: dropout rate after each hidden activation (0 for none)"),
+    "layers": (list, "the full stack: a list of tables, each with name and options"),
+    "callbacks": (list, "callbacks: names, or tables with name and options"),
+}
+
+DEFAULTS = {
+    "dataset": "digits",
+    "normalize": True,
+    "epochs": 20,
+    "batch_size": 32,
+    "validation_split": 0.2,
+    "seed": 0,
+    "device": "cpu",
+    "dtype": "float32",
+    "shuffle": True,
+    "drop_last": False,
+    "optimizer": {"name": "adam"},
+    "hidden": [128, 64],
+    "activation": "relu",
+    "dropout": 0.0,
+    "callbacks": [],
+}
+
+_TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", float: "a number", list: "a list", dict: "a table"}
+
+
+def _type_error(source, key, expected, value):
+    kinds = expected if isinstance(expected, tuple) else (expected,)
+    want = " or ".join(_TYPE_NAMES[k] for k in kinds)
+    return ConfigError(f"{source}: {key!r} must be {want}, got {json.dumps(value) if _jsonable(value) else repr(value)}")
+
+
+def _jsonable(value):
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _is(value, expected):
+    kinds = expected if isinstance(expected, tuple) else (expected,)
+    if isinstance(value, bool):
+        return bool in kinds
+    return isinstance(value, kinds)
+
+
+def check(config, source="config"):
+    """Check keys and types of a run configuration; return it with component specs as tables."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"{source}: a run configuration must be a table of keys")
+    out = {}
+    for key, value in config.items():
+        if key not in SCHEMA:
+            close = difflib.get_close_matches(key, SCHEMA, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(SCHEMA)}"
+            raise ConfigError(f"{source}: unknown key {key!r}{hint}")
+        expected = SCHEMA[key][0]
+        if not _is(value, expected):
+            raise _type_error(source, key, expected, value)
+        if key in ("loss", "optimizer", "schedule"):
+            value = component(value, f"{source}: {key}")
+        elif key == "layers":
+            value = [component(v, f"{source}: layers[{i}]") for i, v in enumerate(value)]
+        elif key == "callbacks":
+            value = [component(v, f"{source}: callbacks[{i}]") for i, v in enumerate(value)]
+        elif key == "hidden":
+            if not all(_is(v, int) and v > 0 for v in value):
+                raise ConfigError(f"{source}: 'hidden' must be a list of positive integers, got {value}")
+        out[key] = value
+    return out
+
+
+def component(spec, where):
+    """A component spec as a table ``{"name": ..., **options}``."""
+    if isinstance(spec, str):
+        return {"name": spec}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where} must be a name or a table with a name, got {spec!r}")
+    if not isinstance(spec.get("name"), str):
+        raise ConfigError(f"{where} needs a 'name' key naming a registered component")
+    return dict(spec)
+
+
+def load(path):
+    """Read and check a TOML run file."""
+    p = Path(path)
+    if p.suffix.lower() != ".toml":
+        raise ConfigError(f"{path}: a run configuration is a .toml file")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return check(data, str(path))
+
+
+def parse_spec(text):
+    """``NAME[:k=v,...]`` from the command line as a component table; values read as TOML."""
+    name, _, rest = text.partition(":")
+    spec = {"name": name.strip()}
+    if not spec["name"]:
+        raise ConfigError(f"{text!r}: expected NAME or NAME:key=value,...")
+    for item in filter(None, (s.strip() for s in rest.split(","))):
+        key, eq, raw = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"{text!r}: option {item!r} must look like key=value")
+        spec[key.strip()] = parse_value(raw.strip())
+    return spec
+
+
+def parse_value(raw):
+    """A TOML literal (3, 0.5, true, "x", [1, 2]) or, failing that, the text itself."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+# -- writing ---------------------------------------------------------------
+
+
+def _toml_value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise ConfigError(f"cannot write {value!r} to TOML")
+
+
+def _table(spec):
+    return [f"{k} = {_toml_value(v)}" for k, v in spec.items() if v is not None]
+
+
+def dumps(config):
+    """TOML text for a resolved configuration; ``check(tomllib.loads(dumps(c)))`` gives it back."""
+    lines = ["# jitprop run configuration: jitprop train --config THIS_FILE"]
+    tables = []
+    for key in SCHEMA:
+        if key not in config or config[key] is None:
+            continue
+        value = config[key]
+        if isinstance(value, dict):
+            tables.append(["", f"[{key}]", *_table(value)])
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for spec in value:
+                tables.append(["", f"[[{key}]]", *_table(spec)])
+        elif isinstance(value, list) and not value and key in ("callbacks", "layers"):
+            lines.append(f"{key} = []")
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for table in tables:
+        lines.extend(table)
+    return "\n".join(lines) + "\n"
