@@ -1,17 +1,401 @@
+"""The command line, driven through click's CliRunner and through the real installed command."""
+
+import csv
+import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
+import numpy as np
+import pytest
 from click.testing import CliRunner
 
 import jitprop
-from jitprop.cli import cli
+from jitprop import checkpoint
+from jitprop.cli import add_plugin_commands, cli
+
+JITPROP = str(Path(sys.executable).with_name("jitprop"))
+
+
+def run(*args, ok=True, env=None):
+    result = CliRunner().invoke(cli, [str(a) for a in args], env=env)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def one_line_error(result):
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return lines[0]
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def params(path):
+    return checkpoint.load(path).state_dict()
 
 
 def test_version():
-    result = CliRunner().invoke(cli, ["--version"])
-    assert result.exit_code == 0 and jitprop.__version__ in result.output
+    assert jitprop.__version__ in run("--version").output
 
 
-def test_installed_command_runs():
-    out = subprocess.run([sys.executable, "-m", "jitprop", "--version"], capture_output=True, text=True)
-    assert out.returncode == 0 and "jitprop, version" in out.stdout
+def test_default_train_reaches_95_percent_on_digits():
+    out = run("train").output
+    lines = out.splitlines()
+    assert lines[0].startswith("training 5 layers") and "on digits" in lines[0]
+    assert sum(line.startswith("epoch ") for line in lines) == 20
+    assert "val_loss" in lines[1] and "val_accuracy" in lines[1] and lines[1].endswith("s")
+    assert lines[-1].startswith("validation accuracy: ")
+    assert float(lines[-1].split(": ")[1]) >= 0.95
+
+
+def test_the_installed_command_runs_in_a_real_process(tmp_path):
+    out = subprocess.run(
+        [JITPROP, "train", "--dataset", "spirals", "--epochs", "2", "--checkpoint", "m.npz"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "epoch 2/2" in out.stdout and (tmp_path / "m.npz").exists()
+    bad = subprocess.run([JITPROP, "train", "--dataset", "nope"], capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 1 and bad.stdout == ""
+    assert bad.stderr.startswith("Error: unknown dataset 'nope'") and bad.stderr.count("\n") == 1
+
+
+def test_every_command_has_help_with_examples():
+    for command in ("train", "evaluate", "predict", "list", "plugins", "gradcheck"):
+        text = run(command, "--help").output
+        assert "Examples:" in text, command
+
+
+RUN_TOML = """
+dataset = "spirals"
+epochs = 3
+batch_size = 16
+normalize = false
+
+[optimizer]
+name = "sgd"
+lr = 0.1
+momentum = 0.9
+
+[[layers]]
+name = "dense"
+units = 24
+
+[[layers]]
+name = "gelu"
+
+[[layers]]
+name = "dropout"
+rate = 0.1
+
+[[layers]]
+name = "dense"
+units = 3
+
+[[callbacks]]
+name = "early_stopping"
+monitor = "val_accuracy"
+patience = 2
+"""
+
+
+def test_toml_round_trip_through_print_config(in_tmp):
+    Path("run.toml").write_text(RUN_TOML)
+    printed = run("train", "--config", "run.toml", "--print-config").output
+    resolved = tomllib.loads(printed)
+    assert [layer["name"] for layer in resolved["layers"]] == ["dense", "gelu", "dropout", "dense"]
+    assert resolved["optimizer"] == {"name": "sgd", "lr": 0.1, "momentum": 0.9, "dampening": 0.0, "nesterov": False, "weight_decay": 0.0}
+    assert resolved["callbacks"][0]["patience"] == 2 and resolved["loss"] == {"name": "cross_entropy"}
+    Path("printed.toml").write_text(printed)
+    assert run("train", "--config", "printed.toml", "--print-config").output == printed
+    # flags override the file
+    over = tomllib.loads(run("train", "--config", "run.toml", "--epochs", "5", "--lr", "0.02", "--print-config").output)
+    assert over["epochs"] == 5 and over["optimizer"]["lr"] == 0.02 and over["optimizer"]["momentum"] == 0.9
+    hidden = tomllib.loads(run("train", "--config", "run.toml", "--hidden", "7", "--print-config").output)
+    assert [(layer["name"], layer.get("units")) for layer in hidden["layers"]] == [("dense", 7), ("relu", None), ("dense", 3)]
+    # and the file trains
+    assert "epoch 3/3" in run("train", "--config", "printed.toml").output
+
+
+def test_resume_equals_uninterrupted_bit_for_bit():
+    common = ["--dataset", "spirals", "--dropout", "0.2", "--batch-size", "16", "--callback", "reduce_lr_on_plateau:patience=0,factor=0.5"]
+    run("train", *common, "--epochs", "6", "--checkpoint", "straight.npz")
+    run("train", *common, "--epochs", "2", "--checkpoint", "part.npz")
+    out = run("train", "--resume", "part.npz", "--epochs", "6").output
+    assert "epochs 3..6" in out and "epoch 1/6" not in out
+    a, b = params("straight.npz"), params("part.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    ha = checkpoint.load("straight.npz").meta["trainer"]["history"]
+    hb = checkpoint.load("part.npz").meta["trainer"]["history"]
+    assert ha == hb and len(ha["epoch"]) == 6
+
+
+@pytest.mark.parametrize("sig, code, name", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_interrupt_saves_a_checkpoint_that_resumes_exactly(tmp_path, sig, code, name):
+    common = ["--hidden", "16", "--dropout", "0.1", "--batch-size", "8"]
+    proc = subprocess.Popen(
+        [JITPROP, "train", *common, "--epochs", "5000", "--checkpoint", "c.npz"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    for line in proc.stdout:
+        if re.match(r"epoch\s+2/", line):
+            break
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    last = out.strip().splitlines()[-1]
+    assert last.startswith(f"{name}: interrupted in epoch") and "saved c.npz; continue with: jitprop train --resume c.npz" in last
+    saved = checkpoint.load(tmp_path / "c.npz")
+    reached = saved.meta["trainer"]["epoch"]
+    target = reached + 2
+    run("train", "--resume", tmp_path / "c.npz", "--epochs", target)
+    run("train", *common, "--epochs", target, "--checkpoint", tmp_path / "straight.npz")
+    a, b = params(tmp_path / "c.npz"), params(tmp_path / "straight.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_evaluate_and_predict_on_digits():
+    out = run("train", "--epochs", "5", "--checkpoint", "d.npz").output
+    val_acc = float(out.splitlines()[-2].split(": ")[1])
+    ev = run("evaluate", "d.npz").output
+    assert "(359 validation rows of digits)" in ev
+    assert float(ev.split("accuracy ")[1].split()[0]) == pytest.approx(val_acc, abs=1e-4)
+    assert "(1797 rows of digits)" in run("evaluate", "d.npz", "--dataset", "digits").output
+    run("predict", "d.npz", "digits", "-o", "pred.csv")
+    rows = list(csv.reader(open("pred.csv")))
+    assert rows[0] == ["digit"] + [f"p_{i}" for i in range(10)]
+    assert len(rows) == 1798
+    probs = np.array(rows[1:], dtype=float)[:, 1:]
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-4)
+    truth = np.load(Path(jitprop.__file__).parent / "builtin_data" / "digits.npz")["y"]
+    assert (np.array([int(r[0]) for r in rows[1:]]) == truth).mean() > 0.9
+
+
+def write_flowers(path, n=150, seed=0, with_label=True, order=("petal", "sepal")):
+    rng = np.random.default_rng(seed)
+    names = ["setosa", "versicolor", "virginica"]
+    labels = rng.integers(0, 3, size=n)
+    centers = np.array([[1.0, 5.0], [4.0, 7.0], [7.0, 3.0]])
+    X = centers[labels] + rng.normal(0, 0.3, size=(n, 2))
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        cols = {"petal": 0, "sepal": 1}
+        w.writerow([*order, "species"] if with_label else list(order))
+        for x, lab in zip(X, labels):
+            w.writerow([*(f"{x[cols[c]]:.3f}" for c in order), *([names[lab]] if with_label else [])])
+    return [names[i] for i in labels]
+
+
+def test_csv_with_string_labels_round_trips_through_predict():
+    write_flowers("flowers.csv")
+    out = run("train", "--dataset", "flowers.csv", "--target", "species", "--epochs", "30", "--checkpoint", "f.npz").output
+    assert float(out.splitlines()[-2].split(": ")[1]) > 0.9
+    assert checkpoint.load("f.npz").info["labels"] == ["setosa", "versicolor", "virginica"]
+    truth = write_flowers("new.csv", n=40, seed=5, with_label=False, order=("sepal", "petal"))  # columns swapped
+    run("predict", "f.npz", "new.csv", "-o", "pred.csv")
+    rows = list(csv.reader(open("pred.csv")))
+    assert rows[0] == ["species", "p_setosa", "p_versicolor", "p_virginica"]
+    predicted = [r[0] for r in rows[1:]]
+    assert np.mean(np.array(predicted) == np.array(truth)) > 0.9
+    assert "accuracy" in run("evaluate", "f.npz", "--dataset", "flowers.csv", "--target", "species").output
+
+
+def test_regression_run_and_predict():
+    out = run("train", "--dataset", "sine", "--hidden", "32", "--activation", "tanh", "--epochs", "30", "--lr", "0.01",
+              "--checkpoint", "s.npz").output
+    assert out.splitlines()[-2].startswith("validation loss: ")
+    assert float(out.splitlines()[-2].split(": ")[1]) < 0.05
+    assert "accuracy" not in out
+    text = run("predict", "s.npz", "sine").output
+    assert text.splitlines()[0] == "sin_x" and len(text.splitlines()) == 1001
+
+
+def test_npz_data_files():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    np.savez("data.npz", X=X, y=(X[:, 0] > 0).astype(int))
+    out = run("train", "--dataset", "data.npz", "--epochs", "10", "--checkpoint", "n.npz").output
+    assert float(out.splitlines()[-2].split(": ")[1]) > 0.9
+    np.savez("new.npz", X=X[:5])
+    assert len(run("predict", "n.npz", "new.npz").output.splitlines()) == 6
+
+
+def test_callbacks_from_the_command_line():
+    run("train", "--dataset", "spirals", "--epochs", "4",
+        "--callback", "model_checkpoint:filepath=ck-{epoch:02d}.npz",
+        "--callback", "model_checkpoint:filepath=best.npz,monitor=val_accuracy,save_best_only=true",
+        "--callback", "csv_logger:filename=log.csv",
+        "--callback", "lr_scheduler:schedule=step,step_size=1,gamma=0.5")
+    assert sorted(p.name for p in Path().glob("ck-*.npz")) == [f"ck-0{i}.npz" for i in range(1, 5)]
+    assert checkpoint.load("ck-02.npz").meta["trainer"]["epoch"] == 2
+    assert Path("best.npz").exists()
+    rows = list(csv.DictReader(open("log.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert [float(r["lr"]) for r in rows] == pytest.approx([0.001, 0.0005, 0.00025, 0.000125])
+    assert set(rows[0]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"}
+
+
+def test_early_stopping_message():
+    out = run("train", "--dataset", "spirals", "--epochs", "50", "--lr", "0.5", "--optimizer", "sgd",
+              "--callback", "early_stopping:patience=1,monitor=loss").output
+    assert "early stopping: loss has not improved" in out
+
+
+def test_list_and_plugins():
+    out = run("list").output
+    for header in ("layers:", "losses:", "optimizers:", "callbacks:", "schedules:", "datasets:"):
+        assert header in out
+    losses = run("list", "losses").output
+    assert "cross_entropy" in losses and "jitprop.default_plugins.losses" in losses and "layers:" not in losses
+    assert "digits" in run("list", "datasets").output and "CC BY 4.0" in run("list", "datasets").output
+    rows = json.loads(run("plugins", "--json").output)
+    layers = next(r for r in rows if r["name"] == "jitprop.default_plugins.layers")
+    assert layers["hooks"] == ["register_layers"] and layers["package"] == "jitprop" and layers["version"] == jitprop.__version__
+    assert "jitprop.default_plugins.layers jitprop" in run("plugins").output
+
+
+def test_gradcheck_command(register_plugin):
+    out = run("gradcheck").output
+    assert out.strip().endswith("ok") and "dense" in out and "binary_cross_entropy" in out
+    assert "dense" in run("gradcheck", "dense").output
+    assert "did you mean 'gelu'" in one_line_error(run("gradcheck", "gelu_", ok=False))
+
+    class Wrong(jitprop.Layer):
+        """Doubles its input but claims a gradient of one."""
+
+        name = "wrong_double"
+
+        @staticmethod
+        def forward_kernel(p, h, x, out, cache, training, seed):
+            out[...] = 2 * x
+
+        @staticmethod
+        def backward_kernel(p, h, x, out, cache, grad_out, grad_in, grad_p):
+            grad_in[...] = grad_out
+
+    class Plugin:
+        @jitprop.hookimpl
+        def register_layers(self, register):
+            register(Wrong)
+
+    register_plugin(Plugin(), name="wrong-plugin")
+    result = run("gradcheck", "wrong_double", "relu", ok=False)
+    assert result.exit_code == 1 and "FAIL" in result.output and "1 gradient check(s) failed" in result.output
+
+
+def test_plugins_add_commands(register_plugin):
+    import click
+
+    class Plugin:
+        @jitprop.hookimpl
+        def register_commands(self, cli):
+            @cli.command(name="hello-test")
+            def hello():
+                """Say hello."""
+                click.echo("hello from a plugin")
+
+    register_plugin(Plugin(), name="hello-plugin")
+    try:
+        add_plugin_commands(cli)
+        assert run("hello-test").output == "hello from a plugin\n"
+    finally:
+        cli.commands.pop("hello-test", None)
+
+
+@pytest.fixture
+def trained(in_tmp):
+    run("train", "--epochs", "1", "--checkpoint", "model.npz")
+    Path("good.csv").write_text("a,b,label\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(20)))
+    run("train", "--dataset", "good.csv", "--epochs", "1", "--checkpoint", "small.npz")
+    Path("only_a.csv").write_text("a\n1\n2\n")
+    Path("bad.csv").write_text("a,b,label\n1,x,0\n2,3,1\n")
+    Path("ragged.csv").write_text("a,b,label\n1,2,0\n2,3\n")
+    Path("words.csv").write_text("a,b,label\n1,2,cat\n2,3,dog\n3,1,cat\n")
+    Path("data.txt").write_text("1,2,3\n")
+    Path("latin1.csv").write_bytes("a,b\n1,caf\xe9\n".encode("latin-1"))
+    np.savez("narrow.npz", X=np.zeros((3, 5)))
+    Path("junk.npz").write_bytes(b"not a zip file at all")
+    data = Path("model.npz").read_bytes()
+    Path("truncated.npz").write_bytes(data[: len(data) // 2])
+    ck = checkpoint.load("model.npz")
+    tampered = dict(ck.arrays)
+    tampered["param/0.bias"] = tampered["param/0.bias"] + 1
+    np.savez("tampered.npz", meta=np.array(json.dumps(ck.meta)), checksum=np.array("0" * 64), **tampered)
+    Path("keys.toml").write_text("epoch = 3\n")
+    Path("types.toml").write_text('batch_size = "big"\n')
+    Path("broken.toml").write_text("epochs = \n")
+    Path("layers.toml").write_text('[[layers]]\nname = "dense"\nunits = 10\n[[layers]]\nname = "rellu"\n')
+    Path("existing.csv").write_text("keep me\n")
+    return Path("model.npz")
+
+
+BAD = [
+    (["train", "--dataset", "missing.csv"], "missing.csv: no such file"),
+    (["train", "--dataset", "data.txt"], "unsupported file type '.txt'"),
+    (["train", "--dataset", "bad.csv"], "column 'b' line 2 holds 'x', not a number"),
+    (["train", "--dataset", "ragged.csv"], "line 3 has 2 fields, the header has 3"),
+    (["train", "--dataset", "latin1.csv"], "not UTF-8"),
+    (["train", "--dataset", "bad.csv", "--target", "lable"], "no target column 'lable'; did you mean 'label'"),
+    (["train", "--dataset", "junk.npz"], "not a readable .npz file"),
+    (["train", "--dataset", "narrow.npz"], "needs an array named 'y'"),
+    (["train", "--dataset", "digitz"], "unknown dataset 'digitz'; did you mean 'digits'"),
+    (["train", "--loss", "crossentropy"], "did you mean 'cross_entropy'"),
+    (["train", "--optimizer", "adamm"], "did you mean 'adam"),
+    (["train", "--activation", "rleu"], "unknown layer 'rleu'; did you mean 'relu'"),
+    (["train", "--callback", "earlystopping"], "did you mean 'early_stopping'"),
+    (["train", "--schedule", "cosin"], "did you mean 'cosine'"),
+    (["train", "--optimizer", "adam:betaz=1"], "unexpected keyword argument 'betaz'"),
+    (["train", "--lr", "-1"], "lr must be a number in [0.0, inf)"),
+    (["train", "--batch-size", "0"], "batch_size must be an integer >= 1"),
+    (["train", "--hidden", "12,x"], "--hidden takes comma-separated layer widths"),
+    (["train", "--device", "cuda"], "run on the CPU with --device cpu"),
+    (["train", "--device", "tpu"], "unknown device 'tpu'"),
+    (["train", "--config", "keys.toml"], "keys.toml: unknown key 'epoch'; did you mean 'epochs'"),
+    (["train", "--config", "types.toml"], "'batch_size' must be an integer, got \"big\""),
+    (["train", "--config", "broken.toml"], "broken.toml: invalid TOML"),
+    (["train", "--config", "nothere.toml"], "nothere.toml: no such config file"),
+    (["train", "--config", "layers.toml"], "unknown layer 'rellu'; did you mean 'relu'"),
+    (["train", "--dataset", "words.csv", "--loss", "mse"], "loss 'mse' needs numeric targets, but 'label' holds text like 'cat'"),
+    (["train", "--dataset", "sine", "--loss", "cross_entropy"], "holds fractional numbers like"),
+    (["train", "--checkpoint", "no/such/dir/c.npz"], "cannot write checkpoint no/such/dir/c.npz: directory"),
+    (["train", "--resume", "model.npz", "--lr", "0.1"], "--lr cannot change when resuming"),
+    (["train", "--resume", "nothere.npz"], "nothere.npz: no such checkpoint file"),
+    (["evaluate", "junk.npz"], "not a readable checkpoint, corrupt or truncated"),
+    (["evaluate", "truncated.npz"], "not a readable checkpoint, corrupt or truncated"),
+    (["evaluate", "tampered.npz"], "checkpoint is corrupt (checksum mismatch)"),
+    (["evaluate", "narrow.npz"], "not a jitprop checkpoint"),
+    (["evaluate", "model.npz", "--dataset", "words.csv"], "label(s) 'cat', 'dog' did not occur in training"),
+    (["predict", "model.npz", "narrow.npz"], "narrow.npz has 5 features per row, but the model was trained on 64"),
+    (["predict", "small.npz", "bad.csv"], "bad.csv: column 'b' line 2 holds 'x', not a number"),
+    (["predict", "small.npz", "only_a.csv"], "only_a.csv: lacks the feature column(s) 'b' the model was trained on"),
+    (["predict", "model.npz", "words.csv"], "lacks the feature column(s) 'pixel_0_0'"),
+    (["predict", "model.npz", "digits", "-o", "no/such/dir/p.csv"], "cannot write output no/such/dir/p.csv: directory"),
+    (["predict", "truncated.npz", "digits", "-o", "existing.csv"], "corrupt or truncated"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_one_line_and_changes_no_file(trained, args, message):
+    before = {p: p.read_bytes() for p in Path().iterdir() if p.is_file()}
+    line = one_line_error(run(*args, ok=False))
+    assert message in line
+    after = {p: p.read_bytes() for p in Path().iterdir() if p.is_file()}
+    assert after == before
+
+
+def test_jitprop_debug_shows_the_traceback(trained):
+    result = run("train", "--dataset", "missing.csv", ok=False, env={"JITPROP_DEBUG": "1"})
+    assert isinstance(result.exception, jitprop.DataError)

@@ -283,3 +283,22 @@ def test_initializers_he_before_relu_glorot_otherwise():
     assert np.abs(sd["2.weight"]).max() <= limit and sd["2.weight"].std() == pytest.approx(limit / math.sqrt(3), rel=0.02)
     assert np.abs(sd["4.weight"]).max() <= math.sqrt(6 / 300)
     assert not sd["0.bias"].any()
+
+
+def test_reduce_lr_on_plateau_lowers_the_rate_when_the_metric_stalls():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 2)), rng.normal(size=40)  # noise: the loss soon stops improving
+    model = jitprop.Sequential([jitprop.layer("dense", units=1)], input_dim=2)
+    plateau = jitprop.callback("reduce_lr_on_plateau", monitor="loss", patience=1, factor=0.5, min_delta=0.5)
+    h = jitprop.fit(model, X, y, optimizer=jitprop.optimizer("sgd", lr=0.1), epochs=6, callbacks=[plateau])
+    # Nothing improves by 0.5: the rate halves after every second epoch without improvement.
+    assert h.history["lr"] == pytest.approx([0.1, 0.1, 0.1, 0.05, 0.05, 0.025])
+
+
+def test_progress_bar_and_printer_callbacks_run_outside_a_terminal(capsys, spiral_data):
+    from jitprop.cli import EpochPrinter, ProgressBar
+
+    X, y = spiral_data
+    jitprop.fit(mlp(), X, y, loss="cross_entropy", epochs=2, callbacks=[ProgressBar(2), EpochPrinter(2)])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in lines if "loss" in line] == ["1/2", "2/2"]

@@ -138,6 +138,8 @@ def load(path):
         raise DataError(f"{path}: no such checkpoint file")
     if p.is_dir():
         raise DataError(f"{path}: is a directory, not a checkpoint")
+    if not zipfile.is_zipfile(p):
+        raise DataError(f"{path}: not a readable checkpoint, corrupt or truncated (not a zip archive)")
     try:
         with np.load(p, allow_pickle=False) as data:
             if "meta" not in data.files or "checksum" not in data.files:

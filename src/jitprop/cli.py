@@ -6,6 +6,7 @@ leaves what was there before.
 """
 
 import csv
+import difflib
 import io
 import json
 import os
@@ -22,7 +23,7 @@ from . import gradcheck as gradchecks
 from .errors import ConfigError, DataError, JitpropError
 from .hookspecs import hookimpl
 from .plugins import distribution_of, failed_plugins, load_plugins, plugin_name
-from .registry import entries, lookup
+from .registry import entries
 from .run import inputs_for, plan
 from .training import evaluate as evaluate_model
 
@@ -108,7 +109,8 @@ class ProgressBar:
 
     def _close(self):
         if self.bar is not None:
-            self.bar.__exit__(None, None, None)
+            # Erase the bar and show the cursor again: the epoch's summary line takes its place.
+            click.echo("\r\x1b[2K\x1b[?25h", nl=False)
             self.bar = None
 
 
@@ -437,13 +439,15 @@ def gradcheck(names, tolerance, seed):
       jitprop gradcheck dense huber
     """
     todo = []
-    if names:
-        for name in names:
-            kinds = [k for k in ("layer", "loss") if name in {e.name for e in entries(k)}]
-            if not kinds:
-                lookup("layer" if name in {a for e in entries("layer") for a in e.aliases} else "loss", name)
-            todo.extend((k, name) for k in kinds)
-    else:
+    known = {k: {n for e in entries(k) for n in (e.name, *e.aliases)} for k in ("layer", "loss")}
+    for name in names:
+        kinds = [k for k in ("layer", "loss") if name in known[k]]
+        if not kinds:
+            close = difflib.get_close_matches(name, known["layer"] | known["loss"], n=3)
+            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else "; see jitprop list layers / losses"
+            raise ConfigError(f"unknown layer or loss {name!r}{hint}")
+        todo.extend((k, name) for k in kinds)
+    if not names:
         todo = [("layer", e.name) for e in entries("layer")] + [("loss", e.name) for e in entries("loss")]
     failures = 0
     click.echo(f"{'kind':<6} {'name':<24} {'gradient':<14} {'rel. error':>11}  result")

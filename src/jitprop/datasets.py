@@ -59,12 +59,16 @@ def is_file_spec(spec):
     return "/" in spec or "\\" in spec or Path(spec).suffix != "" or Path(spec).exists()
 
 
-def load_table(spec, target=None, need_target=True):
-    """A Table from a registered data set name or a .csv / .npz path."""
+def load_table(spec, target=None, need_target=True, features=None):
+    """A Table from a registered data set name or a .csv / .npz path.
+
+    ``features`` names the CSV columns to read as inputs, in order (a trained
+    model's); by default every column but the target.
+    """
     if not isinstance(spec, str) or not spec:
         raise ConfigError("--dataset needs a data set name or a .csv / .npz file")
     if is_file_spec(spec):
-        return read_file(spec, target, need_target)
+        return read_file(spec, target, need_target, features)
     if target is not None:
         raise ConfigError(f"--target applies to CSV files, not to the built-in data set {spec!r}")
     dataset = registry.create("dataset", spec)
@@ -73,7 +77,7 @@ def load_table(spec, target=None, need_target=True):
     return table
 
 
-def read_file(path, target=None, need_target=True):
+def read_file(path, target=None, need_target=True, features=None):
     """Read a .csv (with header) or .npz (arrays X, y) file."""
     p = Path(path)
     if p.suffix.lower() not in FILE_SUFFIXES:
@@ -83,13 +87,15 @@ def read_file(path, target=None, need_target=True):
     if p.is_dir():
         raise DataError(f"{path}: is a directory, not a data file")
     if p.suffix.lower() == ".csv":
-        return read_csv(p, target, need_target)
+        return read_csv(p, target, need_target, features)
     if target is not None:
         raise ConfigError("--target applies to CSV files; an .npz file holds its targets in array 'y'")
     return read_npz(p, need_target)
 
 
 def read_npz(path, need_target=True):
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not a readable .npz file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as data:
             keys = set(data.files)
@@ -115,7 +121,7 @@ def read_npz(path, need_target=True):
     return Table(np.asarray(X, np.float64), y, source=str(path))
 
 
-def read_csv(path, target=None, need_target=True):
+def read_csv(path, target=None, need_target=True, features=None):
     """A CSV file with a header row; the target column is ``target`` or, by default, the last."""
     try:
         text = Path(path).read_bytes().decode("utf-8-sig")
@@ -135,6 +141,14 @@ def read_csv(path, target=None, need_target=True):
         if len(row) != len(header):
             raise DataError(f"{path}: line {i} has {len(row)} fields, the header has {len(header)}")
     columns = list(zip(*data))
+    if features is not None:
+        missing = [f for f in features if f not in header]
+        if missing:
+            raise DataError(f"{path}: lacks the feature column(s) {', '.join(map(repr, missing[:5]))} the model was trained on")
+        X = np.empty((len(data), len(features)))
+        for c, name in enumerate(features):
+            X[:, c] = _numbers(columns[header.index(name)], name, path)
+        return Table(X, None, source=str(path), feature_names=list(features))
     if need_target:
         name = header[-1] if target is None else target
         if name not in header:

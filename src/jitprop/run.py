@@ -160,14 +160,9 @@ def plan(config, checkpoint=None):
 
 def inputs_for(checkpoint, source):
     """Features from a data set name or file, arranged and standardised as the checkpoint's model expects."""
-    info = checkpoint.info
-    table = load_table(source, need_target=False)
-    names, X = info.get("feature_names") or [], table.X
-    if source.lower().endswith(".csv") and names and table.feature_names != names:
-        missing = [n for n in names if n not in table.feature_names]
-        if missing:
-            raise DataError(f"{source}: lacks the feature column(s) {', '.join(map(repr, missing[:5]))} the model was trained on")
-        X = X[:, [table.feature_names.index(n) for n in names]]
+    names = checkpoint.info.get("feature_names") or None
+    table = load_table(source, need_target=False, features=names if source.lower().endswith(".csv") else None)
+    X = table.X
     expected = checkpoint.meta["model"]["input_dim"]
     if X.shape[1] != expected:
         raise DataError(f"{source} has {X.shape[1]} features per row, but the model was trained on {expected}")
