@@ -8,7 +8,9 @@ the number of layers, and a checkpoint is a handful of arrays.
 
 import numpy as np
 
+from . import api
 from .components import kernel, positive_int
+from .data import as_inputs
 from .errors import ConfigError, DataError
 from .layers import Layer
 
@@ -79,8 +81,6 @@ class Sequential:
     """
 
     def __init__(self, layers, input_dim, dtype="float32", seed=0):
-        from . import api
-
         if isinstance(layers, (str, Layer)) or not hasattr(layers, "__iter__"):
             raise ConfigError("Sequential takes a list of layers, e.g. [jitprop.layer('dense', units=10)]")
         self.layers = [api.layer(item) if isinstance(item, str) else item for item in layers]
@@ -201,8 +201,6 @@ class Sequential:
     @classmethod
     def from_config(cls, config):
         """A new model of the structure ``config()`` described (weights freshly initialised)."""
-        from . import api
-
         layers = [api.layer(spec["name"], **{k: v for k, v in spec.items() if k != "name"}) for spec in config["layers"]]
         return cls(layers, input_dim=config["input_dim"], dtype=config["dtype"], seed=config.get("seed", 0))
 
@@ -241,8 +239,6 @@ class Sequential:
 
     def predict(self, X, batch_size=1024):
         """The model's output for every row of ``X`` (inference mode: dropout off)."""
-        from .data import as_inputs
-
         X = as_inputs(self, X)
         out = np.empty((X.shape[0], self.output_dim), self.dtype)
         ws = self.workspace(min(batch_size, max(X.shape[0], 1)))
