@@ -11,7 +11,7 @@ from jitprop.default_plugins.callbacks import clip_by_norm
 from jitprop.gradcheck import example_targets
 from jitprop.model import mix_seed
 from jitprop.registry import entries
-from jitprop.training import gather_rows
+from jitprop.kernels import gather_rows
 
 
 @njit

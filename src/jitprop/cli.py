@@ -83,7 +83,7 @@ class EpochPrinter:
 
 
 class ProgressBar:
-    """A live bar over the batches of each epoch (only on a terminal: it fires per batch)."""
+    """A live bar over the batches of each epoch, updated between compiled runs of batches."""
 
     def __init__(self, epochs):
         self.epochs = epochs
@@ -95,9 +95,9 @@ class ProgressBar:
         self.bar.__enter__()
 
     @hookimpl
-    def on_train_batch_end(self):
+    def on_train_chunk_end(self, batches_done):
         if self.bar is not None:
-            self.bar.update(1)
+            self.bar.update(batches_done - self.bar.pos)
 
     @hookimpl
     def on_epoch_end(self):

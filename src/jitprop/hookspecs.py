@@ -89,6 +89,12 @@ def on_train_batch_end(trainer, batch, logs):
 
 
 @hookspec
+def on_train_chunk_end(trainer, batches_done):
+    """A run of batches finished: a few times a second when the epoch runs compiled,
+    after every batch otherwise. For progress displays; does not slow training down."""
+
+
+@hookspec
 def on_after_backward(trainer, grads):
     """Gradients of one batch are ready and the optimizer has not moved yet.
 

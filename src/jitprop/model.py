@@ -12,6 +12,7 @@ from . import api
 from .components import kernel, positive_int
 from .data import as_inputs
 from .errors import ConfigError, DataError
+from .kernels import seed_mix
 from .layers import Layer
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -25,16 +26,9 @@ def as_dtype(dtype):
     return DTYPES[name]
 
 
-def mix_seed(*parts):
-    """A 64-bit seed from integers (splitmix64 steps), so each (run, iteration, layer) differs."""
-    z = 0
-    mask = (1 << 64) - 1
-    for part in parts:
-        z = (z + int(part) + 0x9E3779B97F4A7C15) & mask
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
-        z ^= z >> 31
-    return np.uint64(z)
+def mix_seed(a, b=0):
+    """A uint64 seed from two integers, the same in the Python loop and in compiled code."""
+    return np.uint64(seed_mix(np.uint64(a), np.uint64(b)))  # numba returns a Python int
 
 
 class Workspace:

@@ -8,23 +8,30 @@ overfitting as they happen.
 """
 
 import math
+import time
 
 import numpy as np
 import pluggy
-from numba import njit
 
-from . import api, hookspecs
+from . import api, compiler, hookspecs
 from .callbacks import Callback
 from .components import kernel, positive_int, real
 from .data import as_inputs, as_targets
 from .errors import ConfigError, DataError
 from .hookspecs import hookimpl
 from .losses import count_correct_binary, count_correct_classes
+from .kernels import gather_rows
 from .model import Workspace, mix_seed
 from .plugins import load_plugins
 
+#: Seconds of training per compiled call: interrupts and progress are served between calls.
+CHUNK_SECONDS = 0.1
+
 #: loss target -> kernel counting correct predictions in a batch
 ACCURACY = {"class": count_correct_classes, "binary": count_correct_binary}
+
+#: Hooks that need the Python loop: they run between the steps of one batch.
+PER_BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_after_backward")
 
 LIFECYCLE_HOOKS = (
     "on_train_begin",
@@ -34,14 +41,8 @@ LIFECYCLE_HOOKS = (
     "on_train_batch_begin",
     "on_train_batch_end",
     "on_after_backward",
+    "on_train_chunk_end",
 )
-
-
-@njit(cache=True)
-def gather_rows(src, idx, start, dst):
-    """dst[r] = src[idx[start + r]] for every row r of dst: one shuffled batch."""
-    for r in range(dst.shape[0]):
-        dst[r] = src[idx[start + r]]
 
 
 class History(Callback):
@@ -142,6 +143,9 @@ class Trainer:
         self.end_state = None
         self._interrupt_requested = False
         self._progress = None  # position inside an epoch interrupted part-way
+        self._chunk = 8  # batches per compiled call, adapted to about CHUNK_SECONDS
+        #: Train through the compiled program when possible (False: always the Python loop).
+        self.compiled = True
         self.batch_losses = np.zeros(0)
         self.batches_done = 0
 
@@ -191,15 +195,16 @@ class Trainer:
             )
         ws = model.workspace(bs, training=True)
         y_buf = np.zeros((bs,) + y.shape[1:], y.dtype)
-        y_views = {bs: y_buf, n - (n_batches - 1) * bs: y_buf[: n - (n_batches - 1) * bs]}
         index = np.arange(n, dtype=np.int64)
         self.batch_losses = np.zeros(n_batches)
 
         hook = self.hook
-        batch_begin = bool(hook.on_train_batch_begin.get_hookimpls())
-        batch_end = bool(hook.on_train_batch_end.get_hookimpls())
-        after_backward = bool(hook.on_after_backward.get_hookimpls())
-        accuracy = ACCURACY.get(self.loss.target)
+        per_batch = any(getattr(hook, h).get_hookimpls() for h in PER_BATCH_HOOKS)
+        # Without per-batch hooks, runs of batches go through one compiled function.
+        program = None
+        if self.compiled and not per_batch:
+            program = compiler.program(model, self.loss, self.optimizer, ACCURACY.get(self.loss.target))
+        self._program = program
 
         self.stop_training = False
         self.stop_reason = None
@@ -226,44 +231,12 @@ class Trainer:
                     first, loss_sum, correct, seen = (progress[k] for k in ("batch", "loss_sum", "correct", "seen"))
                     self.batches_done = first
                     progress = self._progress = None
-                for b in range(first, n_batches):
-                    start = b * bs
-                    rows = min(bs, n - start)
-                    if batch_begin:
-                        hook.on_train_batch_begin(trainer=self, batch=b, logs={"size": rows})
-                    acts, caches, deltas = ws.views(rows)
-                    gather_rows(X, index, start, acts[0])
-                    yb = y_views[rows]
-                    gather_rows(y, index, start, yb)
-                    # prediction -> loss -> backpropagation -> (hooks) -> update
-                    model.forward(acts, caches, True, mix_seed(self.seed, self.step))
-                    value = self.loss_kernel(acts[-1], yb, deltas[-1], self.loss_h)
-                    if accuracy is not None:
-                        correct += accuracy(acts[-1], yb)
-                    model.backward(acts, caches, deltas)
-                    if after_backward:
-                        hook.on_after_backward(trainer=self, grads=model.grads)
-                    self.step += 1
-                    self.opt_kernel(model.params, model.grads, self.opt_state, self.lr, self.opt_h, self.step)
-                    self.batch_losses[b] = value
-                    self.batches_done = b + 1
-                    loss_sum += value * rows
-                    seen += rows
-                    if batch_end:
-                        hook.on_train_batch_end(trainer=self, batch=b, logs={"loss": float(value), "size": rows})
-                    if self.stop_on_nan and not math.isfinite(value):
-                        self.stop_training = True
-                    if self._interrupt_requested and b + 1 < n_batches:
-                        self._progress = {
-                            "batch": b + 1, "loss_sum": loss_sum, "correct": correct, "seen": seen,
-                            "index": index.copy(), "batch_losses": self.batch_losses.copy(), "lr": self.lr,
-                        }  # fmt: skip
-                    if self.stop_training or self._interrupt_requested:
-                        break
+                run = self._compiled_batches if program is not None else self._python_batches
+                loss_sum, correct, seen = run(X, y, index, first, n_batches, bs, ws, y_buf, loss_sum, correct, seen)
                 if self._progress is not None:
                     break  # interrupted mid-epoch: the epoch is neither finished nor logged
                 logs = {"loss": loss_sum / seen}
-                if accuracy is not None:
+                if self.loss.target in ACCURACY:
                     logs["accuracy"] = correct / seen
                 if Xv is not None:
                     for key, value in self.score(Xv, yv).items():
@@ -282,6 +255,87 @@ class Trainer:
             hook.on_train_end(trainer=self, logs={})
         return self.history
 
+    def _python_batches(self, X, y, index, first, n_batches, bs, ws, y_buf, loss_sum, correct, seen):
+        """Batches first.. of this epoch one by one from Python, dispatching per-batch hooks."""
+        model, hook, n = self.model, self.hook, X.shape[0]
+        batch_begin = bool(hook.on_train_batch_begin.get_hookimpls())
+        batch_end = bool(hook.on_train_batch_end.get_hookimpls())
+        after_backward = bool(hook.on_after_backward.get_hookimpls())
+        chunk_end = bool(hook.on_train_chunk_end.get_hookimpls())
+        accuracy = ACCURACY.get(self.loss.target)
+        y_views = {rows: y_buf[:rows] for rows in {bs, n - (n_batches - 1) * bs} if rows <= bs}
+        for b in range(first, n_batches):
+            start = b * bs
+            rows = min(bs, n - start)
+            if batch_begin:
+                hook.on_train_batch_begin(trainer=self, batch=b, logs={"size": rows})
+            acts, caches, deltas = ws.views(rows)
+            gather_rows(X, index, start, acts[0])
+            yb = y_views[rows]
+            gather_rows(y, index, start, yb)
+            # prediction -> loss -> backpropagation -> (hooks) -> update
+            model.forward(acts, caches, True, mix_seed(self.seed, self.step))
+            value = self.loss_kernel(acts[-1], yb, deltas[-1], self.loss_h)
+            if accuracy is not None:
+                correct += accuracy(acts[-1], yb)
+            model.backward(acts, caches, deltas)
+            if after_backward:
+                hook.on_after_backward(trainer=self, grads=model.grads)
+            self.step += 1
+            self.opt_kernel(model.params, model.grads, self.opt_state, self.lr, self.opt_h, self.step)
+            self.batch_losses[b] = value
+            self.batches_done = b + 1
+            loss_sum += value * rows
+            seen += rows
+            if batch_end:
+                hook.on_train_batch_end(trainer=self, batch=b, logs={"loss": float(value), "size": rows})
+            if chunk_end:
+                hook.on_train_chunk_end(trainer=self, batches_done=b + 1)
+            if self.stop_on_nan and not math.isfinite(value):
+                self.stop_training = True
+            if self._after_batches(b + 1, n_batches, index, loss_sum, correct, seen):
+                break
+        return loss_sum, correct, seen
+
+    def _after_batches(self, done, n_batches, index, loss_sum, correct, seen):
+        """True when the epoch must stop here; on an interrupt, keep where it stopped."""
+        if self._interrupt_requested and done < n_batches:
+            self._progress = {
+                "batch": done, "loss_sum": loss_sum, "correct": correct, "seen": seen,
+                "index": index.copy(), "batch_losses": self.batch_losses.copy(), "lr": self.lr,
+            }  # fmt: skip
+        return self.stop_training or self._interrupt_requested
+
+    def _compiled_batches(self, X, y, index, first, n_batches, bs, ws, y_buf, loss_sum, correct, seen):
+        """Batches first.. of this epoch through the compiled ``train_chunk``, in runs of about
+        ``CHUNK_SECONDS`` so that interrupts and progress hooks are served between them."""
+        model, program = self.model, self._program
+        layer_args = [a for i in range(len(model.layers)) for a in
+                      (model.layer_params[i], model.hypers[i], model.layer_grads[i], ws.caches[i])]  # fmt: skip
+        chunk_end = bool(self.hook.on_train_chunk_end.get_hookimpls())
+        b = first
+        while b < n_batches:
+            last = min(n_batches, b + self._chunk)
+            started = time.perf_counter()
+            loss_sum, correct, seen, self.step, done = program.train_chunk(
+                X, y, index, b, last, bs, model.params, model.grads, self.opt_state, self.lr, self.opt_h,
+                self.step, self.seed, self.loss_h, self.batch_losses, self.stop_on_nan, y_buf,
+                float(loss_sum), float(correct), int(seen), *layer_args, *ws.acts, *ws.deltas,
+            )
+            elapsed = time.perf_counter() - started
+            self.batches_done = done
+            if chunk_end:
+                self.hook.on_train_chunk_end(trainer=self, batches_done=done)
+            if done < last:  # a non-finite loss with terminate_on_nan
+                self.stop_training = True
+                break
+            ratio = CHUNK_SECONDS / max(elapsed, 1e-6)
+            self._chunk = max(1, min(int(self._chunk * min(ratio, 4.0)), 1 << 20))
+            if self._after_batches(done, n_batches, index, loss_sum, correct, seen):
+                break
+            b = done
+        return loss_sum, correct, seen
+
     def request_interrupt(self):
         """Ask training to stop after the current iteration; ``end_state`` then holds the
         exact place to continue from. Safe to call from a signal handler."""
@@ -290,6 +344,7 @@ class Trainer:
     def state(self):
         """Everything needed to continue this run exactly: ``(meta, arrays)``, JSON-able meta."""
         meta = {
+            "seed": self.seed,
             "epoch": self.epoch,
             "step": self.step,
             "lr": self.lr,
@@ -323,6 +378,7 @@ class Trainer:
         self.opt_state[...] = arrays["opt_state"]
         self.optimizer.lr = float(meta["optimizer"]["lr"])  # callbacks may have lowered it
         self.epoch, self.step, self.lr = int(meta["epoch"]), int(meta["step"]), float(meta["lr"])
+        self.seed = int(meta["seed"])  # dropout masks derive from it
         self.rng.bit_generator.state = meta["rng"]
         self.history.history = {k: list(v) for k, v in meta["history"]["history"].items()}
         self.history.epoch = list(meta["history"]["epoch"])
@@ -344,7 +400,20 @@ class Trainer:
 
     def score(self, X, y):
         """Mean loss (and accuracy) over checked arrays X, y, in inference mode."""
-        return score(self.model, self.loss, X, y, max(self.batch_size, 256))
+        bs = min(max(self.batch_size, 256), X.shape[0])
+        program = getattr(self, "_program", None)
+        if program is None:
+            return score(self.model, self.loss, X, y, bs)
+        model = self.model
+        ws = model.workspace(bs)
+        if getattr(self, "_scratch", None) is None or self._scratch.shape[0] < bs:
+            self._scratch = np.zeros((bs, model.output_dim), model.dtype)
+        args = [a for i in range(len(model.layers)) for a in (model.layer_params[i], model.hypers[i], ws.caches[i])]
+        total, correct = program.evaluate(X, y, bs, self.loss_h, self._scratch, *args, *ws.acts)
+        result = {"loss": total / X.shape[0]}
+        if self.loss.target in ACCURACY:
+            result["accuracy"] = correct / X.shape[0]
+        return result
 
 
 def split_indices(n, fraction, seed):

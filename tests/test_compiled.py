@@ -1,0 +1,126 @@
+"""The compiled fast path: same numbers as the Python loop, plugins included, resumable mid-epoch."""
+
+import numpy as np
+import pytest
+
+import jitprop
+import jitprop.training
+from conftest import spirals
+from test_plugins import HuberPlugin
+
+
+def model(classes=3, dropout=0.2, seed=0):
+    return jitprop.Sequential(
+        [jitprop.layer("dense", units=16), "tanh", jitprop.layer("dropout", rate=dropout),
+         jitprop.layer("dense", units=16), "gelu", jitprop.layer("dense", units=classes)],
+        input_dim=2, seed=seed,
+    )
+
+
+def train(compiled, loss="cross_entropy", y=None, epochs=3, **kw):
+    X, labels = spirals()
+    m = model(classes=3 if y is None else 1)
+    trainer = jitprop.Trainer(m, loss, jitprop.optimizer("adam", lr=0.01), batch_size=16, seed=3, **kw)
+    trainer.compiled = compiled
+    history = trainer.fit(X, labels if y is None else y, epochs=epochs, validation_split=0.2)
+    return trainer, history
+
+
+def test_compiled_and_python_loops_give_identical_weights_and_logs():
+    fast, h_fast = train(True)
+    slow, h_slow = train(False)
+    assert fast._program is not None and slow._program is None
+    assert np.array_equal(fast.model.params, slow.model.params)
+    assert np.array_equal(fast.opt_state, slow.opt_state)
+    assert h_fast.history == h_slow.history
+    assert h_fast.iteration_loss == h_slow.iteration_loss
+
+
+def test_a_plugin_loss_is_compiled_into_the_same_fast_path(register_plugin):
+    register_plugin(HuberPlugin(), name="huber-plugin")
+    X, _ = spirals()
+    y = np.sin(3 * X[:, 0]) * X[:, 1]
+    fast, h_fast = train(True, loss="huber", y=y)
+    slow, h_slow = train(False, loss="huber", y=y)
+    assert fast._program is not None and "test_plugins" in open(fast._program.path).read()
+    assert np.array_equal(fast.model.params, slow.model.params) and h_fast.history == h_slow.history
+
+
+def test_a_per_batch_hook_or_an_unnameable_kernel_takes_the_python_loop():
+    class PerBatch:
+        @jitprop.hookimpl
+        def on_train_batch_end(self):
+            pass
+
+    trainer, _ = train(True, callbacks=[PerBatch()], epochs=1)
+    assert trainer._program is None
+
+    def local_relu_forward(p, h, x, out, cache, training, seed):
+        np.maximum(x, 0, out=out)
+
+    def local_relu_backward(p, h, x, out, cache, grad_out, grad_in, grad_p):
+        if grad_in.shape[0]:
+            grad_in[...] = grad_out * (x > 0)
+
+    class LocalReLU(jitprop.Layer):
+        name = "local_relu"
+        forward_kernel = staticmethod(local_relu_forward)
+        backward_kernel = staticmethod(local_relu_backward)
+
+    X, y = spirals()
+    m = jitprop.Sequential([jitprop.layer("dense", units=8), LocalReLU(), jitprop.layer("dense", units=3)], input_dim=2)
+    t = jitprop.Trainer(m, "cross_entropy")
+    t.fit(X, y, epochs=2)
+    assert t._program is None and len(t.history.epoch) == 2
+
+
+def test_an_interrupt_between_compiled_chunks_resumes_exactly(monkeypatch):
+    monkeypatch.setattr(jitprop.training, "CHUNK_SECONDS", 1e-9)  # one batch per compiled call
+
+    class InterruptOnce:
+        fired = False
+
+        @jitprop.hookimpl
+        def on_train_chunk_end(self, trainer, batches_done):
+            if trainer.epoch == 1 and batches_done == 5 and not self.fired:
+                self.fired = True
+                trainer.request_interrupt()
+
+    X, y = spirals()
+    straight = model()
+    jitprop.Trainer(straight, "cross_entropy", batch_size=16).fit(X, y, epochs=3)
+    m = model()
+    t = jitprop.Trainer(m, "cross_entropy", batch_size=16, callbacks=[InterruptOnce()])
+    t.fit(X, y, epochs=3)
+    assert t.interrupted and t._program is not None and t.step == 19 + 5
+    meta, arrays = t.end_state
+    assert meta["progress"]["batch"] == 5
+    resumed = model(seed=9)
+    t2 = jitprop.Trainer(resumed, "cross_entropy", batch_size=16, callbacks=[InterruptOnce()])
+    t2.load_state(meta, arrays)
+    t2.fit(X, y, epochs=3)
+    assert np.array_equal(resumed.params, straight.params)
+
+
+def test_generated_source_goes_to_the_cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("JITPROP_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(jitprop.compiler, "_programs", {})
+    X, y = spirals()
+    m = jitprop.Sequential([jitprop.layer("dense", units=4), "relu", jitprop.layer("dense", units=3)], input_dim=2)
+    t = jitprop.Trainer(m, "cross_entropy", "sgd")
+    t.fit(X, y, epochs=1)
+    files = list(tmp_path.glob("jitprop_program_*.py"))
+    assert len(files) == 1 and t._program.path == str(files[0])
+    text = files[0].read_text()
+    assert "from jitprop.default_plugins.layers import dense_forward" in text
+    assert "def train_chunk(" in text and "def evaluate(" in text
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_compiled_validation_scores_match_evaluate(dtype):
+    X, y = spirals()
+    m = jitprop.Sequential([jitprop.layer("dense", units=8), "relu", jitprop.layer("dense", units=3)], input_dim=2, dtype=dtype)
+    h = jitprop.fit(m, X, y, loss="cross_entropy", epochs=2, validation_data=(X[:50], y[:50]))
+    ev = jitprop.evaluate(m, X[:50], y[:50], loss="cross_entropy")
+    assert h.history["val_loss"][-1] == pytest.approx(ev["loss"], rel=1e-6)
+    assert h.history["val_accuracy"][-1] == ev["accuracy"]
