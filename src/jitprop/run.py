@@ -61,6 +61,7 @@ class Plan:
             lr_schedule=api.schedule(**c["schedule"]) if c.get("schedule") else None,
         )
         trainer.run_info = self.info
+        trainer.keep_end_state = True  # the final checkpoint continues from the weights before any restore
         return trainer
 
 

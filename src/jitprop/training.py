@@ -146,6 +146,8 @@ class Trainer:
         self._chunk = 8  # batches per compiled call, adapted to about CHUNK_SECONDS
         #: Train through the compiled program when possible (False: always the Python loop).
         self.compiled = True
+        #: Keep ``end_state`` after every fit, not only after an interrupt (checkpointing wants it).
+        self.keep_end_state = False
         self.batch_losses = np.zeros(0)
         self.batches_done = 0
 
@@ -250,7 +252,8 @@ class Trainer:
                 self.interrupted = True
                 self.stop_reason = f"interrupted in epoch {self.epoch + 1} after iteration {self.step}"
             # The exact state to continue from, taken before on_train_end may restore other weights.
-            self.end_state = self.state()
+            if self.interrupted or self.keep_end_state:
+                self.end_state = self.state()
         finally:
             hook.on_train_end(trainer=self, logs={})
         return self.history

@@ -38,21 +38,24 @@ def mae_kernel(pred, y, grad, h):
 def cross_entropy_kernel(pred, y, grad, h):
     # Softmax fused with the log-likelihood: loss_i = logsumexp(z_i) - z_i[y_i],
     # d loss_i / dz_i = softmax(z_i) - onehot(y_i). Shifting by the row max
-    # keeps exp() in range for logits of any size.
+    # keeps exp() in range for logits of any size; each exp is computed once.
     n, k = pred.shape
     total = 0.0
+    inv_n = 1.0 / n
     for i in range(n):
         m = pred[i, 0]
         for j in range(1, k):
             m = max(m, pred[i, j])
         s = 0.0
         for j in range(k):
-            s += math.exp(pred[i, j] - m)
-        lse = m + math.log(s)
-        total += lse - pred[i, y[i]]
+            e = math.exp(pred[i, j] - m)
+            grad[i, j] = e
+            s += e
+        total += m + math.log(s) - pred[i, y[i]]
+        scale = inv_n / s
         for j in range(k):
-            grad[i, j] = math.exp(pred[i, j] - lse) / n
-        grad[i, y[i]] -= 1.0 / n
+            grad[i, j] *= scale
+        grad[i, y[i]] -= inv_n
     return total / n
 
 

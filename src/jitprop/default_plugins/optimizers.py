@@ -61,23 +61,27 @@ def rmsprop_kernel(p, g, state, lr, h, step):
 
 @njit(cache=True, error_model="numpy")
 def adam_kernel(p, g, state, lr, h, step):
-    beta1, beta2, eps, weight_decay, decoupled = h[0], h[1], h[2], h[3], h[4]
-    bias1 = 1.0 - beta1**step
-    step_size = lr / bias1
-    sqrt_bias2 = math.sqrt(1.0 - beta2**step)
-    shrink = 1.0 - lr * weight_decay  # AdamW's decoupled decay
+    # Arithmetic in the parameters' own precision, as torch does: float32
+    # models update 8 or 16 weights per vector instruction instead of 4 or 8.
+    dt = p.dtype.type
+    beta1, beta2, eps, weight_decay = dt(h[0]), dt(h[1]), dt(h[2]), dt(h[3])
+    decoupled = h[4] != 0.0
+    one_minus_beta1, one_minus_beta2 = dt(1.0 - h[0]), dt(1.0 - h[1])
+    step_size = dt(lr / (1.0 - h[0] ** step))
+    inv_sqrt_bias2 = dt(1.0 / math.sqrt(1.0 - h[1] ** step))
+    shrink = dt(1.0 - lr * h[3])  # AdamW's decoupled decay
     for i in range(p.shape[0]):
-        if decoupled != 0.0:
+        if decoupled:
             p[i] *= shrink
             d = g[i]
         else:
             d = g[i] + weight_decay * p[i]
-        m = beta1 * state[0, i] + (1.0 - beta1) * d
-        v = beta2 * state[1, i] + (1.0 - beta2) * d * d
+        m = beta1 * state[0, i] + one_minus_beta1 * d
+        v = beta2 * state[1, i] + one_minus_beta2 * d * d
         state[0, i] = m
         state[1, i] = v
         # eps outside the square root, added after bias correction (torch.optim.Adam)
-        p[i] -= step_size * m / (math.sqrt(v) / sqrt_bias2 + eps)
+        p[i] -= step_size * m / (np.sqrt(v) * inv_sqrt_bias2 + eps)
 
 
 def _weight_decay(value, owner):

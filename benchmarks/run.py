@@ -1,0 +1,415 @@
+"""jitprop against PyTorch eager and plain NumPy on the configurations of shared/guide/PERF.md.
+
+    python benchmarks/run.py                 # S, M, L; writes benchmarks/RESULTS.md
+    python benchmarks/run.py --quick         # tiny settings, a smoke test (no file written)
+    python benchmarks/run.py --configs S     # one configuration
+
+Method: float32, 2 threads, the same initial weights and the same batches
+in the same order for every system, Adam (lr 1e-3). After a warm-up epoch,
+the systems take turns, one epoch each per round (A B C A B C ...), so a
+slow phase of the machine hits all of them alike; each system's epoch time
+is the time inside its training loop. Reported: median samples/s (min-max),
+the ratio to PyTorch per round, nominal GFLOP/s (samples/s x 6 x sum(in x
+out)) against the float32 matrix-product peak measured in the same run, the
+final training loss of each (a fast wrong answer shows), and peak resident
+memory of each system training M alone in a fresh process.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("NUMBA_NUM_THREADS", "2")
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import numpy as np  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+CONFIGS = {
+    "S": dict(sizes=[64, 64, 10], batch=32, data="digits"),
+    "M": dict(sizes=[784, 256, 256, 10], batch=128, data=(60000, 784)),
+    "L": dict(sizes=[784, 1024, 1024, 10], batch=256, data=(20000, 784)),
+}
+QUICK = {
+    "S": dict(sizes=[64, 64, 10], batch=32, data="digits"),
+    "M": dict(sizes=[784, 64, 10], batch=128, data=(1024, 784)),
+}
+
+
+def flops_per_sample(sizes):
+    return 6 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def load_data(spec, seed=0):
+    """Standardised float32 inputs and int64 labels: digits (80% for training) or synthetic."""
+    if spec == "digits":
+        from jitprop.default_plugins.datasets import Digits
+
+        table = Digits().load()
+        order = np.random.default_rng(seed).permutation(len(table.y))[: int(0.8 * len(table.y))]
+        X, y = table.X[order], table.y[order]
+    else:
+        n, d = spec
+        rng = np.random.default_rng(seed)
+        X = rng.normal(size=(n, d))
+        teacher = rng.normal(size=(d, 10))  # labels a network can learn
+        y = np.argmax(np.tanh(X @ teacher / np.sqrt(d)) + 0.1 * rng.normal(size=(n, 10)), axis=1)
+    X = (X - X.mean(0)) / (X.std(0) + 1e-8)
+    return np.ascontiguousarray(X, np.float32), y.astype(np.int64)
+
+
+def initial_weights(sizes, seed=0):
+    """torch.nn.Linear's default initialisation, shared by every system."""
+    rng = np.random.default_rng(seed)
+    weights = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        bound = 1 / np.sqrt(fan_in)
+        weights.append((rng.uniform(-bound, bound, (fan_out, fan_in)).astype(np.float32),
+                        rng.uniform(-bound, bound, fan_out).astype(np.float32)))
+    return weights
+
+
+def epoch_orders(n, seed):
+    """The row order of each epoch, exactly as jitprop's Trainer shuffles (one Generator, in place)."""
+    rng = np.random.default_rng(seed)
+    index = np.arange(n, dtype=np.int64)
+    while True:
+        index[:] = np.arange(n)
+        rng.shuffle(index)
+        yield index
+
+
+# -- the three systems ---------------------------------------------------
+
+
+class Jitprop:
+    name = "jitprop"
+
+    def __init__(self, sizes, batch, weights, X, y, seed):
+        import jitprop
+
+        layers = []
+        for units in sizes[1:-1]:
+            layers += [jitprop.layer("dense", units=units), "relu"]
+        layers.append(jitprop.layer("dense", units=sizes[-1]))
+        self.model = jitprop.Sequential(layers, input_dim=sizes[0], dtype="float32", seed=seed)
+        self.model.load_state_dict({f"{2 * i}.{k}": v for i, (w, b) in enumerate(weights) for k, v in (("weight", w), ("bias", b))})
+        timer = self.timer = epoch_timer()
+        self.trainer = jitprop.Trainer(self.model, "cross_entropy", jitprop.optimizer("adam", lr=1e-3),
+                                       batch_size=batch, seed=seed, callbacks=[timer])
+        self.X, self.y = X, y
+
+    def epoch(self):
+        self.trainer.fit(self.X, self.y, epochs=self.trainer.epoch + 1)
+        return self.timer.seconds, self.trainer.history.history["loss"][-1]
+
+    @property
+    def compiled(self):
+        return self.trainer._program is not None
+
+
+def epoch_timer():
+    """A callback timing fit's epoch: shuffle, every batch, logs (fit's argument checks excluded)."""
+    import jitprop
+
+    class EpochTimer:
+        seconds = None
+
+        @jitprop.hookimpl
+        def on_epoch_begin(self):
+            self.started = time.perf_counter()
+
+        @jitprop.hookimpl
+        def on_epoch_end(self):
+            self.seconds = time.perf_counter() - self.started
+
+    return EpochTimer()
+
+
+class Torch:
+    name = "pytorch"
+
+    def __init__(self, sizes, batch, weights, X, y, seed):
+        import torch
+
+        torch.set_num_threads(2)
+        mods = []
+        for i in range(len(sizes) - 1):
+            mods.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
+            if i < len(sizes) - 2:
+                mods.append(torch.nn.ReLU())
+        self.net = torch.nn.Sequential(*mods)
+        self.net.load_state_dict({f"{2 * i}.{k}": torch.from_numpy(v.copy()) for i, (w, b) in enumerate(weights) for k, v in (("weight", w), ("bias", b))})
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-3)
+        self.loss = torch.nn.CrossEntropyLoss()
+        self.torch, self.batch = torch, batch
+        self.X, self.y = torch.from_numpy(X), torch.from_numpy(y)
+        self.orders = epoch_orders(len(y), seed)
+
+    def epoch(self):
+        torch, bs = self.torch, self.batch
+        order = torch.from_numpy(next(self.orders).copy())
+        started = time.perf_counter()
+        total = 0.0
+        for start in range(0, len(order), bs):
+            idx = order[start : start + bs]
+            self.opt.zero_grad(set_to_none=True)
+            loss = self.loss(self.net(self.X[idx]), self.y[idx])
+            loss.backward()
+            self.opt.step()
+            total += loss.item() * len(idx)
+        return time.perf_counter() - started, total / len(order)
+
+
+class NumPy:
+    """A plain, vectorised NumPy MLP with Adam: what a careful person writes without a framework."""
+
+    name = "numpy"
+
+    def __init__(self, sizes, batch, weights, X, y, seed):
+        self.params = [a.copy() for wb in weights for a in wb]
+        self.m = [np.zeros_like(p) for p in self.params]
+        self.v = [np.zeros_like(p) for p in self.params]
+        self.t = 0
+        self.batch, self.X, self.y = batch, X, y
+        self.orders = epoch_orders(len(y), seed)
+
+    def step(self, xb, yb):
+        n_layers = len(self.params) // 2
+        acts = [xb]
+        for i in range(n_layers):
+            z = acts[-1] @ self.params[2 * i].T + self.params[2 * i + 1]
+            acts.append(np.maximum(z, 0) if i < n_layers - 1 else z)
+        z = acts[-1]
+        z = z - z.max(1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(1, keepdims=True)
+        loss = -np.log(p[np.arange(len(yb)), yb] + 1e-30).mean()
+        g = p
+        g[np.arange(len(yb)), yb] -= 1
+        g /= len(yb)
+        grads = [None] * len(self.params)
+        for i in range(n_layers - 1, -1, -1):
+            grads[2 * i] = g.T @ acts[i]
+            grads[2 * i + 1] = g.sum(0)
+            if i:
+                g = (g @ self.params[2 * i]) * (acts[i] > 0)
+        self.t += 1
+        b1, b2, lr, eps = 0.9, 0.999, 1e-3, 1e-8
+        for p_, g_, m, v in zip(self.params, grads, self.m, self.v):
+            m *= b1
+            m += (1 - b1) * g_
+            v *= b2
+            v += (1 - b2) * g_ * g_
+            p_ -= (lr / (1 - b1**self.t)) * m / (np.sqrt(v) / np.sqrt(1 - b2**self.t) + eps)
+        return loss
+
+    def epoch(self):
+        order = next(self.orders)
+        started = time.perf_counter()
+        total = 0.0
+        for start in range(0, len(order), self.batch):
+            idx = order[start : start + self.batch]
+            total += self.step(self.X[idx], self.y[idx]) * len(idx)
+        return time.perf_counter() - started, total / len(order)
+
+
+SYSTEMS = {"jitprop": Jitprop, "pytorch": Torch, "numpy": NumPy}
+
+
+def have_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def matmul_peak(sizes=(512, 1024, 2048), repeats=3):
+    """Best float32 GFLOP/s of numpy's matrix product: the machine's reference peak."""
+    best = 0.0
+    for n in sizes:
+        a = np.random.default_rng(0).normal(size=(n, n)).astype(np.float32)
+        b = a.copy()
+        a @ b
+        for _ in range(repeats):
+            started = time.perf_counter()
+            a @ b
+            best = max(best, 2 * n**3 / (time.perf_counter() - started) / 1e9)
+    return best
+
+
+def run_config(name, cfg, systems, rounds, seed=0):
+    X, y = load_data(cfg["data"], seed)
+    weights = initial_weights(cfg["sizes"], seed)
+    runners = [SYSTEMS[s](cfg["sizes"], cfg["batch"], weights, X, y, seed) for s in systems]
+    for r in runners:
+        r.epoch()  # warm-up: compilation, caches, allocator
+    times = {r.name: [] for r in runners}
+    losses = {}
+    for _ in range(rounds):
+        for r in runners:
+            seconds, loss = r.epoch()
+            times[r.name].append(seconds)
+            losses[r.name] = loss
+    n = len(y)
+    result = {"config": name, "sizes": cfg["sizes"], "batch": cfg["batch"], "rows": n, "rounds": rounds, "systems": {}}
+    fps = flops_per_sample(cfg["sizes"])
+    for r in runners:
+        rates = n / np.array(times[r.name])
+        entry = {
+            "samples_per_s": float(np.median(rates)),
+            "min": float(rates.min()),
+            "max": float(rates.max()),
+            "gflops": float(np.median(rates) * fps / 1e9),
+            "final_loss": float(losses[r.name]),
+        }
+        if "pytorch" in times and r.name != "pytorch":
+            ratios = np.array(times["pytorch"]) / np.array(times[r.name])  # per round
+            entry["ratio_to_pytorch"] = float(np.median(ratios))
+            entry["ratio_min"], entry["ratio_max"] = float(ratios.min()), float(ratios.max())
+        if r.name == "jitprop":
+            entry["compiled_path"] = r.compiled
+        result["systems"][r.name] = entry
+    return result
+
+
+def memory_probe(config, system, rounds):
+    """Run in a fresh process: train `config` with one system; print peak RSS in MiB."""
+    cfg = CONFIGS[config]
+    run_config(config, cfg, [system], rounds)
+    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def peak_memory(config, systems, rounds):
+    out = {}
+    for system in systems:
+        proc = subprocess.run([sys.executable, __file__, "--memory-probe", config, system, "--rounds", str(rounds)],
+                              capture_output=True, text=True, check=True)
+        out[system] = json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mib"]
+    return out
+
+
+def startup_times():
+    """Wall time of `jitprop train --dataset digits --epochs 1`: warm cache, and cold cache."""
+    import tempfile
+
+    exe = str(Path(sys.executable).with_name("jitprop"))
+    cmd = [exe, "train", "--dataset", "digits", "--epochs", "1"]
+    subprocess.run(cmd, capture_output=True, check=True)  # make sure the cache is warm
+    warm = []
+    for _ in range(3):
+        started = time.perf_counter()
+        subprocess.run(cmd, capture_output=True, check=True)
+        warm.append(time.perf_counter() - started)
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "JITPROP_CACHE_DIR": tmp, "NUMBA_CACHE_DIR": tmp}
+        started = time.perf_counter()
+        subprocess.run(cmd, capture_output=True, check=True, env=env)
+        cold = time.perf_counter() - started
+    return {"warm_s": float(np.median(warm)), "cold_s": cold}
+
+
+def machine():
+    import numba
+
+    info = {
+        "date": datetime.date.today().isoformat(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE"),
+    }
+    try:
+        info["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        info["cpu"] = platform.processor()
+    if have_torch():
+        import torch
+
+        info["torch"] = torch.__version__
+    import jitprop
+
+    info["jitprop"] = jitprop.__version__
+    return info
+
+
+def report(results, peak, mem, startup, info):
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `python benchmarks/run.py` on {info['date']}. Method: see the docstring of `benchmarks/run.py`.",
+        "",
+        "| machine | |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in info.items()),
+        f"| float32 matmul peak (numpy, same run) | {peak:.0f} GFLOP/s |",
+        "",
+        "| config | system | samples/s (median) | min-max | x PyTorch (median, min-max) | GFLOP/s | % of peak | final loss |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for res in results:
+        for name, e in res["systems"].items():
+            ratio = f"{e['ratio_to_pytorch']:.2f} ({e['ratio_min']:.2f}-{e['ratio_max']:.2f})" if "ratio_to_pytorch" in e else "1"
+            lines.append(
+                f"| {res['config']} {res['sizes']} b{res['batch']} | {name} | {e['samples_per_s']:,.0f} | "
+                f"{e['min']:,.0f}-{e['max']:,.0f} | {ratio} | {e['gflops']:.1f} | {100 * e['gflops'] / peak:.0f}% | {e['final_loss']:.4f} |"
+            )
+    if mem:
+        lines += ["", "Peak resident memory training M alone in a fresh process: " +
+                  ", ".join(f"{k} {v:.0f} MiB" for k, v in mem.items())]
+    if startup:
+        lines += ["", f"`jitprop train --dataset digits --epochs 1`, whole process: warm cache {startup['warm_s']:.2f} s,"
+                  f" cold cache {startup['cold_s']:.2f} s."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", default="S,M,L")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="tiny settings; prints, writes nothing")
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--no-startup", action="store_true")
+    parser.add_argument("--memory-probe", nargs=2, metavar=("CONFIG", "SYSTEM"))
+    parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
+    args = parser.parse_args(argv)
+    if args.memory_probe:
+        memory_probe(*args.memory_probe, args.rounds)
+        return None
+    systems = ["jitprop", "numpy"] + (["pytorch"] if have_torch() else [])
+    table = QUICK if args.quick else CONFIGS
+    names = [c for c in args.configs.split(",") if c in table]
+    rounds = 2 if args.quick else args.rounds
+    peak = matmul_peak((256,), 1) if args.quick else matmul_peak()
+    results = []
+    for name in names:
+        res = run_config(name, table[name], systems, rounds)
+        results.append(res)
+        for system, e in res["systems"].items():
+            ratio = f"  x{e['ratio_to_pytorch']:.2f} pytorch" if "ratio_to_pytorch" in e else ""
+            print(f"{name} {system:8s} {e['samples_per_s']:>12,.0f} samples/s  {e['gflops']:6.1f} GFLOP/s"
+                  f"  loss {e['final_loss']:.4f}{ratio}", flush=True)
+    mem = {} if args.quick or args.no_memory or "M" not in names else peak_memory("M", systems, 1)
+    startup = {} if args.quick or args.no_startup else startup_times()
+    info = machine()
+    text = report(results, peak, mem, startup, info)
+    if not args.quick:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
