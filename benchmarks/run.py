@@ -56,13 +56,14 @@ def load_data(spec, seed=0):
         table = Digits().load()
         order = np.random.default_rng(seed).permutation(len(table.y))[: int(0.8 * len(table.y))]
         X, y = table.X[order], table.y[order]
+        X = (X - X.mean(0)) / (X.std(0) + 1e-8)
     else:
+        # Already standard normal; made in float32 and in place so the process holds one copy.
         n, d = spec
         rng = np.random.default_rng(seed)
-        X = rng.normal(size=(n, d))
-        teacher = rng.normal(size=(d, 10))  # labels a network can learn
-        y = np.argmax(np.tanh(X @ teacher / np.sqrt(d)) + 0.1 * rng.normal(size=(n, 10)), axis=1)
-    X = (X - X.mean(0)) / (X.std(0) + 1e-8)
+        X = rng.standard_normal((n, d), dtype=np.float32)
+        teacher = rng.standard_normal((d, 10), dtype=np.float32)  # labels a network can learn
+        y = np.argmax(np.tanh(X @ teacher / np.sqrt(d)) + 0.1 * rng.standard_normal((n, 10), dtype=np.float32), axis=1)
     return np.ascontiguousarray(X, np.float32), y.astype(np.int64)
 
 

@@ -30,10 +30,20 @@ def as_inputs(model, X, what="X"):
         raise DataError(f"{what} has no rows")
     if X.shape[1] != model.input_dim:
         raise DataError(f"{what} has {X.shape[1]} features per row, but the model expects input_dim={model.input_dim}")
-    if not np.all(np.isfinite(X)):
-        bad = int(np.argwhere(~np.isfinite(X))[0][0])
+    bad = first_nonfinite_row(X)
+    if bad is not None:
         raise DataError(f"{what} holds NaN or infinite values (first in row {bad}); clean or impute them first")
     return np.ascontiguousarray(X, dtype=model.dtype)
+
+
+def first_nonfinite_row(X, block=8192):
+    """Index of the first row holding NaN or inf, checked a block of rows at a time
+    so a large data set needs no temporary the size of itself."""
+    for start in range(0, X.shape[0], block):
+        ok = np.isfinite(X[start : start + block]).all(axis=1)
+        if not ok.all():
+            return start + int(np.argmin(ok))
+    return None
 
 
 def as_targets(model, loss, y, n, what="y"):
