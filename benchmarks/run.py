@@ -93,6 +93,7 @@ def epoch_orders(n, seed):
 
 class Jitprop:
     name = "jitprop"
+    loss = "cross_entropy"
 
     def __init__(self, sizes, batch, weights, X, y, seed):
         import jitprop
@@ -104,7 +105,7 @@ class Jitprop:
         self.model = jitprop.Sequential(layers, input_dim=sizes[0], dtype="float32", seed=seed)
         self.model.load_state_dict({f"{2 * i}.{k}": v for i, (w, b) in enumerate(weights) for k, v in (("weight", w), ("bias", b))})
         timer = self.timer = epoch_timer()
-        self.trainer = jitprop.Trainer(self.model, "cross_entropy", jitprop.optimizer("adam", lr=1e-3),
+        self.trainer = jitprop.Trainer(self.model, self.loss, jitprop.optimizer("adam", lr=1e-3),
                                        batch_size=batch, seed=seed, callbacks=[timer])
         self.X, self.y = X, y
 
@@ -115,6 +116,23 @@ class Jitprop:
     @property
     def compiled(self):
         return self.trainer._program is not None
+
+
+class JitpropPlugin(Jitprop):
+    """jitprop with its loss from a plugin module (benchmarks/plugin_loss.py): same fast path?"""
+
+    name = "jitprop+plugin-loss"
+    loss = "plugin_cross_entropy"
+
+    def __init__(self, *args):
+        import jitprop.plugins
+
+        sys.path.insert(0, str(HERE))
+        import plugin_loss
+
+        if not jitprop.plugins.pm.is_registered(plugin_loss):
+            jitprop.plugins.register(plugin_loss, name="benchmark-plugin-loss")
+        super().__init__(*args)
 
 
 def epoch_timer():
@@ -223,7 +241,7 @@ class NumPy:
         return time.perf_counter() - started, total / len(order)
 
 
-SYSTEMS = {"jitprop": Jitprop, "pytorch": Torch, "numpy": NumPy}
+SYSTEMS = {"jitprop": Jitprop, "jitprop+plugin-loss": JitpropPlugin, "pytorch": Torch, "numpy": NumPy}
 
 
 def have_torch():
@@ -252,8 +270,9 @@ def run_config(name, cfg, systems, rounds, seed=0):
     X, y = load_data(cfg["data"], seed)
     weights = initial_weights(cfg["sizes"], seed)
     runners = [SYSTEMS[s](cfg["sizes"], cfg["batch"], weights, X, y, seed) for s in systems]
+    first_loss = {}
     for r in runners:
-        r.epoch()  # warm-up: compilation, caches, allocator
+        first_loss[r.name] = r.epoch()[1]  # warm-up: compilation, caches, allocator
     times = {r.name: [] for r in runners}
     losses = {}
     for _ in range(rounds):
@@ -271,13 +290,14 @@ def run_config(name, cfg, systems, rounds, seed=0):
             "min": float(rates.min()),
             "max": float(rates.max()),
             "gflops": float(np.median(rates) * fps / 1e9),
+            "first_epoch_loss": float(first_loss[r.name]),
             "final_loss": float(losses[r.name]),
         }
         if "pytorch" in times and r.name != "pytorch":
             ratios = np.array(times["pytorch"]) / np.array(times[r.name])  # per round
             entry["ratio_to_pytorch"] = float(np.median(ratios))
             entry["ratio_min"], entry["ratio_max"] = float(ratios.min()), float(ratios.max())
-        if r.name == "jitprop":
+        if isinstance(r, Jitprop):
             entry["compiled_path"] = r.compiled
         result["systems"][r.name] = entry
     return result
@@ -287,7 +307,19 @@ def memory_probe(config, system, rounds):
     """Run in a fresh process: train `config` with one system; print peak RSS in MiB."""
     cfg = CONFIGS[config]
     run_config(config, cfg, [system], rounds)
-    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"peak_rss_mib": peak_rss_mib()}))
+
+
+def peak_rss_mib():
+    """This process's peak resident memory. VmHWM, not getrusage's ru_maxrss: the latter
+    survives exec, so a child of a large parent would report the parent's size."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def peak_memory(config, systems, rounds):
@@ -357,16 +389,20 @@ def report(results, peak, mem, startup, info):
         *(f"| {k} | {v} |" for k, v in info.items()),
         f"| float32 matmul peak (numpy, same run) | {peak:.0f} GFLOP/s |",
         "",
-        "| config | system | samples/s (median) | min-max | x PyTorch (median, min-max) | GFLOP/s | % of peak | final loss |",
-        "|---|---|---|---|---|---|---|---|",
+        "| config | system | samples/s (median) | min-max | x PyTorch (median, min-max) | GFLOP/s | % of peak | loss after epoch 1 | final loss |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for res in results:
         for name, e in res["systems"].items():
             ratio = f"{e['ratio_to_pytorch']:.2f} ({e['ratio_min']:.2f}-{e['ratio_max']:.2f})" if "ratio_to_pytorch" in e else "1"
             lines.append(
                 f"| {res['config']} {res['sizes']} b{res['batch']} | {name} | {e['samples_per_s']:,.0f} | "
-                f"{e['min']:,.0f}-{e['max']:,.0f} | {ratio} | {e['gflops']:.1f} | {100 * e['gflops'] / peak:.0f}% | {e['final_loss']:.4f} |"
+                f"{e['min']:,.0f}-{e['max']:,.0f} | {ratio} | {e['gflops']:.1f} | {100 * e['gflops'] / peak:.0f}% |"
+                f" {e['first_epoch_loss']:.5f} | {e['final_loss']:.4f} |"
             )
+    lines += ["", "## Targets (issue 4)", "", "| target | measured | met |", "|---|---|---|"]
+    for target, value, ok in targets(results, peak, mem, startup):
+        lines.append(f"| {target} | {value} | {'yes' if ok else '**no**'} |")
     if mem:
         lines += ["", "Peak resident memory training M alone in a fresh process: " +
                   ", ".join(f"{k} {v:.0f} MiB" for k, v in mem.items())]
@@ -374,6 +410,28 @@ def report(results, peak, mem, startup, info):
         lines += ["", f"`jitprop train --dataset digits --epochs 1`, whole process: warm cache {startup['warm_s']:.2f} s,"
                   f" cold cache {startup['cold_s']:.2f} s."]
     return "\n".join(lines) + "\n"
+
+
+TARGETS = {"S": (25.0, None), "M": (1.5, 0.80), "L": (1.2, 0.85)}
+
+
+def targets(results, peak, mem, startup):
+    """(target, measured, met) rows for the targets of the performance issue."""
+    rows = []
+    for res in results:
+        e = res["systems"].get("jitprop", {})
+        ratio, share = TARGETS.get(res["config"], (None, None))
+        if ratio and "ratio_to_pytorch" in e:
+            rows.append((f"{res['config']}: >= {ratio}x PyTorch eager", f"{e['ratio_to_pytorch']:.2f}x", e["ratio_to_pytorch"] >= ratio))
+        if share:
+            got = e["gflops"] / peak
+            rows.append((f"{res['config']}: >= {share:.0%} of the matmul peak", f"{got:.0%}", got >= share))
+    if mem and "pytorch" in mem:
+        rows.append(("M: peak memory <= half of PyTorch's", f"{mem['jitprop'] / mem['pytorch']:.0%} of PyTorch's", mem["jitprop"] <= 0.5 * mem["pytorch"]))
+    if startup:
+        rows.append(("start-up, warm cache: <= 1.0 s", f"{startup['warm_s']:.2f} s", startup["warm_s"] <= 1.0))
+        rows.append(("start-up, cold cache: <= 12 s", f"{startup['cold_s']:.2f} s", startup["cold_s"] <= 12.0))
+    return rows
 
 
 def main(argv=None):
@@ -396,7 +454,8 @@ def main(argv=None):
     peak = matmul_peak((256,), 1) if args.quick else matmul_peak()
     results = []
     for name in names:
-        res = run_config(name, table[name], systems, rounds)
+        # S also runs with a plugin's loss: a plugin's kernels join the same compiled step.
+        res = run_config(name, table[name], systems[:1] + (["jitprop+plugin-loss"] if name == "S" else []) + systems[1:], rounds)
         results.append(res)
         for system, e in res["systems"].items():
             ratio = f"  x{e['ratio_to_pytorch']:.2f} pytorch" if "ratio_to_pytorch" in e else ""

@@ -17,23 +17,30 @@ def bench():
 
 
 def test_quick_benchmark_runs_every_system_to_the_same_loss(bench):
+    import jitprop.plugins
+
     results = bench.main(["--quick", "--configs", "S,M"])
     assert [r["config"] for r in results] == ["S", "M"]
     for res in results:
         systems = res["systems"]
         assert {"jitprop", "numpy"} <= set(systems)
         assert systems["jitprop"]["compiled_path"]
-        losses = [e["final_loss"] for e in systems.values()]
+        if res["config"] == "S":  # a plugin's loss takes the same compiled path
+            assert systems["jitprop+plugin-loss"]["compiled_path"]
+        losses = [e["first_epoch_loss"] for e in systems.values()]
         # Same weights, same batches, same optimizer: the systems agree to float32 rounding.
         assert max(losses) - min(losses) < 1e-3 * max(1.0, abs(losses[0]))
         assert all(e["samples_per_s"] > 0 for e in systems.values())
+    plugin = jitprop.plugins.pm.get_plugin("benchmark-plugin-loss")
+    if plugin is not None:  # leave no plugin behind for other tests
+        jitprop.plugins.unregister(plugin)
 
 
 def test_report_names_machine_and_ratios(bench):
     res = {"config": "S", "sizes": [64, 64, 10], "batch": 32, "systems": {
-        "jitprop": {"samples_per_s": 1e6, "min": 9e5, "max": 1.1e6, "gflops": 28.4, "final_loss": 0.2,
+        "jitprop": {"samples_per_s": 1e6, "min": 9e5, "max": 1.1e6, "gflops": 28.4, "final_loss": 0.2, "first_epoch_loss": 0.5,
                     "ratio_to_pytorch": 25.0, "ratio_min": 20.0, "ratio_max": 30.0},
-        "pytorch": {"samples_per_s": 4e4, "min": 3e4, "max": 5e4, "gflops": 1.1, "final_loss": 0.2}}}
+        "pytorch": {"samples_per_s": 4e4, "min": 3e4, "max": 5e4, "gflops": 1.1, "final_loss": 0.2, "first_epoch_loss": 0.5}}}
     text = bench.report([res], 190.0, {"jitprop": 100.0}, {"warm_s": 0.9, "cold_s": 9.0}, {"date": "2026-11-27", "cpu": "x"})
     assert "| S [64, 64, 10] b32 | jitprop | 1,000,000 |" in text and "25.00 (20.00-30.00)" in text
     assert "warm cache 0.90 s" in text and "jitprop 100 MiB" in text
