@@ -144,6 +144,8 @@ class Trainer:
         self._interrupt_requested = False
         self._progress = None  # position inside an epoch interrupted part-way
         self._chunk = 8  # batches per compiled call, adapted to about CHUNK_SECONDS
+        self._program = None  # the compiled train_chunk/evaluate of the current fit, if any
+        self._scratch = None  # loss-gradient scratch for compiled validation
         #: Train through the compiled program when possible (False: always the Python loop).
         self.compiled = True
         #: Keep ``end_state`` after every fit, not only after an interrupt (checkpointing wants it).
@@ -404,12 +406,12 @@ class Trainer:
     def score(self, X, y):
         """Mean loss (and accuracy) over checked arrays X, y, in inference mode."""
         bs = min(max(self.batch_size, 256), X.shape[0])
-        program = getattr(self, "_program", None)
+        program = self._program
         if program is None:
             return score(self.model, self.loss, X, y, bs)
         model = self.model
         ws = model.workspace(bs)
-        if getattr(self, "_scratch", None) is None or self._scratch.shape[0] < bs:
+        if self._scratch is None or self._scratch.shape[0] < bs:
             self._scratch = np.zeros((bs, model.output_dim), model.dtype)
         args = [a for i in range(len(model.layers)) for a in (model.layer_params[i], model.hypers[i], ws.caches[i])]
         total, correct = program.evaluate(X, y, bs, self.loss_h, self._scratch, *args, *ws.acts)
