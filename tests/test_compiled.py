@@ -2,11 +2,32 @@
 
 import numpy as np
 import pytest
+from numba import njit
 
 import jitprop
 import jitprop.training
 from conftest import spirals
 from test_plugins import HuberPlugin
+
+
+class Square(jitprop.Layer):
+    """x squared, with kernels kept on the class (a qualified name in generated code)."""
+
+    name = "square_test"
+
+    @staticmethod
+    @njit(cache=True)
+    def forward_kernel(p, h, x, out, cache, training, seed):
+        for i in range(x.shape[0]):
+            for j in range(x.shape[1]):
+                out[i, j] = x[i, j] * x[i, j]
+
+    @staticmethod
+    @njit(cache=True)
+    def backward_kernel(p, h, x, out, cache, grad_out, grad_in, grad_p):
+        for i in range(grad_in.shape[0]):
+            for j in range(grad_in.shape[1]):
+                grad_in[i, j] = 2.0 * x[i, j] * grad_out[i, j]
 
 
 def model(classes=3, dropout=0.2, seed=0):
@@ -44,6 +65,22 @@ def test_a_plugin_loss_is_compiled_into_the_same_fast_path(register_plugin):
     slow, h_slow = train(False, loss="huber", y=y)
     assert fast._program is not None and "test_plugins" in open(fast._program.path).read()
     assert np.array_equal(fast.model.params, slow.model.params) and h_fast.history == h_slow.history
+
+
+def test_kernels_kept_on_a_class_compile_too():
+    from jitprop import gradcheck
+
+    assert max(gradcheck.check_layer(Square()).values()) < 1e-6
+    X, y = spirals()
+    runs = []
+    for compiled in (True, False):
+        m = jitprop.Sequential([jitprop.layer("dense", units=8), Square(), jitprop.layer("dense", units=3)], input_dim=2)
+        t = jitprop.Trainer(m, "cross_entropy", batch_size=32)
+        t.compiled = compiled
+        t.fit(X, y, epochs=2)
+        runs.append((t._program, m.params.copy()))
+    assert runs[0][0] is not None and "Square.forward_kernel" in open(runs[0][0].path).read()
+    assert np.array_equal(runs[0][1], runs[1][1])
 
 
 def test_a_per_batch_hook_or_an_unnameable_kernel_takes_the_python_loop():

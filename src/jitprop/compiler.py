@@ -29,7 +29,7 @@ from numba.core.registry import CPUDispatcher
 from . import __version__
 from .components import kernel
 
-TEMPLATE_VERSION = 2
+TEMPLATE_VERSION = 3
 _programs = {}
 
 
@@ -132,8 +132,11 @@ def source(refs, n_layers):
         for i, (module, qualname) in enumerate(refs[kind]):
             local = f"{names}{i}" if kind in ("fwd", "bwd") else names
             top, _, rest = qualname.partition(".")
-            lines.append(f"from {module} import {top} as _{local}_owner")
-            lines.append(f"{local} = _{local}_owner{'.' + rest if rest else ''}")
+            if rest:  # a kernel kept on a class: import the class, then reach the kernel
+                lines.append(f"from {module} import {top} as _{local}_owner")
+                lines.append(f"{local} = _{local}_owner.{rest}")
+            else:
+                lines.append(f"from {module} import {top} as {local}")
             alias[(kind, i)] = local
     L = n_layers
     has_acc = bool(refs["acc"])
