@@ -11,7 +11,7 @@ from jitprop.default_plugins.callbacks import clip_by_norm
 from jitprop.gradcheck import example_targets
 from jitprop.model import mix_seed
 from jitprop.registry import entries
-from jitprop.kernels import gather_rows
+from jitprop.kernels import gather_items, gather_rows
 
 
 @njit
@@ -66,6 +66,7 @@ def test_no_kernel_allocates_per_call(dtype):
         assert allocations_per_call(kernel(opt, "kernel"), args) == 0, entry.name
     src = rng.normal(size=(10, 3)).astype(dtype)
     assert allocations_per_call(gather_rows, (src, np.arange(10), 2, np.zeros((4, 3), dtype))) == 0
+    assert allocations_per_call(gather_items, (np.arange(10), np.arange(10), 2, np.zeros(4, np.int64))) == 0
     assert allocations_per_call(clip_by_norm, (src[0].copy(), 0.5)) == 0
 
 

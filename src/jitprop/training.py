@@ -20,7 +20,7 @@ from .data import as_inputs, as_targets
 from .errors import ConfigError, DataError
 from .hookspecs import hookimpl
 from .losses import count_correct_binary, count_correct_classes
-from .kernels import gather_rows
+from .kernels import gather, gather_rows
 from .model import Workspace, mix_seed
 from .plugins import load_plugins
 
@@ -277,7 +277,7 @@ class Trainer:
             acts, caches, deltas = ws.views(rows)
             gather_rows(X, index, start, acts[0])
             yb = y_views[rows]
-            gather_rows(y, index, start, yb)
+            gather(y)(y, index, start, yb)
             # prediction -> loss -> backpropagation -> (hooks) -> update
             model.forward(acts, caches, True, mix_seed(self.seed, self.step))
             value = self.loss_kernel(acts[-1], yb, deltas[-1], self.loss_h)
