@@ -429,10 +429,10 @@ MISSES = """### Why a target is missed (profile and arithmetic: benchmarks/READM
   NumPy's process peaks at ~290 MB, and Numba with LLVM and SciPy's BLAS adds
   ~120 MB to that. Half of PyTorch's ~560 MB would put jitprop below NumPy
   alone; jitprop's own arrays (weights, Adam state, workspaces) are ~5 MB.
-- **Start-up.** With a warm cache no kernel is compiled, but importing Numba and
-  its first dispatch into cached code (Numba loads its NumPy implementations
-  then) take ~0.7 s and ~0.6 s on this 2-core machine; cold, compiling the
-  generated step and evaluation functions takes the rest.
+- **Start-up, warm cache.** No kernel is compiled, but importing jitprop (Numba,
+  NumPy, click: ~0.5 s) and Numba's first dispatch into cached code (it then
+  loads its NumPy implementations and imports scipy.linalg for BLAS: ~0.7 s)
+  take ~1.3 s on this 2-core machine before the first batch.
 """
 
 
