@@ -1,6 +1,7 @@
 """The command line, driven through click's CliRunner and through the real installed command."""
 
 import csv
+import io
 import json
 import os
 import re
@@ -399,3 +400,21 @@ def test_bad_input_is_one_line_and_changes_no_file(trained, args, message):
 def test_jitprop_debug_shows_the_traceback(trained):
     result = run("train", "--dataset", "missing.csv", ok=False, env={"JITPROP_DEBUG": "1"})
     assert isinstance(result.exception, jitprop.DataError)
+
+
+def test_binary_and_multi_output_regression_through_predict():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 2))
+    np.savez("bin.npz", X=X, y=(X[:, :1] * X[:, 1:] > 0).astype(float))
+    out = run("train", "--dataset", "bin.npz", "--loss", "binary_cross_entropy", "--epochs", "40", "--lr", "0.01",
+              "--checkpoint", "b.npz").output
+    assert float(out.splitlines()[-2].split(": ")[1]) > 0.85
+    rows = list(csv.reader(io.StringIO(run("predict", "b.npz", "bin.npz").output)))
+    assert rows[0] == ["y", "p_y"] and len(rows) == 301
+    assert {r[0] for r in rows[1:]} <= {"0", "1"} and all(0 <= float(r[1]) <= 1 for r in rows[1:])
+    np.savez("two.npz", X=X, y=np.c_[X.sum(1), X[:, 0] - X[:, 1]])
+    run("train", "--dataset", "two.npz", "--epochs", "20", "--lr", "0.01", "--checkpoint", "t.npz")
+    text = run("predict", "t.npz", "two.npz").output
+    assert text.splitlines()[0] == "y_0,y_1" and len(text.splitlines()) == 301
+    values = np.array([r.split(",") for r in text.splitlines()[1:]], dtype=float)
+    assert np.mean(np.abs(values - np.c_[X.sum(1), X[:, 0] - X[:, 1]])) < 0.3
