@@ -7,7 +7,7 @@ from .errors import ConfigError
 def _make(kind, spec, options):
     if isinstance(spec, str):
         return registry.create(kind, spec, **options)
-    bases = registry._base_classes()
+    bases = registry.base_classes()
     base = bases.get(kind)
     if base is not None and isinstance(spec, base):
         if options:

@@ -42,7 +42,7 @@ _tables = {}
 _tables_key = None
 
 
-def _base_classes():
+def base_classes():
     from .callbacks import Callback
     from .datasets import Dataset
     from .layers import Layer
@@ -54,7 +54,7 @@ def _base_classes():
 
 
 def _build(pm):
-    bases = _base_classes()
+    bases = base_classes()
     tables = {}
     for kind, hook_name in KINDS.items():
         table = {}
