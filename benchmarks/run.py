@@ -348,7 +348,30 @@ def startup_times():
         started = time.perf_counter()
         subprocess.run(cmd, capture_output=True, check=True, env=env)
         cold = time.perf_counter() - started
-    return {"warm_s": float(np.median(warm)), "cold_s": cold}
+        # The floor: a process that only calls one cached @njit function using np.dot.
+        floor_script = Path(tmp) / "floor.py"
+        floor_script.write_text(FLOOR)
+        subprocess.run([sys.executable, str(floor_script)], check=True, env=env)
+        floor = []
+        for _ in range(3):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, str(floor_script)], check=True, env=env)
+            floor.append(time.perf_counter() - started)
+    return {"warm_s": float(np.median(warm)), "cold_s": cold, "floor_s": float(np.median(floor))}
+
+
+FLOOR = """import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def f(a, b, c):
+    np.dot(a, b, c)
+
+
+a = np.ones((2, 2), np.float32)
+f(a, a, a.copy())
+"""
 
 
 def machine():
@@ -411,6 +434,9 @@ def report(results, peak, mem, startup, info):
     if startup:
         lines += ["", f"`jitprop train --dataset digits --epochs 1`, whole process: warm cache {startup['warm_s']:.2f} s,"
                   f" cold cache {startup['cold_s']:.2f} s."]
+        if "floor_s" in startup:
+            lines += ["", f"The floor on this machine: a Python process that only imports Numba and calls one cached"
+                      f" `@njit` function using `np.dot` takes {startup['floor_s']:.2f} s."]
     return "\n".join(lines) + "\n"
 
 
@@ -432,7 +458,10 @@ MISSES = """### Why a target is missed (profile and arithmetic: benchmarks/READM
 - **Start-up, warm cache.** No kernel is compiled, but importing jitprop (Numba,
   NumPy, click: ~0.5 s) and Numba's first dispatch into cached code (it then
   loads its NumPy implementations and imports scipy.linalg for BLAS: ~0.7 s)
-  take ~1.3 s on this 2-core machine before the first batch.
+  take ~1.3 s on this 2-core machine before the first batch. A process that does
+  nothing but call one cached `@njit` function using `np.dot` takes ~1.2 s here
+  (the floor line below): the 1.0 s target is under what Numba allows on this
+  machine, and jitprop's own share of start-up is ~0.15 s.
 """
 
 
