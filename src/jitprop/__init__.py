@@ -20,7 +20,7 @@ from .schedules import Schedule
 from .api import callback, layer, loss, optimizer, schedule
 from .model import Sequential
 from .training import History, Trainer, evaluate, fit, value_and_grad
-from . import checkpoint  # noqa: E402  (jitprop.checkpoint.save / load)
+from . import checkpoint  # noqa: F401  (jitprop.checkpoint.save / load for callbacks and users)
 
 __all__ = [
     "Callback",

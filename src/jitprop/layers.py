@@ -18,8 +18,6 @@ the gradient buffer, ``h`` a float64 array of the layer's scalar options,
 ``seed`` a uint64 that differs every iteration (for random layers).
 """
 
-import numpy as np
-
 from .components import Component
 
 

@@ -18,7 +18,7 @@ from jitprop.components import check, real
 @njit(cache=True, error_model="numpy")
 def sgd_kernel(p, g, state, lr, h, step):
     dt = p.dtype.type  # arithmetic in the parameters' precision, as torch does
-    momentum, dampening, weight_decay = dt(h[0]), dt(h[1]), dt(h[3])
+    momentum, weight_decay = dt(h[0]), dt(h[3])
     nesterov = h[2] != 0.0
     one_minus_dampening, rate = dt(1.0 - h[1]), dt(lr)
     for i in range(p.shape[0]):
