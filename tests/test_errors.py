@@ -158,3 +158,10 @@ def test_callback_with_a_misspelled_argument_is_an_error(model):
 def test_early_stopping_on_a_metric_that_is_not_logged(model):
     with pytest.raises(jitprop.ConfigError, match="monitors 'val_loss'.*give validation data"):
         jitprop.fit(model, X, Y, loss="cross_entropy", callbacks=[jitprop.callback("early_stopping")])
+
+
+def test_the_same_callback_twice_is_an_error(model):
+    stopper = jitprop.callback("early_stopping", monitor="loss")
+    with pytest.raises(jitprop.ConfigError, match="passed twice") as e:
+        jitprop.fit(model, X, Y, loss="cross_entropy", callbacks=[stopper, stopper])
+    one_line(e)
