@@ -5,6 +5,9 @@ import os
 os.environ["JITPROP_LOAD_PLUGINS"] = ""
 # Count allocations made by compiled code (test_kernels); must be set before numba loads.
 os.environ["NUMBA_NRT_STATS"] = "1"
+# CUDA kernels run on numba's simulator (no GPU here, nor in CI); test_cuda_kernels
+# also compiles them to PTX in a subprocess without it.
+os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

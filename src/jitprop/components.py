@@ -1,5 +1,6 @@
 """What layers, losses, optimizers and schedules share: options and kernels."""
 
+import importlib
 import inspect
 
 import numpy as np
@@ -36,12 +37,19 @@ class Component:
 
 
 def kernel(obj, attr):
-    """The kernel stored as class attribute ``attr``, with or without ``staticmethod``."""
+    """The kernel stored as class attribute ``attr``, with or without ``staticmethod``.
+
+    A ``"module:function"`` string names a kernel imported on first use: CUDA
+    launchers are referred to so, keeping numba.cuda out of CPU runs.
+    """
     fn = inspect.getattr_static(type(obj), attr, None)
     if isinstance(fn, staticmethod):
         fn = fn.__func__
     if fn is None:
         raise ConfigError(f"{obj.name or type(obj).__name__} has no {attr}")
+    if isinstance(fn, str):
+        module, _, name = fn.partition(":")
+        fn = getattr(importlib.import_module(module), name)
     return fn
 
 

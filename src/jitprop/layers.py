@@ -11,6 +11,11 @@ scalars (``@njit(cache=True)`` for the compiled CPU path):
     ``grad_in`` (skip it when ``grad_in`` has zero rows: the first layer's
     input needs no gradient) and dL/d(p) into ``grad_p`` (overwrite, don't add).
 
+Optionally ``cuda_forward`` / ``cuda_backward``: launchers with the same
+arguments and duties over numba.cuda device arrays (``h`` stays a host
+float64 array), usually given as ``"module:function"`` strings so that
+numba.cuda is imported only when a model runs on a GPU.
+
 ``p`` is the layer's slice of the model's flat parameter buffer (1-D,
 contiguous; reshape views inside the kernel), ``grad_p`` the same slice of
 the gradient buffer, ``h`` a float64 array of the layer's scalar options,

@@ -133,6 +133,8 @@ class ReLU(jitprop.Layer):
     relu_family = True
     forward_kernel = staticmethod(relu_forward)
     backward_kernel = staticmethod(relu_backward)
+    cuda_forward = "jitprop.default_plugins.activations_cuda:relu_forward"
+    cuda_backward = "jitprop.default_plugins.activations_cuda:relu_backward"
 
 
 class LeakyReLU(jitprop.Layer):
@@ -142,6 +144,8 @@ class LeakyReLU(jitprop.Layer):
     relu_family = True
     forward_kernel = staticmethod(leaky_relu_forward)
     backward_kernel = staticmethod(leaky_relu_backward)
+    cuda_forward = "jitprop.default_plugins.activations_cuda:leaky_relu_forward"
+    cuda_backward = "jitprop.default_plugins.activations_cuda:leaky_relu_backward"
 
     def __init__(self, negative_slope=0.01):
         self.negative_slope = real("negative_slope", negative_slope, "leaky_relu")
@@ -156,6 +160,8 @@ class Tanh(jitprop.Layer):
     name = "tanh"
     forward_kernel = staticmethod(tanh_forward)
     backward_kernel = staticmethod(tanh_backward)
+    cuda_forward = "jitprop.default_plugins.activations_cuda:tanh_forward"
+    cuda_backward = "jitprop.default_plugins.activations_cuda:tanh_backward"
 
 
 class Sigmoid(jitprop.Layer):
@@ -164,6 +170,8 @@ class Sigmoid(jitprop.Layer):
     name = "sigmoid"
     forward_kernel = staticmethod(sigmoid_forward)
     backward_kernel = staticmethod(sigmoid_backward)
+    cuda_forward = "jitprop.default_plugins.activations_cuda:sigmoid_forward"
+    cuda_backward = "jitprop.default_plugins.activations_cuda:sigmoid_backward"
 
 
 class GELU(jitprop.Layer):
@@ -172,6 +180,8 @@ class GELU(jitprop.Layer):
     name = "gelu"
     forward_kernel = staticmethod(gelu_forward)
     backward_kernel = staticmethod(gelu_backward)
+    cuda_forward = "jitprop.default_plugins.activations_cuda:gelu_forward"
+    cuda_backward = "jitprop.default_plugins.activations_cuda:gelu_backward"
 
 
 class Softmax(jitprop.Layer):
@@ -180,6 +190,8 @@ class Softmax(jitprop.Layer):
     name = "softmax"
     forward_kernel = staticmethod(softmax_forward)
     backward_kernel = staticmethod(softmax_backward)
+    cuda_forward = "jitprop.default_plugins.activations_cuda:softmax_forward"
+    cuda_backward = "jitprop.default_plugins.activations_cuda:softmax_backward"
 
 
 @jitprop.hookimpl

@@ -44,6 +44,8 @@ class Dense(jitprop.Layer):
     example_options = {"units": 3}
     forward_kernel = staticmethod(dense_forward)
     backward_kernel = staticmethod(dense_backward)
+    cuda_forward = "jitprop.default_plugins.layers_cuda:dense_forward"
+    cuda_backward = "jitprop.default_plugins.layers_cuda:dense_backward"
 
     def __init__(self, units, init="auto"):
         self.units = positive_int("units", units, "dense")
@@ -104,6 +106,8 @@ class Dropout(jitprop.Layer):
     name = "dropout"
     forward_kernel = staticmethod(dropout_forward)
     backward_kernel = staticmethod(dropout_backward)
+    cuda_forward = "jitprop.default_plugins.layers_cuda:dropout_forward"
+    cuda_backward = "jitprop.default_plugins.layers_cuda:dropout_backward"
 
     def __init__(self, rate=0.5):
         self.rate = real("rate", rate, "dropout", low=0.0, high=1.0, high_open=True)

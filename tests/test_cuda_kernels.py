@@ -1,0 +1,119 @@
+"""CUDA kernels against the CPU kernels, on numba's simulator, on small awkward shapes.
+
+The simulator runs one Python thread per GPU thread and checks no types, so
+tiles and blocks are shrunk here, and every kernel is also compiled to PTX
+(real type checking) in a subprocess without the simulator.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import jitprop
+from jitprop.components import kernel
+from jitprop.model import mix_seed
+
+cuda = pytest.importorskip("numba.cuda")
+
+# The simulator computes the dropout hash with NumPy scalars, which warn on the intended wrap-around.
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+
+
+@pytest.fixture(autouse=True)
+def tiny_grids(monkeypatch):
+    from jitprop import cuda_launch
+
+    monkeypatch.setattr(cuda_launch, "TILE", 4)  # 16 threads per block: quick on the simulator
+    monkeypatch.setattr(cuda_launch, "THREADS", 8)
+    monkeypatch.setattr(cuda_launch, "MAX_BLOCKS", 3)  # fewer threads than items: grid-stride loops loop
+
+
+LAYERS = ["dense", "relu", "leaky_relu", "tanh", "sigmoid", "gelu", "softmax", "dropout"]
+SHAPES = [(1, 3), (5, 7), (9, 4)]  # (batch, width): not multiples of the tile or block
+
+
+def layer_case(name, batch, width, rng):
+    options = {"units": 6} if name == "dense" else {"rate": 0.3} if name == "dropout" else {}
+    model = jitprop.Sequential([jitprop.layer(name, **options)], input_dim=width, dtype="float32", seed=1)
+    model.params[...] = rng.normal(0, 0.5, model.n_params)
+    layer = model.layers[0]
+    x = rng.normal(size=(batch, width)).astype(np.float32)
+    grad_out = rng.normal(size=(batch, model.output_dim)).astype(np.float32)
+    return model, layer, x, grad_out
+
+
+@pytest.mark.parametrize("batch, width", SHAPES)
+@pytest.mark.parametrize("name", LAYERS)
+def test_cuda_layer_kernels_match_cpu(name, batch, width):
+    rng = np.random.default_rng(batch * 10 + width)
+    model, layer, x, grad_out = layer_case(name, batch, width, rng)
+    p, h = model.layer_params[0], model.hypers[0]
+    seed = mix_seed(7, 0)
+    out = np.zeros((batch, model.output_dim), np.float32)
+    cache = np.zeros((batch, layer.cache_dim()), np.float32)
+    grad_in = np.zeros_like(x)
+    grad_p = np.zeros_like(p)
+    kernel(layer, "forward_kernel")(p, h, x, out, cache, True, seed)
+    kernel(layer, "backward_kernel")(p, h, x, out, cache, grad_out, grad_in, grad_p)
+
+    d = {k: cuda.to_device(v) for k, v in dict(p=p, x=x, grad_out=grad_out).items()}
+    d_out = cuda.device_array_like(out)
+    d_cache = cuda.device_array_like(cache)
+    d_grad_in = cuda.device_array_like(grad_in)
+    d_grad_p = cuda.to_device(np.full_like(p, np.nan))  # kernels overwrite, never add
+    kernel(layer, "cuda_forward")(d["p"], h, d["x"], d_out, d_cache, True, seed)
+    kernel(layer, "cuda_backward")(d["p"], h, d["x"], d_out, d_cache, d["grad_out"], d_grad_in, d_grad_p)
+    np.testing.assert_allclose(d_out.copy_to_host(), out, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(d_cache.copy_to_host(), cache, rtol=1e-6)
+    np.testing.assert_allclose(d_grad_in.copy_to_host(), grad_in, rtol=1e-5, atol=1e-6)
+    if p.size:
+        np.testing.assert_allclose(d_grad_p.copy_to_host(), grad_p, rtol=1e-5, atol=1e-6)
+
+
+def test_first_layer_skips_the_input_gradient():
+    rng = np.random.default_rng(0)
+    model, layer, x, grad_out = layer_case("dense", 3, 5, rng)
+    empty = cuda.device_array((0, 5), np.float32)
+    grad_p = cuda.device_array(model.n_params, np.float32)
+    out = cuda.device_array((3, 6), np.float32)
+    kernel(layer, "cuda_backward")(cuda.to_device(model.params), model.hypers[0], cuda.to_device(x), out,
+                                   cuda.device_array((3, 0), np.float32), cuda.to_device(grad_out), empty, grad_p)
+    assert empty.shape == (0, 5)
+
+
+PTX_SCRIPT = textwrap.dedent('''
+    import numba
+    from numba import cuda, types
+    from jitprop.default_plugins import activations_cuda as a, layers_cuda as l
+    f32 = types.float32
+    m2 = types.Array(f32, 2, "A")
+    m1 = types.Array(f32, 1, "A")
+    sigs = {
+        "column_sums": (l.column_sums, (m2, m1)),
+        "dropout_forward": (l._dropout_forward, (m2, m2, m2, types.float64, types.boolean, types.uint64)),
+        "dropout_backward": (l._dropout_backward, (m2, m2, m2)),
+        "relu_fwd": (a._relu_fwd, (m2, m2, types.float64)),
+        "relu_bwd": (a._relu_bwd, (m2, m2, m2, types.float64)),
+    }
+    for name in ("tanh", "sigmoid", "gelu", "softmax"):
+        sigs[name + "_fwd"] = (getattr(a, f"_{name}_fwd"), (m2, m2))
+        sigs[name + "_bwd"] = (getattr(a, f"_{name}_bwd"), (m2, m2, m2))
+    for i, k in enumerate(l._matmuls("float32", 16)):
+        sigs[f"matmul_{i}"] = (k, (m2, m2, m1, m2) if i == 0 else (m2, m2, m2))
+    for name, (k, sig) in sigs.items():
+        cuda.compile_ptx(k.py_func, sig, cc=(7, 5))
+    print("compiled", len(sigs))
+''')
+
+
+def test_every_cuda_kernel_compiles_to_ptx():
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    out = subprocess.run([sys.executable, "-c", PTX_SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+    if "NvvmSupportError" in out.stderr and "libNVVM cannot be found" in out.stderr:
+        pytest.skip("the CUDA toolkit's libNVVM is not installed here, so kernels cannot be compiled to PTX")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().startswith("compiled")
