@@ -88,7 +88,8 @@ def test_first_layer_skips_the_input_gradient():
 PTX_SCRIPT = textwrap.dedent('''
     import numba
     from numba import cuda, types
-    from jitprop.default_plugins import activations_cuda as a, layers_cuda as l
+    from jitprop.default_plugins import activations_cuda as a, layers_cuda as l, losses_cuda as lo
+    from jitprop.default_plugins import optimizers_cuda as o
     f32 = types.float32
     m2 = types.Array(f32, 2, "A")
     m1 = types.Array(f32, 1, "A")
@@ -102,6 +103,19 @@ PTX_SCRIPT = textwrap.dedent('''
     for name in ("tanh", "sigmoid", "gelu", "softmax"):
         sigs[name + "_fwd"] = (getattr(a, f"_{name}_fwd"), (m2, m2))
         sigs[name + "_bwd"] = (getattr(a, f"_{name}_bwd"), (m2, m2, m2))
+    i64 = types.Array(types.int64, 1, "A")
+    f64 = types.Array(types.float64, 1, "A")
+    for name in ("mse", "mae", "binary_cross_entropy"):
+        sigs[name] = (getattr(lo, "_" + name), (m2, m2, m2, f64))
+    for name in ("cross_entropy", "nll"):
+        sigs[name] = (getattr(lo, "_" + name), (m2, i64, m2, f64))
+    sigs["zero"] = (lo._zero, (f64,))
+    F = types.float64
+    B = types.boolean
+    sigs["sgd"] = (o._sgd, (m1, m1, m2, F, F, F, B, F, B))
+    sigs["adagrad"] = (o._adagrad, (m1, m1, m2, F, F, F))
+    sigs["rmsprop"] = (o._rmsprop, (m1, m1, m2, F, F, F, F, F, B))
+    sigs["adam"] = (o._adam, (m1, m1, m2, F, F, F, F, B, F, F, F))
     for i, k in enumerate(l._matmuls("float32", 16)):
         sigs[f"matmul_{i}"] = (k, (m2, m2, m1, m2) if i == 0 else (m2, m2, m2))
     for name, (k, sig) in sigs.items():
@@ -117,3 +131,52 @@ def test_every_cuda_kernel_compiles_to_ptx():
         pytest.skip("the CUDA toolkit's libNVVM is not installed here, so kernels cannot be compiled to PTX")
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().startswith("compiled")
+
+
+LOSSES = ["mse", "mae", "cross_entropy", "nll", "binary_cross_entropy"]
+
+
+@pytest.mark.parametrize("batch, k", [(1, 2), (5, 3), (9, 7)])
+@pytest.mark.parametrize("name", LOSSES)
+def test_cuda_loss_kernels_match_cpu(name, batch, k):
+    from jitprop.gradcheck import example_targets
+
+    rng = np.random.default_rng(batch + k)
+    loss = jitprop.loss(name)
+    pred = (rng.normal(size=(batch, k)) * 3).astype(np.float32)
+    pred[0, 0] = 1e4 if name in ("cross_entropy", "binary_cross_entropy") else pred[0, 0]  # stability too
+    y = example_targets(loss, batch, k, rng)
+    y = y if loss.target == "class" else y.astype(np.float32)
+    grad = np.zeros_like(pred)
+    value = kernel(loss, "kernel")(pred, y, grad, loss.hyper())
+    d_grad = cuda.to_device(np.full_like(pred, np.nan))
+    d_out = cuda.to_device(np.array([123.0]))
+    kernel(loss, "cuda_kernel")(cuda.to_device(pred), cuda.to_device(y), d_grad, loss.hyper(), d_out)
+    np.testing.assert_allclose(d_grad.copy_to_host(), grad, rtol=1e-5, atol=1e-7)
+    assert d_out.copy_to_host()[0] == pytest.approx(value, rel=1e-5)
+
+
+OPTIMIZERS = [
+    ("sgd", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
+    ("sgd", dict(lr=0.05, momentum=0.8, dampening=0.3)),
+    ("adagrad", dict(lr=0.1, lr_decay=0.05, initial_accumulator_value=0.1)),
+    ("rmsprop", dict(lr=0.01, momentum=0.9, centered=True, weight_decay=0.05)),
+    ("adam", dict(lr=0.01, weight_decay=0.1)),
+    ("adamw", dict(lr=0.01, weight_decay=0.3)),
+]
+
+
+@pytest.mark.parametrize("name, options", OPTIMIZERS)
+def test_cuda_optimizer_kernels_match_cpu(name, options):
+    rng = np.random.default_rng(0)
+    opt = jitprop.optimizer(name, **options)
+    p = rng.normal(size=37).astype(np.float32)
+    state = np.zeros((opt.n_state, 37), np.float32)
+    opt.init_state(state)
+    d_p, d_state = cuda.to_device(p), cuda.to_device(state)
+    for step in range(1, 5):
+        g = rng.normal(size=37).astype(np.float32)
+        kernel(opt, "kernel")(p, g, state, opt.lr, opt.hyper(), step)
+        kernel(opt, "cuda_kernel")(d_p, cuda.to_device(g), d_state, opt.lr, opt.hyper(), step)
+    np.testing.assert_allclose(d_p.copy_to_host(), p, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(d_state.copy_to_host(), state, rtol=1e-5, atol=1e-6)

@@ -97,6 +97,7 @@ class MSE(jitprop.Loss):
     name = "mse"
     target = "regression"
     kernel = staticmethod(mse_kernel)
+    cuda_kernel = "jitprop.default_plugins.losses_cuda:mse_kernel"
 
 
 class MAE(jitprop.Loss):
@@ -105,6 +106,7 @@ class MAE(jitprop.Loss):
     name = "mae"
     target = "regression"
     kernel = staticmethod(mae_kernel)
+    cuda_kernel = "jitprop.default_plugins.losses_cuda:mae_kernel"
 
 
 class CrossEntropy(jitprop.Loss):
@@ -113,6 +115,7 @@ class CrossEntropy(jitprop.Loss):
     name = "cross_entropy"
     target = "class"
     kernel = staticmethod(cross_entropy_kernel)
+    cuda_kernel = "jitprop.default_plugins.losses_cuda:cross_entropy_kernel"
 
 
 class NLL(jitprop.Loss):
@@ -121,6 +124,7 @@ class NLL(jitprop.Loss):
     name = "nll"
     target = "class"
     kernel = staticmethod(nll_kernel)
+    cuda_kernel = "jitprop.default_plugins.losses_cuda:nll_kernel"
 
     def probabilities(self, out):
         return np.exp(np.asarray(out, dtype=np.float64))
@@ -132,6 +136,7 @@ class BinaryCrossEntropy(jitprop.Loss):
     name = "binary_cross_entropy"
     target = "binary"
     kernel = staticmethod(binary_cross_entropy_kernel)
+    cuda_kernel = "jitprop.default_plugins.losses_cuda:binary_cross_entropy_kernel"
 
 
 @jitprop.hookimpl

@@ -105,6 +105,7 @@ class SGD(jitprop.Optimizer):
     name = "sgd"
     n_state = 1
     kernel = staticmethod(sgd_kernel)
+    cuda_kernel = "jitprop.default_plugins.optimizers_cuda:sgd_kernel"
 
     def __init__(self, lr=0.001, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(lr)
@@ -128,6 +129,7 @@ class Adagrad(jitprop.Optimizer):
     name = "adagrad"
     n_state = 1
     kernel = staticmethod(adagrad_kernel)
+    cuda_kernel = "jitprop.default_plugins.optimizers_cuda:adagrad_kernel"
 
     def __init__(self, lr=0.01, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10):
         super().__init__(lr)
@@ -149,6 +151,7 @@ class RMSprop(jitprop.Optimizer):
     name = "rmsprop"
     n_state = 3
     kernel = staticmethod(rmsprop_kernel)
+    cuda_kernel = "jitprop.default_plugins.optimizers_cuda:rmsprop_kernel"
 
     def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
         super().__init__(lr)
@@ -172,6 +175,7 @@ class Adam(jitprop.Optimizer):
     name = "adam"
     n_state = 2
     kernel = staticmethod(adam_kernel)
+    cuda_kernel = "jitprop.default_plugins.optimizers_cuda:adam_kernel"
     decoupled = False
 
     def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
