@@ -362,7 +362,6 @@ BAD = [
     (["train", "--lr", "-1"], "lr must be a number in [0.0, inf)"),
     (["train", "--batch-size", "0"], "batch_size must be an integer >= 1"),
     (["train", "--hidden", "12,x"], "--hidden takes comma-separated layer widths"),
-    (["train", "--device", "cuda"], "run on the CPU with --device cpu"),
     (["train", "--device", "tpu"], "unknown device 'tpu'"),
     (["train", "--config", "keys.toml"], "keys.toml: unknown key 'epoch'; did you mean 'epochs'"),
     (["train", "--config", "types.toml"], "'batch_size' must be an integer, got \"big\""),

@@ -180,3 +180,66 @@ def test_cuda_optimizer_kernels_match_cpu(name, options):
         kernel(opt, "cuda_kernel")(d_p, cuda.to_device(g), d_state, opt.lr, opt.hyper(), step)
     np.testing.assert_allclose(d_p.copy_to_host(), p, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(d_state.copy_to_host(), state, rtol=1e-5, atol=1e-6)
+
+
+def test_a_short_run_on_cuda_matches_the_same_run_on_cpu():
+    from conftest import spirals
+
+    X, y = spirals(20)
+    histories = {}
+    for device in ("cpu", "cuda"):
+        model = jitprop.Sequential(
+            [jitprop.layer("dense", units=6), "tanh", jitprop.layer("dropout", rate=0.2), jitprop.layer("dense", units=3)],
+            input_dim=2, seed=4,
+        )
+        trainer = jitprop.Trainer(model, "cross_entropy", jitprop.optimizer("adam", lr=0.05), batch_size=16, device=device)
+        histories[device] = (trainer.fit(X, y, epochs=3, validation_split=0.25), model.params.copy())
+    (h_cpu, p_cpu), (h_gpu, p_gpu) = histories["cpu"], histories["cuda"]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(h_gpu.history[key], h_cpu.history[key], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(p_gpu, p_cpu, rtol=1e-4, atol=1e-5)
+    assert len(h_gpu.iteration_loss) == len(h_cpu.iteration_loss) == 9
+
+
+def test_cuda_refuses_what_it_cannot_run():
+    class NoCuda(jitprop.Layer):
+        name = "no_cuda_test"
+        forward_kernel = staticmethod(lambda p, h, x, out, cache, training, seed: None)
+        backward_kernel = staticmethod(lambda p, h, x, out, cache, go, gi, gp: None)
+
+    model = jitprop.Sequential([jitprop.layer("dense", units=2), NoCuda()], input_dim=2)
+    with pytest.raises(jitprop.ConfigError, match=r"layer 'no_cuda_test' has no CUDA kernel \(cuda_forward\).*--device cpu"):
+        jitprop.Trainer(model, "mse", device="cuda")
+    model = jitprop.Sequential([jitprop.layer("dense", units=2)], input_dim=2)
+    trainer = jitprop.Trainer(model, "mse", device="cuda", callbacks=["gradient_clipping"])
+    with pytest.raises(jitprop.ConfigError, match="on_after_backward.*train on the CPU"):
+        trainer.fit(np.ones((4, 2)), np.ones((4, 2)))
+
+
+def test_no_gpu_is_one_line_telling_how_to_run_on_the_cpu(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    exe = os.path.join(os.path.dirname(sys.executable), "jitprop")
+    out = subprocess.run([exe, "train", "--device", "cuda", "--epochs", "1"], capture_output=True, text=True,
+                         env=env, cwd=tmp_path, timeout=300)
+    if out.returncode == 0:
+        pytest.skip("this machine has a CUDA GPU")
+    assert out.stderr.strip() == "Error: --device cuda: no CUDA GPU is available here; run on the CPU with --device cpu"
+
+
+def test_the_missing_cuda_part_names_its_plugin(register_plugin):
+    class CpuOnly(jitprop.Layer):
+        """A layer with CPU kernels only."""
+
+        name = "cpu_only_test"
+        forward_kernel = staticmethod(lambda p, h, x, out, cache, training, seed: None)
+        backward_kernel = staticmethod(lambda p, h, x, out, cache, go, gi, gp: None)
+
+    class Plugin:
+        @jitprop.hookimpl
+        def register_layers(self, register):
+            register(CpuOnly)
+
+    register_plugin(Plugin(), name="cpu-only-plugin")
+    model = jitprop.Sequential(["cpu_only_test"], input_dim=2)
+    with pytest.raises(jitprop.ConfigError, match=r"layer 'cpu_only_test' \(from plugin 'cpu-only-plugin'\) has no CUDA kernel"):
+        jitprop.Trainer(model, "mse", device="cuda")

@@ -7,7 +7,6 @@ simulator runs one Python thread per GPU thread: tests shrink ``TILE`` and
 ``THREADS`` so grids stay tiny.
 """
 
-from numba import cuda  # noqa: F401  (kernels reach `cuda` as a module global)
 
 #: Side of the square tiles of the shared-memory matrix products (threads per block: TILE x TILE).
 TILE = 16

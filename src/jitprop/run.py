@@ -59,6 +59,7 @@ class Plan:
             shuffle=c["shuffle"],
             drop_last=c["drop_last"],
             lr_schedule=api.schedule(**c["schedule"]) if c.get("schedule") else None,
+            device=c["device"],
         )
         trainer.run_info = self.info
         trainer.keep_end_state = True  # the final checkpoint continues from the weights before any restore
@@ -68,8 +69,6 @@ class Plan:
 def check_device(device):
     if device not in DEVICES:
         raise ConfigError(f"unknown device {device!r}; choose cpu or cuda")
-    if device == "cuda":
-        raise ConfigError("--device cuda: this jitprop has no CUDA backend yet; run on the CPU with --device cpu")
 
 
 def shorthand_layers(config, outputs):

@@ -112,6 +112,7 @@ class Trainer:
         shuffle=True,
         drop_last=False,
         lr_schedule=None,
+        device="cpu",
     ):
         self.model = model
         self.loss = api.loss(loss)
@@ -124,6 +125,13 @@ class Trainer:
         message = self.loss.check_output_dim(model.output_dim)
         if message:
             raise DataError(message)
+        if device not in ("cpu", "cuda"):
+            raise ConfigError(f"unknown device {device!r}; choose cpu or cuda")
+        self.device = device
+        if device == "cuda":
+            from . import cuda_backend  # numba.cuda only for GPU runs
+
+            cuda_backend.check(model, self.loss, self.optimizer)
 
         self.loss_kernel = kernel(self.loss, "kernel")
         self.loss_h = np.ascontiguousarray(self.loss.hyper(), dtype=np.float64)
@@ -145,6 +153,7 @@ class Trainer:
         self._progress = None  # position inside an epoch interrupted part-way
         self._chunk = 8  # batches per compiled call, adapted to about CHUNK_SECONDS
         self._program = None  # the compiled train_chunk/evaluate of the current fit, if any
+        self._device_run = None  # device buffers of the current fit on a GPU
         self._scratch = None  # loss-gradient scratch for compiled validation
         #: Train through the compiled program when possible (False: always the Python loop).
         self.compiled = True
@@ -205,8 +214,16 @@ class Trainer:
         hook = self.hook
         per_batch = any(getattr(hook, h).get_hookimpls() for h in PER_BATCH_HOOKS)
         # Without per-batch hooks, runs of batches go through one compiled function.
-        program = None
-        if self.compiled and not per_batch:
+        program = self._device_run = None
+        if self.device == "cuda":
+            from .cuda_backend import DeviceRun
+
+            if per_batch:
+                names = sorted({h for h in PER_BATCH_HOOKS if getattr(hook, h).get_hookimpls()})
+                raise ConfigError(f"per-batch hooks ({', '.join(names)}) do not run on --device cuda yet; train on the CPU")
+
+            self._device_run = DeviceRun(self, X, y, bs, n_batches)
+        elif self.compiled and not per_batch:
             program = compiler.program(model, self.loss, self.optimizer, ACCURACY.get(self.loss.target))
         self._program = program
 
@@ -236,6 +253,8 @@ class Trainer:
                     self.batches_done = first
                     progress = self._progress = None
                 run = self._compiled_batches if program is not None else self._python_batches
+                if self._device_run is not None:
+                    run = self._cuda_batches
                 loss_sum, correct, seen = run(X, y, index, first, n_batches, bs, ws, y_buf, loss_sum, correct, seen)
                 if self._progress is not None:
                     break  # interrupted mid-epoch: the epoch is neither finished nor logged
@@ -259,6 +278,24 @@ class Trainer:
         finally:
             hook.on_train_end(trainer=self, logs={})
         return self.history
+
+    def _cuda_batches(self, X, y, index, first, n_batches, bs, ws, y_buf, loss_sum, correct, seen):
+        """Batches first.. of this epoch on the GPU; losses and the accuracy count come back once."""
+        losses, hits, done = self._device_run.run(index, first, n_batches, bs)
+        n = X.shape[0]
+        for b in range(first, done):  # the same running sums, in the same order, as on the CPU
+            rows = min(bs, n - b * bs)
+            self.batch_losses[b] = losses[b]
+            loss_sum += losses[b] * rows
+            seen += rows
+        correct += hits
+        self.batches_done = done
+        if self.hook.on_train_chunk_end.get_hookimpls():
+            self.hook.on_train_chunk_end(trainer=self, batches_done=done)
+        if self.stop_on_nan and not np.all(np.isfinite(losses[first:done])):
+            self.stop_training = True  # on the GPU, checked once per run of batches
+        self._after_batches(done, n_batches, index, loss_sum, correct, seen)
+        return loss_sum, correct, seen
 
     def _python_batches(self, X, y, index, first, n_batches, bs, ws, y_buf, loss_sum, correct, seen):
         """Batches first.. of this epoch one by one from Python, dispatching per-batch hooks."""
@@ -471,6 +508,7 @@ def fit(
     seed=None,
     drop_last=False,
     lr_schedule=None,
+    device="cpu",
 ):
     """Train ``model`` on (X, y) and return its History.
 
@@ -485,6 +523,9 @@ def fit(
     epoch. ``history.history`` holds per-epoch ``loss``, ``val_loss``, and for
     classification ``accuracy``, ``val_accuracy``, plus ``lr``;
     ``history.iteration_loss`` holds the loss of every iteration.
+
+    ``device="cuda"`` runs every kernel on an NVIDIA GPU (numba.cuda), the
+    same batches in the same order as on the CPU.
     """
     trainer = Trainer(
         model,
@@ -496,6 +537,7 @@ def fit(
         shuffle=shuffle,
         drop_last=drop_last,
         lr_schedule=lr_schedule,
+        device=device,
     )
     return trainer.fit(X, y, epochs=epochs, validation_data=validation_data, validation_split=validation_split)
 

@@ -1,0 +1,169 @@
+"""Training on an NVIDIA GPU with numba.cuda: the same step, every array in device memory.
+
+The model's flat buffers, the optimizer state, the training set and the
+workspaces are copied to the device once per fit; each batch is gathered on
+the device from the epoch's shuffled index (one small copy per epoch, so a
+CUDA run sees the same batches as a CPU run with the same seed), and each
+layer's, loss's and optimizer's ``cuda_*`` launchers run in the CPU kernels'
+order. Per-batch losses and the accuracy count stay on the device until the
+end of the epoch's run of batches.
+"""
+
+import numpy as np
+from numba import cuda
+
+from . import cuda_launch, registry
+from .components import kernel
+from .errors import ConfigError
+from .model import mix_seed
+
+
+@cuda.jit
+def _gather_rows(src, idx, start, dst):
+    d = dst.shape[1]
+    first, stride = cuda.grid(1), cuda.gridsize(1)
+    for e in range(first, dst.shape[0] * d, stride):
+        r, j = e // d, e % d
+        dst[r, j] = src[idx[start + r], j]
+
+
+@cuda.jit
+def _gather_items(src, idx, start, dst):
+    first, stride = cuda.grid(1), cuda.gridsize(1)
+    for r in range(first, dst.shape[0], stride):
+        dst[r] = src[idx[start + r]]
+
+
+@cuda.jit
+def _count_classes(pred, y, out):
+    first, stride = cuda.grid(1), cuda.gridsize(1)
+    for i in range(first, pred.shape[0], stride):
+        best = 0
+        for j in range(1, pred.shape[1]):
+            if pred[i, j] > pred[i, best]:
+                best = j
+        if best == y[i]:
+            cuda.atomic.add(out, 0, 1.0)
+
+
+@cuda.jit
+def _count_binary(pred, y, out):
+    first, stride = cuda.grid(1), cuda.gridsize(1)
+    k = pred.shape[1]
+    for i in range(first, pred.shape[0], stride):
+        hits = 0.0
+        for j in range(k):
+            if (pred[i, j] > 0) == (y[i, j] >= 0.5):
+                hits += 1.0
+        cuda.atomic.add(out, 0, hits / k)
+
+
+COUNTERS = {"class": _count_classes, "binary": _count_binary}
+
+
+def _launcher(component, attr, what):
+    try:
+        return kernel(component, attr)
+    except (ConfigError, ImportError, AttributeError):
+        try:
+            origin = f" (from plugin {registry.lookup(what, component.name).plugin!r})"
+        except ConfigError:
+            origin = ""
+        raise ConfigError(
+            f"{what} {component.name!r}{origin} has no CUDA kernel ({attr}), so this model cannot train on"
+            " --device cuda; run it on the CPU with --device cpu"
+        ) from None
+
+
+def check(model, loss, optimizer):
+    """Fail in one line, before training, when no GPU is present or a part lacks CUDA kernels."""
+    if not cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA GPU is available here; run on the CPU with --device cpu")
+    for layer in model.layers:
+        _launcher(layer, "cuda_forward", "layer")
+        _launcher(layer, "cuda_backward", "layer")
+    _launcher(loss, "cuda_kernel", "loss")
+    _launcher(optimizer, "cuda_kernel", "optimizer")
+
+
+class DeviceRun:
+    """Device copies of everything one fit needs, made once."""
+
+    def __init__(self, trainer, X, y, bs, n_batches):
+        model = trainer.model
+        check(model, trainer.loss, trainer.optimizer)
+        self.model, self.trainer = model, trainer
+        self.fwd = [kernel(layer, "cuda_forward") for layer in model.layers]
+        self.bwd = [kernel(layer, "cuda_backward") for layer in model.layers]
+        self.loss_kernel = kernel(trainer.loss, "cuda_kernel")
+        self.opt_kernel = kernel(trainer.optimizer, "cuda_kernel")
+        self.count = COUNTERS.get(trainer.loss.target)
+        self.params = cuda.to_device(model.params)
+        self.grads = cuda.to_device(model.grads)
+        self.opt_state = cuda.to_device(trainer.opt_state)
+        base = model.params.__array_interface__["data"][0]
+        item = model.params.itemsize
+        bounds = []
+        for view in model.layer_params:
+            start = (view.__array_interface__["data"][0] - base) // item if view.size else 0
+            bounds.append((start, start + view.size))
+        self.layer_params = [self.params[a:b] for a, b in bounds]
+        self.layer_grads = [self.grads[a:b] for a, b in bounds]
+        dt = model.dtype
+        self.acts = [cuda.device_array((bs, d), dt) for d in model.dims]
+        self.caches = [cuda.device_array((bs, layer.cache_dim()), dt) for layer in model.layers]
+        self.deltas = [cuda.device_array((0, model.dims[0]), dt)] + [cuda.device_array((bs, d), dt) for d in model.dims[1:]]
+        self.X, self.y = cuda.to_device(X), cuda.to_device(y)
+        self.ybuf = cuda.device_array((bs,) + y.shape[1:], y.dtype)
+        self.index = cuda.device_array(X.shape[0], np.int64)
+        self.batch_losses = cuda.device_array(n_batches, np.float64)
+        self.correct = cuda.device_array(1, np.float64)
+        self.gather_y = _gather_items if y.ndim == 1 else _gather_rows
+        self._views = {}
+
+    def views(self, rows):
+        v = self._views.get(rows)
+        if v is None:
+            v = self._views[rows] = (
+                [a[:rows] for a in self.acts],
+                [c[:rows] for c in self.caches],
+                [self.deltas[0]] + [d[:rows] for d in self.deltas[1:]],
+                self.ybuf[:rows],
+            )
+        return v
+
+    def run(self, index, first, last, bs):
+        """Train batches first..last of the epoch whose row order is ``index``; return
+        (per-batch mean losses as a host array, correct count)."""
+        t, model = self.trainer, self.model
+        self.index.copy_to_device(index)
+        self.correct.copy_to_device(np.zeros(1))
+        n = self.X.shape[0]
+        for b in range(first, last):
+            start = b * bs
+            rows = min(bs, n - start)
+            acts, caches, deltas, yb = self.views(rows)
+            _gather_rows[cuda_launch.grid_1d(rows * self.X.shape[1])](self.X, self.index, start, acts[0])
+            self.gather_y[cuda_launch.grid_1d(rows * (yb.shape[1] if yb.ndim == 2 else 1))](self.y, self.index, start, yb)
+            s = mix_seed(t.seed, t.step)
+            for i, f in enumerate(self.fwd):
+                f(self.layer_params[i], model.hypers[i], acts[i], acts[i + 1], caches[i], True, mix_seed(s, i))
+            self.loss_kernel(acts[-1], yb, deltas[-1], t.loss_h, self.batch_losses[b : b + 1])
+            if self.count is not None:
+                self.count[cuda_launch.grid_1d(rows)](acts[-1], yb, self.correct)
+            for i in range(len(self.bwd) - 1, -1, -1):
+                self.bwd[i](self.layer_params[i], model.hypers[i], acts[i], acts[i + 1], caches[i], deltas[i + 1],
+                            deltas[i], self.layer_grads[i])  # fmt: skip
+            t.step += 1
+            self.opt_kernel(self.params, self.grads, self.opt_state, t.lr, t.opt_h, t.step)
+            if t._interrupt_requested:
+                last = b + 1
+                break
+        losses = self.batch_losses.copy_to_host()
+        self.sync()
+        return losses, float(self.correct.copy_to_host()[0]), last
+
+    def sync(self):
+        """Copy weights and optimizer state back to the host arrays (callbacks, checkpoints read them)."""
+        self.params.copy_to_host(self.model.params)
+        self.opt_state.copy_to_host(self.trainer.opt_state)
