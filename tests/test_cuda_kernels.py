@@ -129,6 +129,8 @@ def test_every_cuda_kernel_compiles_to_ptx():
     out = subprocess.run([sys.executable, "-c", PTX_SCRIPT], capture_output=True, text=True, env=env, timeout=600)
     if "NvvmSupportError" in out.stderr and "libNVVM cannot be found" in out.stderr:
         pytest.skip("the CUDA toolkit's libNVVM is not installed here, so kernels cannot be compiled to PTX")
+    if "libnvrtc" in out.stderr and "No such file" in out.stderr:
+        pytest.skip("numba-cuda needs NVRTC to compile PTX: pip install 'numba-cuda[cu12]' brings it")
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().startswith("compiled")
 

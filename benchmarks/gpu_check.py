@@ -1,0 +1,186 @@
+"""The real-GPU check: every CUDA kernel against its CPU kernel, then training throughput.
+
+    python benchmarks/gpu_check.py              # on a machine with an NVIDIA GPU (< 5 minutes)
+    python benchmarks/gpu_check.py --quick      # tiny shapes, no throughput (also runs on the simulator)
+
+Part 1 compares every registered layer's, loss's and optimizer's CUDA kernels
+with its CPU kernel on fresh random inputs of awkward shapes (float32
+tolerance). Part 2 trains the configurations of shared/guide/PERF.md with
+jitprop on the GPU and, when PyTorch with CUDA is installed, with PyTorch on
+the same GPU in the same run, and prints a table with the card's name
+(paste it into benchmarks/RESULTS.md with the date).
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def check_kernels(shapes=((1, 3), (7, 5), (33, 17), (130, 70))):
+    """Largest relative error of each CUDA kernel against its CPU kernel."""
+    from numba import cuda
+
+    import jitprop
+    from jitprop.components import kernel
+    from jitprop.gradcheck import example_targets
+    from jitprop.model import mix_seed
+    from jitprop.registry import entries
+
+    rng = np.random.default_rng(int(time.time()))
+    rows = []
+
+    def rel(a, b):
+        return float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-12))
+
+    for entry in entries("layer"):
+        for batch, width in shapes:
+            options = getattr(entry.cls, "example_options", {})
+            model = jitprop.Sequential([jitprop.layer(entry.name, **options)], input_dim=width, seed=1)
+            model.params[...] = rng.normal(0, 0.5, model.n_params)
+            layer, p, h = model.layers[0], model.layer_params[0], model.hypers[0]
+            x = rng.normal(size=(batch, width)).astype(np.float32)
+            go = rng.normal(size=(batch, model.output_dim)).astype(np.float32)
+            out = np.zeros((batch, model.output_dim), np.float32)
+            cache = np.zeros((batch, layer.cache_dim()), np.float32)
+            gi, gp = np.zeros_like(x), np.zeros_like(p)
+            seed = mix_seed(3, 1)
+            kernel(layer, "forward_kernel")(p, h, x, out, cache, True, seed)
+            kernel(layer, "backward_kernel")(p, h, x, out, cache, go, gi, gp)
+            d_out, d_cache, d_gi, d_gp = (cuda.device_array_like(a) for a in (out, cache, gi, gp))
+            d_p, d_x, d_go = cuda.to_device(p), cuda.to_device(x), cuda.to_device(go)
+            kernel(layer, "cuda_forward")(d_p, h, d_x, d_out, d_cache, True, seed)
+            kernel(layer, "cuda_backward")(d_p, h, d_x, d_out, d_cache, d_go, d_gi, d_gp)
+            err = max(rel(d_out.copy_to_host(), out), rel(d_gi.copy_to_host(), gi),
+                      rel(d_gp.copy_to_host(), gp) if p.size else 0.0)  # fmt: skip
+            rows.append(("layer", entry.name, f"{batch}x{width}", err))
+    for entry in entries("loss"):
+        for batch, k in shapes:
+            loss = entry.cls()
+            if loss.target == "class" and k < 2:
+                continue
+            pred = rng.normal(size=(batch, k)).astype(np.float32)
+            y = example_targets(loss, batch, k, rng)
+            y = y if loss.target == "class" else y.astype(np.float32)
+            grad = np.zeros_like(pred)
+            value = kernel(loss, "kernel")(pred, y, grad, loss.hyper())
+            d_grad, d_out = cuda.device_array_like(grad), cuda.device_array(1, np.float64)
+            kernel(loss, "cuda_kernel")(cuda.to_device(pred), cuda.to_device(y), d_grad, loss.hyper(), d_out)
+            err = max(rel(d_grad.copy_to_host(), grad), abs(d_out.copy_to_host()[0] - value) / (abs(value) + 1e-12))
+            rows.append(("loss", entry.name, f"{batch}x{k}", err))
+    for entry in entries("optimizer"):
+        opt = entry.cls()
+        p = rng.normal(size=1001).astype(np.float32)
+        state = np.zeros((opt.n_state, p.size), np.float32)
+        opt.init_state(state)
+        d_p, d_state = cuda.to_device(p), cuda.to_device(state)
+        for step in range(1, 6):
+            g = rng.normal(size=p.size).astype(np.float32)
+            kernel(opt, "kernel")(p, g, state, opt.lr, opt.hyper(), step)
+            kernel(opt, "cuda_kernel")(d_p, cuda.to_device(g), d_state, opt.lr, opt.hyper(), step)
+        rows.append(("optimizer", entry.name, "1001", rel(d_p.copy_to_host(), p)))
+    return rows
+
+
+def throughput(configs, epochs=3):
+    """Samples/s of jitprop on the GPU, and of PyTorch CUDA when available, per configuration."""
+    import run as bench
+
+    import jitprop
+
+    results = []
+    for name in configs:
+        cfg = bench.CONFIGS[name]
+        X, y = bench.load_data(cfg["data"])
+        weights = bench.initial_weights(cfg["sizes"])
+        sizes, batch = cfg["sizes"], cfg["batch"]
+        layers = []
+        for units in sizes[1:-1]:
+            layers += [jitprop.layer("dense", units=units), "relu"]
+        layers.append(jitprop.layer("dense", units=sizes[-1]))
+        model = jitprop.Sequential(layers, input_dim=sizes[0])
+        model.load_state_dict({f"{2 * i}.{k}": v for i, (w, b) in enumerate(weights) for k, v in (("weight", w), ("bias", b))})
+        timer = bench.epoch_timer()
+        trainer = jitprop.Trainer(model, "cross_entropy", jitprop.optimizer("adam", lr=1e-3), batch_size=batch,
+                                  callbacks=[timer], device="cuda")  # fmt: skip
+        times = []
+        for e in range(epochs + 1):
+            trainer.fit(X, y, epochs=e + 1)
+            if e:
+                times.append(timer.seconds)
+        row = {"config": name, "jitprop": len(y) / float(np.median(times)), "loss": trainer.history.history["loss"][-1]}
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                row["pytorch"] = torch_throughput(torch, sizes, batch, weights, X, y, epochs)
+        except ImportError:
+            pass
+        results.append(row)
+    return results
+
+
+def torch_throughput(torch, sizes, batch, weights, X, y, epochs):
+    dev = torch.device("cuda")
+    mods = []
+    for i in range(len(sizes) - 1):
+        mods.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            mods.append(torch.nn.ReLU())
+    net = torch.nn.Sequential(*mods).to(dev)
+    net.load_state_dict({f"{2 * i}.{k}": torch.from_numpy(v.copy()) for i, (w, b) in enumerate(weights) for k, v in (("weight", w), ("bias", b))})
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    Xd, yd = torch.from_numpy(X).to(dev), torch.from_numpy(y).to(dev)
+    times = []
+    for e in range(epochs + 1):
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        perm = torch.randperm(len(y), device=dev)
+        for s in range(0, len(y), batch):
+            idx = perm[s : s + batch]
+            opt.zero_grad(set_to_none=True)
+            loss_fn(net(Xd[idx]), yd[idx]).backward()
+            opt.step()
+        torch.cuda.synchronize()
+        if e:
+            times.append(time.perf_counter() - started)
+    return len(y) / float(np.median(times))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny kernel shapes, no throughput")
+    parser.add_argument("--configs", default="S,M,L")
+    args = parser.parse_args(argv)
+    from numba import cuda
+
+    if not cuda.is_available():
+        print("no CUDA GPU is available here (set NUMBA_ENABLE_CUDASIM=1 with --quick to try the simulator)")
+        return 1
+    name = cuda.get_current_device().name if hasattr(cuda, "get_current_device") else "numba CUDA simulator"
+    card = name.decode() if isinstance(name, bytes) else str(name)
+    print(f"device: {card}")
+    rows = check_kernels(((1, 3), (7, 5)) if args.quick else ((1, 3), (7, 5), (33, 17), (130, 70)))
+    worst = max(r[3] for r in rows)
+    for kind, name, shape, err in rows:
+        print(f"{kind:9s} {name:22s} {shape:8s} max rel. error {err:.2e}  {'ok' if err < 1e-4 else 'FAIL'}")
+    print(f"kernels: {len(rows)} checked, worst relative error {worst:.2e}")
+    if args.quick:
+        return 0 if worst < 1e-4 else 1
+    print(f"\n| config | jitprop GPU samples/s | PyTorch CUDA samples/s | ratio | card: {card} |")
+    print("|---|---|---|---|---|")
+    for row in throughput([c for c in args.configs.split(",") if c]):
+        torch_rate = row.get("pytorch")
+        ratio = f"{row['jitprop'] / torch_rate:.2f}" if torch_rate else "-"
+        print(f"| {row['config']} | {row['jitprop']:,.0f} | {f'{torch_rate:,.0f}' if torch_rate else '-'} | {ratio} | loss {row['loss']:.4f} |")
+    return 0 if worst < 1e-4 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
