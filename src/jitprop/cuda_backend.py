@@ -89,7 +89,7 @@ def check(model, loss, optimizer):
 class DeviceRun:
     """Device copies of everything one fit needs, made once."""
 
-    def __init__(self, trainer, X, y, bs, n_batches):
+    def __init__(self, trainer, X, y, bs, n_batches, validation=None):
         model = trainer.model
         check(model, trainer.loss, trainer.optimizer)
         self.model, self.trainer = model, trainer
@@ -120,6 +120,18 @@ class DeviceRun:
         self.correct = cuda.device_array(1, np.float64)
         self.gather_y = _gather_items if y.ndim == 1 else _gather_rows
         self._views = {}
+        self.val = None
+        if validation is not None:  # scored on the device too: only the sums come back
+            Xv, yv = validation
+            vbs = min(max(bs, 256), Xv.shape[0])
+            self.val_host = Xv
+            self.val = {
+                "X": cuda.to_device(Xv), "y": cuda.to_device(yv), "bs": vbs,
+                "acts": [cuda.device_array((vbs, d), dt) for d in model.dims[1:]],
+                "caches": [cuda.device_array((vbs, layer.cache_dim()), dt) for layer in model.layers],
+                "scratch": cuda.device_array((vbs, model.output_dim), dt),
+                "losses": cuda.device_array(-(-Xv.shape[0] // vbs), np.float64),
+            }  # fmt: skip
 
     def views(self, rows):
         v = self._views.get(rows)
@@ -162,6 +174,30 @@ class DeviceRun:
         losses = self.batch_losses.copy_to_host()
         self.sync()
         return losses, float(self.correct.copy_to_host()[0]), last
+
+    def score(self):
+        """Mean loss (and accuracy) over the validation rows, in inference mode, on the device."""
+        v, t, model = self.val, self.trainer, self.model
+        n, bs = v["X"].shape[0], v["bs"]
+        self.correct.copy_to_device(np.zeros(1))
+        for b, start in enumerate(range(0, n, bs)):
+            stop = min(start + bs, n)
+            rows = stop - start
+            x, yb = v["X"][start:stop], v["y"][start:stop]
+            acts = [x] + [a[:rows] for a in v["acts"]]
+            for i, f in enumerate(self.fwd):
+                f(self.layer_params[i], model.hypers[i], acts[i], acts[i + 1], v["caches"][i][:rows], False, mix_seed(0, i))
+            self.loss_kernel(acts[-1], yb, v["scratch"][:rows], t.loss_h, v["losses"][b : b + 1])
+            if self.count is not None:
+                self.count[cuda_launch.grid_1d(rows)](acts[-1], yb, self.correct)
+        losses = v["losses"].copy_to_host()
+        total = 0.0
+        for b, start in enumerate(range(0, n, bs)):  # the CPU's order of summation
+            total += losses[b] * (min(start + bs, n) - start)
+        result = {"loss": total / n}
+        if self.count is not None:
+            result["accuracy"] = float(self.correct.copy_to_host()[0]) / n
+        return result
 
     def sync(self):
         """Copy weights and optimizer state back to the host arrays (callbacks, checkpoints read them)."""

@@ -222,7 +222,7 @@ class Trainer:
                 names = sorted({h for h in PER_BATCH_HOOKS if getattr(hook, h).get_hookimpls()})
                 raise ConfigError(f"per-batch hooks ({', '.join(names)}) do not run on --device cuda yet; train on the CPU")
 
-            self._device_run = DeviceRun(self, X, y, bs, n_batches)
+            self._device_run = DeviceRun(self, X, y, bs, n_batches, None if Xv is None else (Xv, yv))
         elif self.compiled and not per_batch:
             program = compiler.program(model, self.loss, self.optimizer, ACCURACY.get(self.loss.target))
         self._program = program
@@ -442,6 +442,9 @@ class Trainer:
 
     def score(self, X, y):
         """Mean loss (and accuracy) over checked arrays X, y, in inference mode."""
+        run = self._device_run
+        if run is not None and run.val is not None and X is run.val_host:
+            return run.score()  # the validation rows already live on the GPU
         bs = min(max(self.batch_size, 256), X.shape[0])
         program = self._program
         if program is None:
