@@ -131,6 +131,25 @@ def _elementwise(n):
     return cuda_launch.grid_1d(n)
 
 
+def _forward(k, per_row=False):
+    """A forward launcher for kernel k(x, out): one thread per element (or per row)."""
+
+    def launch(p, h, x, out, cache, training, seed):
+        k[_elementwise(x.shape[0] if per_row else x.size)](x, out)
+
+    return launch
+
+
+def _backward(k, uses_output, per_row=False):
+    """A backward launcher for k(x or out, grad_out, grad_in); nothing to do for the first layer."""
+
+    def launch(p, h, x, out, cache, grad_out, grad_in, grad_p):
+        if grad_in.shape[0] > 0:
+            k[_elementwise(grad_in.shape[0] if per_row else grad_in.size)](out if uses_output else x, grad_out, grad_in)
+
+    return launch
+
+
 def relu_forward(p, h, x, out, cache, training, seed):
     _relu_fwd[_elementwise(x.size)](x, out, 0.0)
 
@@ -149,37 +168,11 @@ def leaky_relu_backward(p, h, x, out, cache, grad_out, grad_in, grad_p):
         _relu_bwd[_elementwise(grad_in.size)](x, grad_out, grad_in, float(h[0]))
 
 
-def tanh_forward(p, h, x, out, cache, training, seed):
-    _tanh_fwd[_elementwise(x.size)](x, out)
-
-
-def tanh_backward(p, h, x, out, cache, grad_out, grad_in, grad_p):
-    if grad_in.shape[0] > 0:
-        _tanh_bwd[_elementwise(grad_in.size)](out, grad_out, grad_in)
-
-
-def sigmoid_forward(p, h, x, out, cache, training, seed):
-    _sigmoid_fwd[_elementwise(x.size)](x, out)
-
-
-def sigmoid_backward(p, h, x, out, cache, grad_out, grad_in, grad_p):
-    if grad_in.shape[0] > 0:
-        _sigmoid_bwd[_elementwise(grad_in.size)](out, grad_out, grad_in)
-
-
-def gelu_forward(p, h, x, out, cache, training, seed):
-    _gelu_fwd[_elementwise(x.size)](x, out)
-
-
-def gelu_backward(p, h, x, out, cache, grad_out, grad_in, grad_p):
-    if grad_in.shape[0] > 0:
-        _gelu_bwd[_elementwise(grad_in.size)](x, grad_out, grad_in)
-
-
-def softmax_forward(p, h, x, out, cache, training, seed):
-    _softmax_fwd[_elementwise(x.shape[0])](x, out)
-
-
-def softmax_backward(p, h, x, out, cache, grad_out, grad_in, grad_p):
-    if grad_in.shape[0] > 0:
-        _softmax_bwd[_elementwise(grad_in.shape[0])](out, grad_out, grad_in)
+tanh_forward = _forward(_tanh_fwd)
+tanh_backward = _backward(_tanh_bwd, uses_output=True)
+sigmoid_forward = _forward(_sigmoid_fwd)
+sigmoid_backward = _backward(_sigmoid_bwd, uses_output=True)
+gelu_forward = _forward(_gelu_fwd)
+gelu_backward = _backward(_gelu_bwd, uses_output=False)
+softmax_forward = _forward(_softmax_fwd, per_row=True)
+softmax_backward = _backward(_softmax_bwd, uses_output=True, per_row=True)
