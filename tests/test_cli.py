@@ -417,3 +417,18 @@ def test_binary_and_multi_output_regression_through_predict():
     assert text.splitlines()[0] == "y_0,y_1" and len(text.splitlines()) == 301
     values = np.array([r.split(",") for r in text.splitlines()[1:]], dtype=float)
     assert np.mean(np.abs(values - np.c_[X.sum(1), X[:, 0] - X[:, 1]])) < 0.3
+
+
+def test_a_checkpoint_saved_from_python_works_where_it_can_and_says_why_where_not():
+    from jitprop.default_plugins.datasets import Digits
+
+    table = Digits().load()
+    model = jitprop.Sequential([jitprop.layer("dense", units=16), "relu", jitprop.layer("dense", units=10)], input_dim=64)
+    trainer = jitprop.Trainer(model, "cross_entropy")
+    trainer.fit(table.X / 16, table.y, epochs=2)
+    jitprop.checkpoint.save("api.npz", trainer)
+    line = one_line_error(run("evaluate", "api.npz", ok=False))
+    assert "saved from Python without a run configuration; name the data with --dataset" in line
+    assert "accuracy" in run("evaluate", "api.npz", "--dataset", "digits").output
+    assert "without a run configuration" in one_line_error(run("train", "--resume", "api.npz", ok=False))
+    assert len(run("predict", "api.npz", "digits").output.splitlines()) == 1798

@@ -20,7 +20,7 @@ from .schedules import Schedule
 from .api import callback, layer, loss, optimizer, schedule
 from .model import Sequential
 from .training import History, Trainer, evaluate, fit, value_and_grad
-from . import checkpoint  # noqa: F401  (jitprop.checkpoint.save / load for callbacks and users)
+from . import checkpoint, gradcheck, plugins  # noqa: F401  (jitprop.checkpoint.save, jitprop.gradcheck.check_loss, ...)
 
 __all__ = [
     "Callback",

@@ -82,7 +82,7 @@ def save(path, trainer, state=None, info=None):
     if np.array_equal(arrays["params"], model.params):
         del arrays["params"]  # the same as the weights: stored once
     views = {f"param/{k}": v for k, v in model.parameters().items()}
-    info = dict(getattr(trainer, "run_info", {}) if info is None else info)
+    info = dict(trainer.run_info if info is None else info)
     extra = info.pop("arrays", {})
     document = {
         "format": FORMAT,

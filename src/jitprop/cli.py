@@ -144,6 +144,17 @@ def _check_writable(path, what):
         raise DataError(f"cannot write {what} {path}: directory {directory} is not writable")
 
 
+def _run_config(saved):
+    """The run configuration a checkpoint was trained with, or a one-line error."""
+    config = saved.info.get("config")
+    if not config:
+        raise ConfigError(
+            f"{saved.path} was saved from Python without a run configuration, so the command line cannot resume it;"
+            " continue it with jitprop.Trainer.load_state"
+        )
+    return config
+
+
 RESUMABLE = {"resume", "epochs", "checkpoint", "callbacks", "print_config"}
 
 
@@ -201,7 +212,7 @@ def train(ctx, config_path, dataset, target, normalize, hidden, activation, drop
                 " (only --epochs, --checkpoint and --callback may be given)"
             )
         saved = checkpoints.load(resume)
-        config = runconfig.check(saved.info.get("config", {}), resume)
+        config = runconfig.check(_run_config(saved), resume)
         config["checkpoint"] = checkpoint or config.get("checkpoint") or resume
     else:
         saved = None
@@ -305,7 +316,9 @@ def evaluate(checkpoint_path, dataset, target, batch_size):
       jitprop evaluate model.npz --dataset test.csv --target species
     """
     saved = checkpoints.load(checkpoint_path)
-    config = dict(saved.info.get("config", {}))
+    if dataset is None and not saved.info.get("config"):
+        raise ConfigError(f"{checkpoint_path} was saved from Python without a run configuration; name the data with --dataset")
+    config = dict(saved.info.get("config") or {"validation_split": 0.0, "loss": saved.meta["loss"]})
     if dataset:
         config.pop("target", None)
         config.update(dataset=dataset, validation_split=0.0)

@@ -157,6 +157,8 @@ class Trainer:
         self._scratch = None  # loss-gradient scratch for compiled validation
         #: Train through the compiled program when possible (False: always the Python loop).
         self.compiled = True
+        #: JSON-able run metadata that checkpoints keep (the command line's config, labels, ...).
+        self.run_info = {}
         #: Keep ``end_state`` after every fit, not only after an interrupt (checkpointing wants it).
         self.keep_end_state = False
         self.batch_losses = np.zeros(0)
