@@ -116,6 +116,14 @@ PTX_SCRIPT = textwrap.dedent('''
     sigs["adagrad"] = (o._adagrad, (m1, m1, m2, F, F, F))
     sigs["rmsprop"] = (o._rmsprop, (m1, m1, m2, F, F, F, F, F, B))
     sigs["adam"] = (o._adam, (m1, m1, m2, F, F, F, F, B, F, F, F))
+    from jitprop import cuda_backend as cb
+    i1 = types.Array(types.int64, 1, "A")
+    sigs["gather_rows"] = (cb._gather_rows, (m2, i1, types.int64, m2))
+    sigs["gather_items"] = (cb._gather_items, (i64, i1, types.int64, i64))
+    sigs["count_classes"] = (cb._count_classes, (m2, i64, f64))
+    sigs["count_binary"] = (cb._count_binary, (m2, m2, f64))
+    sigs["shuffle_order"] = (cb._shuffle_order, (types.uint64, types.int64, i1))
+    sigs["arange"] = (cb._arange, (i1,))
     for i, k in enumerate(l._matmuls("float32", 16)):
         sigs[f"matmul_{i}"] = (k, (m2, m2, m1, m2) if i == 0 else (m2, m2, m2))
     for name, (k, sig) in sigs.items():
@@ -201,6 +209,59 @@ def test_a_short_run_on_cuda_matches_the_same_run_on_cpu():
         np.testing.assert_allclose(h_gpu.history[key], h_cpu.history[key], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(p_gpu, p_cpu, rtol=1e-4, atol=1e-5)
     assert len(h_gpu.iteration_loss) == len(h_cpu.iteration_loss) == 9
+
+
+@pytest.mark.parametrize("n", [1, 7, 37])
+def test_the_device_draws_the_cpus_epoch_order(n):
+    from jitprop import cuda_backend
+    from jitprop.kernels import feistel_half_bits, shuffle_key, shuffle_order
+
+    expect = np.empty(n, np.int64)
+    shuffle_order(shuffle_key(5, 3), feistel_half_bits(n), expect)
+    got = cuda.device_array(n, np.int64)
+    cuda_backend._shuffle_order[2, 8](shuffle_key(5, 3), feistel_half_bits(n), got)
+    assert np.array_equal(got.copy_to_host(), expect)
+
+
+def test_an_interrupted_cuda_run_resumes_where_it_stopped(monkeypatch):
+    """The device's order comes back to the host only on an interrupt; the resumed epoch
+    sees the same batches as an uninterrupted run."""
+    from conftest import spirals
+    from jitprop import cuda_backend
+
+    X, y = spirals(10)
+
+    def run(interrupt=False):
+        model = jitprop.Sequential([jitprop.layer("dense", units=5), "tanh", jitprop.layer("dense", units=3)],
+                                   input_dim=2, seed=2)
+        trainer = jitprop.Trainer(model, "cross_entropy", jitprop.optimizer("sgd", lr=0.1), batch_size=4, device="cuda")
+        if interrupt:
+            original = cuda_backend.DeviceRun.run
+
+            def interrupted(self, first, last, bs):  # as if Ctrl-C came during the epoch's 2nd batch
+                if self.trainer.epoch == 1 and first == 0:
+                    self.trainer.request_interrupt()
+                    return original(self, first, 2, bs)
+                return original(self, first, last, bs)
+
+            monkeypatch.setattr(cuda_backend.DeviceRun, "run", interrupted)
+            trainer.fit(X, y, epochs=3)
+            monkeypatch.setattr(cuda_backend.DeviceRun, "run", original)
+            meta, arrays = trainer.end_state
+            assert trainer.interrupted and meta["progress"]["batch"] == 1
+            expect = np.empty(len(y), np.int64)
+            trainer.order(1, expect)
+            assert np.array_equal(arrays["progress_index"], expect)
+            model = jitprop.Sequential([jitprop.layer("dense", units=5), "tanh", jitprop.layer("dense", units=3)],
+                                       input_dim=2, seed=7)
+            trainer = jitprop.Trainer(model, "cross_entropy", jitprop.optimizer("sgd", lr=0.1), batch_size=4, device="cuda")
+            trainer.load_state(meta, arrays)
+        trainer.fit(X, y, epochs=3)
+        return model.params.copy(), trainer.history.history["loss"]
+
+    (p1, l1), (p2, l2) = run(interrupt=True), run()
+    np.testing.assert_allclose(p1, p2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(l1, l2, rtol=1e-5)
 
 
 def test_cuda_refuses_what_it_cannot_run():

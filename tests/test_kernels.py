@@ -78,3 +78,51 @@ def test_kernels_are_cached_to_disk():
     for kind in ("loss", "optimizer"):
         for entry in entries(kind):
             assert kernel(entry.cls(), "kernel")._cache.__class__.__name__ != "NullCache", entry.name
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 17, 1000, 4096, 4097])
+def test_each_epoch_order_is_a_permutation_fixed_by_seed_and_epoch(n):
+    from jitprop.kernels import feistel_half_bits, shuffle_key, shuffle_order
+
+    def order(seed, epoch):
+        index = np.full(n, -1, dtype=np.int64)
+        shuffle_order(shuffle_key(seed, epoch), feistel_half_bits(n), index)
+        return index
+
+    a = order(3, 0)
+    assert np.array_equal(np.sort(a), np.arange(n))
+    assert np.array_equal(order(3, 0), a)  # no hidden state: resuming needs only (seed, epoch)
+    if n >= 17:
+        assert not np.array_equal(order(3, 1), a) and not np.array_equal(order(4, 0), a)
+        assert not np.array_equal(a, np.arange(n))
+
+
+def test_epoch_orders_are_uniform_enough_for_sgd():
+    """Over many epochs every row visits every position about equally: mean and spread
+    of a row's position match a uniform permutation's within a few standard errors."""
+    from jitprop.kernels import feistel_half_bits, shuffle_key, shuffle_order
+
+    n, epochs = 100, 2000
+    index = np.empty(n, dtype=np.int64)
+    where = np.empty((epochs, n), dtype=np.int64)
+    for e in range(epochs):
+        shuffle_order(shuffle_key(11, e), feistel_half_bits(n), index)
+        where[e, index] = np.arange(n)
+    mean, sd = (n - 1) / 2, np.sqrt((n * n - 1) / 12)
+    assert np.all(np.abs(where.mean(axis=0) - mean) < 5 * sd / np.sqrt(epochs))
+    counts = np.bincount(where[:, 0], minlength=n)  # row 0's positions: chi-square near n - 1
+    chi2 = ((counts - epochs / n) ** 2 / (epochs / n)).sum()
+    assert chi2 < (n - 1) + 5 * np.sqrt(2 * (n - 1))
+    first = where[:, 0] < n // 2  # consecutive epochs independent: no memory of the last order
+    assert abs(np.mean(first[1:] == first[:-1]) - 0.5) < 0.05
+
+
+def test_the_trainer_draws_each_epoch_from_seed_and_epoch():
+    model = jitprop.Sequential([jitprop.layer("dense", units=2)], input_dim=3, seed=1)
+    trainer = jitprop.Trainer(model, "mse", seed=9)
+    a, b = np.empty(50, np.int64), np.empty(50, np.int64)
+    trainer.order(2, a)
+    jitprop.Trainer(model, "mse", seed=9).order(2, b)
+    assert np.array_equal(a, b) and not np.array_equal(a, np.arange(50))
+    jitprop.Trainer(model, "mse", seed=9, shuffle=False).order(2, b)
+    assert np.array_equal(b, np.arange(50))

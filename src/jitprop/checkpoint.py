@@ -2,7 +2,7 @@
 
 Inside: the weights in ``state_dict`` form (``param/0.weight`` ...), the
 optimizer state, the exact position reached (epoch, iteration, part of an
-epoch, RNG state), the history, and as JSON the model, the run
+epoch; the row orders and dropout masks follow from seed and epoch), the history, and as JSON the model, the run
 configuration, label names and input normalisation. No pickle anywhere:
 files load with ``allow_pickle=False``, and a SHA-256 checksum over every
 entry tells a corrupt file from a good one.

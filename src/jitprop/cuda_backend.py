@@ -10,12 +10,44 @@ end of the epoch's run of batches.
 """
 
 import numpy as np
-from numba import cuda
+from numba import cuda, uint64
 
 from . import cuda_launch, registry
 from .components import kernel
 from .errors import ConfigError
+from .kernels import feistel_half_bits, shuffle_key
 from .model import mix_seed
+
+
+@cuda.jit
+def _shuffle_order(key, half, index):
+    """kernels.shuffle_order, one element per thread (the hash written out: no device functions)."""
+    n = uint64(index.shape[0])
+    hb = uint64(half)
+    mask = (uint64(1) << hb) - uint64(1)
+    first, stride = cuda.grid(1), cuda.gridsize(1)
+    for i in range(first, index.shape[0], stride):
+        x = uint64(i)
+        while True:
+            left = x >> hb
+            right = x & mask
+            for r in range(4):
+                z = right + key + uint64(r) * uint64(0x9E3779B97F4A7C15)
+                z = (z ^ (z >> uint64(30))) * uint64(0xBF58476D1CE4E5B9)
+                z = (z ^ (z >> uint64(27))) * uint64(0x94D049BB133111EB)
+                z = (z ^ (z >> uint64(31))) & mask
+                left, right = right, left ^ z
+            x = (left << hb) | right
+            if x < n:
+                break
+        index[i] = x
+
+
+@cuda.jit
+def _arange(index):
+    first, stride = cuda.grid(1), cuda.gridsize(1)
+    for i in range(first, index.shape[0], stride):
+        index[i] = i
 
 
 @cuda.jit
@@ -144,11 +176,18 @@ class DeviceRun:
             )
         return v
 
-    def run(self, index, first, last, bs):
-        """Train batches first..last of the epoch whose row order is ``index``; return
-        (per-batch mean losses as a host array, correct count)."""
+    def order(self, epoch):
+        """Draw the row order of ``epoch`` on the device, as the CPU would."""
+        n = self.index.shape[0]
+        if self.trainer.shuffle:
+            _shuffle_order[cuda_launch.grid_1d(n)](shuffle_key(self.trainer.seed, epoch), feistel_half_bits(n), self.index)
+        else:
+            _arange[cuda_launch.grid_1d(n)](self.index)
+
+    def run(self, first, last, bs):
+        """Train batches first..last of this epoch in the order ``self.index`` holds; return
+        (per-batch mean losses as a host array, correct count, batches done)."""
         t, model = self.trainer, self.model
-        self.index.copy_to_device(index)
         self.correct.copy_to_device(np.zeros(1))
         n = self.X.shape[0]
         for b in range(first, last):

@@ -45,3 +45,47 @@ def seed_mix(a, b):
     """A 64-bit seed from two integers (two splitmix64 steps): one per (run, iteration), (iteration, layer)."""
     z = _splitmix(np.uint64(a) + _GOLDEN)
     return _splitmix(z + np.uint64(b) + _GOLDEN)
+
+
+SHUFFLE_STREAM = 0x5348554646  # keeps shuffle keys apart from the dropout seeds of the same run
+
+
+def shuffle_key(seed, epoch):
+    """The permutation key of one epoch: a function of (seed, epoch) only, so any device can draw it."""
+    z = np.uint64(seed_mix(np.uint64(seed), np.uint64(epoch)))  # numba returns a Python int
+    return np.uint64(seed_mix(z, np.uint64(SHUFFLE_STREAM)))
+
+
+def feistel_half_bits(n):
+    """Half the bits of the smallest even-bit power of two >= n: the Feistel network's domain."""
+    half = 1
+    while (1 << (2 * half)) < n:
+        half += 1
+    return half
+
+
+@njit(cache=True)
+def shuffle_order(key, half, index):
+    """index[i] = the i-th element of a pseudo-random permutation of 0..n-1 drawn from ``key``.
+
+    A four-round Feistel network on 2 * ``half`` bits with splitmix64 rounds is
+    a bijection of [0, 4^half); walking each i along its cycle until it lands
+    below n makes it one of [0, n). Every element is computed on its own, so a
+    GPU draws the same order in parallel (cuda_backend._shuffle_order) with no
+    sort and no random state to carry between epochs.
+    """
+    n = np.uint64(index.shape[0])
+    hb = np.uint64(half)
+    mask = (np.uint64(1) << hb) - np.uint64(1)
+    for i in range(index.shape[0]):
+        x = np.uint64(i)
+        while True:
+            left = x >> hb
+            right = x & mask
+            for r in range(4):
+                f = _splitmix(right + key + np.uint64(r) * _GOLDEN) & mask
+                left, right = right, left ^ f
+            x = (left << hb) | right
+            if x < n:
+                break
+        index[i] = np.int64(x)

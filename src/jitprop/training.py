@@ -20,7 +20,7 @@ from .data import as_inputs, as_targets
 from .errors import ConfigError, DataError
 from .hookspecs import hookimpl
 from .losses import count_correct_binary, count_correct_classes
-from .kernels import gather, gather_rows
+from .kernels import feistel_half_bits, gather, gather_rows, shuffle_key, shuffle_order
 from .model import Workspace, mix_seed
 from .plugins import load_plugins
 
@@ -139,7 +139,6 @@ class Trainer:
         self.opt_h = np.ascontiguousarray(self.optimizer.hyper(), dtype=np.float64)
         self.opt_state = np.zeros((self.optimizer.n_state, model.n_params), model.dtype)
         self.optimizer.init_state(self.opt_state)
-        self.rng = np.random.default_rng(self.seed)
 
         self.epoch = 0
         self.step = 0
@@ -242,13 +241,16 @@ class Trainer:
                     base_lr = self.optimizer.lr
                     self.lr = self.lr_schedule(epoch, base_lr) if self.lr_schedule else base_lr
                     hook.on_epoch_begin(trainer=self, epoch=epoch, logs={})
-                    index[:] = np.arange(n)
-                    if self.shuffle:
-                        self.rng.shuffle(index)
+                    if self._device_run is not None:
+                        self._device_run.order(epoch)  # drawn where the data lives
+                    else:
+                        self.order(epoch, index)
                     first, loss_sum, correct, seen = 0, 0.0, 0.0, 0
                     self.batches_done = 0
                 else:  # the rest of an epoch interrupted part-way
                     index[:] = progress["index"]
+                    if self._device_run is not None:
+                        self._device_run.index.copy_to_device(index)
                     self.batch_losses[: progress["batch"]] = progress["batch_losses"][: progress["batch"]]
                     self.lr = progress["lr"]
                     first, loss_sum, correct, seen = (progress[k] for k in ("batch", "loss_sum", "correct", "seen"))
@@ -283,7 +285,7 @@ class Trainer:
 
     def _cuda_batches(self, X, y, index, first, n_batches, bs, ws, y_buf, loss_sum, correct, seen):
         """Batches first.. of this epoch on the GPU; losses and the accuracy count come back once."""
-        losses, hits, done = self._device_run.run(index, first, n_batches, bs)
+        losses, hits, done = self._device_run.run(first, n_batches, bs)
         n = X.shape[0]
         for b in range(first, done):  # the same running sums, in the same order, as on the CPU
             rows = min(bs, n - b * bs)
@@ -296,6 +298,8 @@ class Trainer:
             self.hook.on_train_chunk_end(trainer=self, batches_done=done)
         if self.stop_on_nan and not np.all(np.isfinite(losses[first:done])):
             self.stop_training = True  # on the GPU, checked once per run of batches
+        if done < n_batches and self._interrupt_requested:
+            self._device_run.index.copy_to_host(index)  # the order to resume from
         self._after_batches(done, n_batches, index, loss_sum, correct, seen)
         return loss_sum, correct, seen
 
@@ -380,6 +384,14 @@ class Trainer:
             b = done
         return loss_sum, correct, seen
 
+    def order(self, epoch, index):
+        """Fill ``index`` with epoch ``epoch``'s row order: a permutation drawn from (seed, epoch)
+        alone (kernels.shuffle_order), so resuming needs no random state and a GPU draws the same."""
+        if self.shuffle:
+            shuffle_order(shuffle_key(self.seed, epoch), feistel_half_bits(index.shape[0]), index)
+        else:
+            index[:] = np.arange(index.shape[0])
+
     def request_interrupt(self):
         """Ask training to stop after the current iteration; ``end_state`` then holds the
         exact place to continue from. Safe to call from a signal handler."""
@@ -393,7 +405,6 @@ class Trainer:
             "step": self.step,
             "lr": self.lr,
             "optimizer": {"name": self.optimizer.name, **self.optimizer.config()},
-            "rng": self.rng.bit_generator.state,
             "history": {"history": self.history.history, "epoch": self.history.epoch},
             "progress": None,
             "callbacks": {},
@@ -423,7 +434,6 @@ class Trainer:
         self.optimizer.lr = float(meta["optimizer"]["lr"])  # callbacks may have lowered it
         self.epoch, self.step, self.lr = int(meta["epoch"]), int(meta["step"]), float(meta["lr"])
         self.seed = int(meta["seed"])  # dropout masks derive from it
-        self.rng.bit_generator.state = meta["rng"]
         self.history.history = {k: list(v) for k, v in meta["history"]["history"].items()}
         self.history.epoch = list(meta["history"]["epoch"])
         self.history.iteration_loss = arrays["iteration_loss"].tolist()
