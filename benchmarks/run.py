@@ -352,14 +352,17 @@ def startup_times():
         cold = time.perf_counter() - started
         # The floor: a process that only calls one cached @njit function using np.dot.
         floor_script = Path(tmp) / "floor.py"
-        floor_script.write_text(FLOOR)
-        subprocess.run([sys.executable, str(floor_script)], check=True, env=env)
-        floor = []
-        for _ in range(3):
-            started = time.perf_counter()
+        floors = {}
+        for key, source in (("floor_s", FLOOR), ("floor_loop_s", FLOOR_LOOP)):
+            floor_script.write_text(source)
             subprocess.run([sys.executable, str(floor_script)], check=True, env=env)
-            floor.append(time.perf_counter() - started)
-    return {"warm_s": float(np.median(warm)), "cold_s": cold, "floor_s": float(np.median(floor))}
+            times = []
+            for _ in range(3):
+                started = time.perf_counter()
+                subprocess.run([sys.executable, str(floor_script)], check=True, env=env)
+                times.append(time.perf_counter() - started)
+            floors[key] = float(np.median(times))
+    return {"warm_s": float(np.median(warm)), "cold_s": cold, **floors}
 
 
 FLOOR = """import numpy as np
@@ -373,6 +376,21 @@ def f(a, b, c):
 
 a = np.ones((2, 2), np.float32)
 f(a, a, a.copy())
+"""
+
+FLOOR_LOOP = """import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def f(a):
+    s = 0.0
+    for i in range(a.shape[0]):
+        s += a[i]
+    return s
+
+
+f(np.ones(4, np.float32))
 """
 
 
@@ -403,6 +421,42 @@ def machine():
     return info
 
 
+def _products(x, w1, w2, w3, h1, h2, o, g3, g2, g1, gw1, gw2, gw3, reps):
+    """A three-layer step's eight matrix products, as jitprop's dense kernels call them."""
+    for _ in range(reps):
+        np.dot(x, w1.T, h1)
+        np.dot(h1, w2.T, h2)
+        np.dot(h2, w3.T, o)
+        np.dot(g3.T, h2, gw3)
+        np.dot(g3, w3, g2)
+        np.dot(g2.T, h1, gw2)
+        np.dot(g2, w2, g1)
+        np.dot(g1.T, x, gw1)
+
+
+def products_ceiling(sizes, batch, seconds=2.0):
+    """Nominal GFLOP/s of a step that does nothing but its matrix products through Numba's
+    np.dot: the most any step built on that BLAS can reach on these shapes (3 dense layers)."""
+    from numba import njit
+
+    if len(sizes) != 4:
+        return None
+    f = njit(_products)
+    rng = np.random.default_rng(0)
+    d0, d1, d2, d3 = sizes
+    arr = lambda *shape: rng.normal(size=shape).astype(np.float32)  # noqa: E731
+    args = [arr(batch, d0), arr(d1, d0), arr(d2, d1), arr(d3, d2), arr(batch, d1), arr(batch, d2), arr(batch, d3),
+            arr(batch, d3), arr(batch, d2), arr(batch, d1), arr(d1, d0), arr(d2, d1), arr(d3, d2)]
+    f(*args, 1)
+    reps, best = 4, 0.0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        f(*args, reps)
+        best = max(best, reps * batch * flops_per_sample(sizes) / (time.perf_counter() - started) / 1e9)
+    return best
+
+
 def report(results, peak, mem, startup, info):
     lines = [
         "# Benchmark results",
@@ -430,6 +484,12 @@ def report(results, peak, mem, startup, info):
         lines.append(f"| {target} | {value} | {'yes' if ok else '**no**'} |")
     if any(not ok for _, _, ok in targets(results, peak, mem, startup)):
         lines += ["", MISSES]
+    ceilings = [(r["config"], r["ceiling"]) for r in results if r.get("ceiling")]
+    if ceilings:
+        lines += ["", "The ceiling measured in the same run: a loop doing nothing but one step's eight matrix products"
+                  " through Numba's `np.dot` (no gather, activation, loss or optimizer) reaches " +
+                  ", ".join(f"{c}: {g:.0f} GFLOP/s nominal ({100 * g / peak:.0f}% of peak)" for c, g in ceilings) +
+                  " (best of ~2 s)."]
     if mem:
         lines += ["", "Peak resident memory training M alone in a fresh process: " +
                   ", ".join(f"{k} {v:.0f} MiB" for k, v in mem.items())]
@@ -438,7 +498,8 @@ def report(results, peak, mem, startup, info):
                   f" cold cache {startup['cold_s']:.2f} s."]
         if "floor_s" in startup:
             lines += ["", f"The floor on this machine: a Python process that only imports Numba and calls one cached"
-                      f" `@njit` function using `np.dot` takes {startup['floor_s']:.2f} s."]
+                      f" `@njit` function using `np.dot` takes {startup['floor_s']:.2f} s; one whose cached function"
+                      f" is a plain loop (no BLAS, no SciPy) takes {startup['floor_loop_s']:.2f} s."]
     return "\n".join(lines) + "\n"
 
 
@@ -508,6 +569,7 @@ def main(argv=None):
     for name in names:
         # S also runs with a plugin's loss: a plugin's kernels join the same compiled step.
         res = run_config(name, table[name], systems[:1] + (["jitprop+plugin-loss"] if name == "S" else []) + systems[1:], rounds)
+        res["ceiling"] = products_ceiling(table[name]["sizes"], table[name]["batch"], 0.2 if args.quick else 2.0)
         results.append(res)
         for system, e in res["systems"].items():
             ratio = f"  x{e['ratio_to_pytorch']:.2f} pytorch" if "ratio_to_pytorch" in e else ""
