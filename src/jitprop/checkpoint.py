@@ -81,7 +81,9 @@ def save(path, trainer, state=None, info=None):
     arrays = dict(arrays)
     if np.array_equal(arrays["params"], model.params):
         del arrays["params"]  # the same as the weights: stored once
-    views = {f"param/{k}": v for k, v in model.parameters().items()}
+    if np.array_equal(arrays.get("model_state"), model.state):
+        del arrays["model_state"]  # the same as the running state kept with the weights
+    views = {f"param/{k}": v for k, v in {**model.parameters(), **model.buffers()}.items()}
     info = dict(trainer.run_info if info is None else info)
     extra = info.pop("arrays", {})
     document = {
@@ -128,6 +130,7 @@ class Checkpoint:
         """``(meta, arrays)`` for ``Trainer.load_state``."""
         arrays = {k[len("state/") :]: v for k, v in self.arrays.items() if k.startswith("state/")}
         arrays.setdefault("params", model.params.copy())
+        arrays.setdefault("model_state", model.state.copy())
         return self.meta["trainer"], arrays
 
 

@@ -141,6 +141,12 @@ class DeviceRun:
             bounds.append((start, start + view.size))
         self.layer_params = [self.params[a:b] for a, b in bounds]
         self.layer_grads = [self.grads[a:b] for a, b in bounds]
+        self.state = cuda.to_device(model.state)
+        self.last = []  # per layer: the running state, for layers whose kernels take it
+        offset = 0
+        for view, stateful in zip(model.layer_state, model.stateful):
+            self.last.append((self.state[offset : offset + view.size],) if stateful else ())
+            offset += view.size
         dt = model.dtype
         self.acts = [cuda.device_array((bs, d), dt) for d in model.dims]
         self.caches = [cuda.device_array((bs, layer.cache_dim()), dt) for layer in model.layers]
@@ -198,13 +204,14 @@ class DeviceRun:
             self.gather_y[cuda_launch.grid_1d(rows * (yb.shape[1] if yb.ndim == 2 else 1))](self.y, self.index, start, yb)
             s = mix_seed(t.seed, t.step)
             for i, f in enumerate(self.fwd):
-                f(self.layer_params[i], model.hypers[i], acts[i], acts[i + 1], caches[i], True, mix_seed(s, i))
+                f(self.layer_params[i], model.hypers[i], acts[i], acts[i + 1], caches[i], True, mix_seed(s, i),
+                  *self.last[i])  # fmt: skip
             self.loss_kernel(acts[-1], yb, deltas[-1], t.loss_h, self.batch_losses[b : b + 1])
             if self.count is not None:
                 self.count[cuda_launch.grid_1d(rows)](acts[-1], yb, self.correct)
             for i in range(len(self.bwd) - 1, -1, -1):
                 self.bwd[i](self.layer_params[i], model.hypers[i], acts[i], acts[i + 1], caches[i], deltas[i + 1],
-                            deltas[i], self.layer_grads[i])  # fmt: skip
+                            deltas[i], self.layer_grads[i], *self.last[i])  # fmt: skip
             t.step += 1
             self.opt_kernel(self.params, self.grads, self.opt_state, t.lr, t.opt_h, t.step)
             if t._interrupt_requested:
@@ -225,7 +232,8 @@ class DeviceRun:
             x, yb = v["X"][start:stop], v["y"][start:stop]
             acts = [x] + [a[:rows] for a in v["acts"]]
             for i, f in enumerate(self.fwd):
-                f(self.layer_params[i], model.hypers[i], acts[i], acts[i + 1], v["caches"][i][:rows], False, mix_seed(0, i))
+                f(self.layer_params[i], model.hypers[i], acts[i], acts[i + 1], v["caches"][i][:rows], False, mix_seed(0, i),
+                  *self.last[i])  # fmt: skip
             self.loss_kernel(acts[-1], yb, v["scratch"][:rows], t.loss_h, v["losses"][b : b + 1])
             if self.count is not None:
                 self.count[cuda_launch.grid_1d(rows)](acts[-1], yb, self.correct)
@@ -241,4 +249,5 @@ class DeviceRun:
     def sync(self):
         """Copy weights and optimizer state back to the host arrays (callbacks, checkpoints read them)."""
         self.params.copy_to_host(self.model.params)
+        self.state.copy_to_host(self.model.state)
         self.opt_state.copy_to_host(self.trainer.opt_state)

@@ -58,15 +58,16 @@ def check_layer(layer, in_dim=5, batch=4, seed=0, eps=1e-6, training=True):
     fwd, bwd = kernel(layer, "forward_kernel"), kernel(layer, "backward_kernel")
     p, h = model.layer_params[0], model.hypers[0]
     s = mix_seed(seed)
+    last = (model.layer_state[0],) if model.stateful[0] else ()  # running state, if the layer keeps any
 
     def value():
-        fwd(p, h, x, out, cache, training, s)
+        fwd(p, h, x, out, cache, training, s, *last)
         return float(np.sum(out * proj))
 
     value()
     grad_in = np.full((batch, in_dim), np.nan)
     model.grads[...] = np.nan  # a kernel must overwrite its gradients, not add to them
-    bwd(p, h, x, out, cache, proj, grad_in, model.layer_grads[0])
+    bwd(p, h, x, out, cache, proj, grad_in, model.layer_grads[0], *last)
     errors = {"input": relative_error(grad_in, _numeric(value, x, eps))}
     analytic = model.gradients()
     for key, view in model.parameters().items():

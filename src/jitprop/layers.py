@@ -21,6 +21,14 @@ contiguous; reshape views inside the kernel), ``grad_p`` the same slice of
 the gradient buffer, ``h`` a float64 array of the layer's scalar options,
 ``cache`` a (n, cache_dim) workspace the forward may fill for the backward,
 ``seed`` a uint64 that differs every iteration (for random layers).
+
+Running state (batch norm's running mean and variance): a layer that names
+it in ``state_names`` gets its slice of the model's flat state buffer as one
+more, last argument to both kernels, ``forward_kernel(p, h, x, out, cache,
+training, seed, state)`` and ``backward_kernel(..., grad_p, state)``. The
+forward may update it when ``training`` is true; the optimizer never sees
+it; ``state_dict()`` and checkpoints keep it under ``"i.<name>"`` as torch
+keeps buffers.
 """
 
 from .components import Component
@@ -31,6 +39,8 @@ class Layer(Component):
 
     #: Names of parameter tensors, in ``state_dict`` order (torch's order).
     param_names = ()
+    #: Names of running-state tensors (not trained; passed to the kernels last).
+    state_names = ()
     #: True for ReLU-like activations: a dense layer before one gets He init.
     relu_family = False
     #: Options that make a small working instance, for ``jitprop gradcheck``.
@@ -55,6 +65,13 @@ class Layer(Component):
 
     def init_params(self, params, rng, relu_next=False):
         """Fill ``params`` (``{name: array view}``) with initial values."""
+
+    def state_shapes(self):
+        """``{name: shape}`` of the running state, after ``build``."""
+        return {}
+
+    def init_state(self, state):
+        """Fill ``state`` (``{name: array view}``) with its starting values (zeros by default)."""
 
     def cache_dim(self):
         """Columns of per-sample workspace the forward keeps for the backward."""

@@ -3,7 +3,9 @@
 Every weight and bias of the model lives in one contiguous array,
 ``model.params``; each layer owns a slice of it, and ``model.grads`` has the
 same layout. An optimizer update is then one loop over one array, whatever
-the number of layers, and a checkpoint is a handful of arrays.
+the number of layers, and a checkpoint is a handful of arrays. Running
+state that is not trained (batch norm's statistics) lives the same way in
+``model.state``, out of the optimizer's reach.
 """
 
 import numpy as np
@@ -93,23 +95,18 @@ class Sequential:
         for layer in self.layers:
             self.dims.append(layer.build(self.dims[-1]))
 
-        # Lay every parameter of every layer out in one flat buffer.
-        self._shapes = []  # per layer: [(key, name, shape, offset, size)]
-        offset = 0
-        for i, layer in enumerate(self.layers):
-            entries = []
-            shapes = layer.param_shapes()
-            for name in layer.param_names:
-                shape = tuple(shapes[name])
-                size = int(np.prod(shape))
-                entries.append((f"{i}.{name}", name, shape, offset, size))
-                offset += size
-            self._shapes.append(entries)
-        self.params = np.zeros(offset, self.dtype)
-        self.grads = np.zeros(offset, self.dtype)
-        bounds = [(e[0][3], e[-1][3] + e[-1][4]) if e else (0, 0) for e in self._shapes]
-        self.layer_params = [self.params[a:b] for a, b in bounds]
-        self.layer_grads = [self.grads[a:b] for a, b in bounds]
+        # Lay every parameter of every layer out in one flat buffer, running state in another.
+        self._shapes = self._layout(lambda layer: (layer.param_names, layer.param_shapes()))
+        self._state_shapes = self._layout(lambda layer: (layer.state_names, layer.state_shapes()))
+        self.params = np.zeros(self._size(self._shapes), self.dtype)
+        self.grads = np.zeros_like(self.params)
+        self.state = np.zeros(self._size(self._state_shapes), self.dtype)
+        self.layer_params = self._slices(self.params, self._shapes)
+        self.layer_grads = self._slices(self.grads, self._shapes)
+        self.layer_state = self._slices(self.state, self._state_shapes)
+        #: Per layer: its kernels take the running state as a last argument.
+        self.stateful = [bool(layer.state_names) for layer in self.layers]
+        self._last_args = [(view,) if flag else () for view, flag in zip(self.layer_state, self.stateful)]
         self.hypers = [np.ascontiguousarray(layer.hyper(), dtype=np.float64) for layer in self.layers]
         self.forward_kernels = [kernel(layer, "forward_kernel") for layer in self.layers]
         self.backward_kernels = [kernel(layer, "backward_kernel") for layer in self.layers]
@@ -117,6 +114,29 @@ class Sequential:
         self.reset_parameters()
 
     # -- parameters ------------------------------------------------------
+
+    def _layout(self, names_and_shapes):
+        """Per layer: [(key, name, shape, offset, size)] of consecutive tensors in one flat buffer."""
+        layout, offset = [], 0
+        for i, layer in enumerate(self.layers):
+            names, shapes = names_and_shapes(layer)
+            entries = []
+            for name in names:
+                shape = tuple(shapes[name])
+                size = int(np.prod(shape))
+                entries.append((f"{i}.{name}", name, shape, offset, size))
+                offset += size
+            layout.append(entries)
+        return layout
+
+    @staticmethod
+    def _size(layout):
+        return sum(e[4] for entries in layout for e in entries)
+
+    @staticmethod
+    def _slices(buffer, layout):
+        bounds = [(e[0][3], e[-1][3] + e[-1][4]) if e else (0, 0) for e in layout]
+        return [buffer[a:b] for a, b in bounds]
 
     @property
     def output_dim(self):
@@ -137,29 +157,42 @@ class Sequential:
             layer.init_params(values, rng, relu_next=relu_next)
             for key, name, shape, off, size in self._shapes[i]:
                 self.params[off : off + size] = values[name].ravel()
+        self.reset_state()
 
-    def _views(self, buffer):
-        return {
-            key: buffer[off : off + size].reshape(shape)
-            for entries in self._shapes
-            for key, _, shape, off, size in entries
-        }
+    def reset_state(self):
+        """Running state back to each layer's starting values."""
+        self.state[...] = 0
+        for i, layer in enumerate(self.layers):
+            if self._state_shapes[i]:
+                layer.init_state({name: self.state[off : off + size].reshape(shape)
+                                  for _, name, shape, off, size in self._state_shapes[i]})  # fmt: skip
+
+    @staticmethod
+    def _views(buffer, layout):
+        return {key: buffer[off : off + size].reshape(shape) for entries in layout for key, _, shape, off, size in entries}
 
     def parameters(self):
         """``{key: view}`` into the live parameter buffer (writes change the model)."""
-        return self._views(self.params)
+        return self._views(self.params, self._shapes)
 
     def gradients(self):
         """``{key: view}`` into the gradient buffer of the last backward pass."""
-        return self._views(self.grads)
+        return self._views(self.grads, self._shapes)
+
+    def buffers(self):
+        """``{key: view}`` into the running state (torch calls these buffers)."""
+        return self._views(self.state, self._state_shapes)
 
     def state_dict(self):
-        """Copies of every parameter, keyed and shaped as torch.nn.Sequential would key them."""
-        return {k: v.copy() for k, v in self.parameters().items()}
+        """Copies of every parameter and running-state tensor, keyed and shaped as
+        torch.nn.Sequential would key them."""
+        params, buffers = self.parameters(), self.buffers()
+        keys = [e[0] for i in range(len(self.layers)) for e in self._shapes[i] + self._state_shapes[i]]
+        return {k: (params[k] if k in params else buffers[k]).copy() for k in keys}  # torch's order
 
     def load_state_dict(self, state):
-        """Copy parameters in from a ``state_dict`` (ours or torch's: tensors are converted)."""
-        views = self.parameters()
+        """Copy parameters and running state in from a ``state_dict`` (ours or torch's)."""
+        views = {**self.parameters(), **self.buffers()}
         missing = sorted(set(views) - set(state))
         extra = sorted(set(state) - set(views))
         if missing or extra:
@@ -211,25 +244,17 @@ class Sequential:
     def forward(self, acts, caches, training=False, seed=0):
         """Run each layer's forward kernel, first to last; ``acts[0]`` holds the batch."""
         for i in range(len(self.layers)):
-            self.forward_kernels[i](
-                self.layer_params[i], self.hypers[i], acts[i], acts[i + 1], caches[i], training, mix_seed(seed, i)
-            )
+            args = (self.layer_params[i], self.hypers[i], acts[i], acts[i + 1], caches[i], training, mix_seed(seed, i))
+            self.forward_kernels[i](*args, *self._last_args[i])
         return acts[-1]
 
     def backward(self, acts, caches, deltas):
         """Backpropagation: from dL/d(output) in ``deltas[-1]``, each layer last to first
         writes its parameter gradients into ``self.grads`` and passes dL/d(input) down."""
         for i in range(len(self.layers) - 1, -1, -1):
-            self.backward_kernels[i](
-                self.layer_params[i],
-                self.hypers[i],
-                acts[i],
-                acts[i + 1],
-                caches[i],
-                deltas[i + 1],
-                deltas[i],
-                self.layer_grads[i],
-            )
+            args = (self.layer_params[i], self.hypers[i], acts[i], acts[i + 1], caches[i], deltas[i + 1], deltas[i],
+                    self.layer_grads[i])  # fmt: skip
+            self.backward_kernels[i](*args, *self._last_args[i])
 
     def predict(self, X, batch_size=1024):
         """The model's output for every row of ``X`` (inference mode: dropout off)."""

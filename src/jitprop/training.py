@@ -359,7 +359,7 @@ class Trainer:
         ``CHUNK_SECONDS`` so that interrupts and progress hooks are served between them."""
         model, program = self.model, self._program
         layer_args = [a for i in range(len(model.layers)) for a in
-                      (model.layer_params[i], model.hypers[i], model.layer_grads[i], ws.caches[i])]  # fmt: skip
+                      (model.layer_params[i], model.hypers[i], model.layer_grads[i], ws.caches[i], model.layer_state[i])]  # fmt: skip
         chunk_end = bool(self.hook.on_train_chunk_end.get_hookimpls())
         b = first
         while b < n_batches:
@@ -411,6 +411,7 @@ class Trainer:
         }
         arrays = {
             "params": self.model.params.copy(),
+            "model_state": self.model.state.copy(),
             "opt_state": self.opt_state.copy(),
             "iteration_loss": np.asarray(self.history.iteration_loss, dtype=np.float64),
         }
@@ -430,6 +431,8 @@ class Trainer:
         if arrays["params"].shape != self.model.params.shape or arrays["opt_state"].shape != self.opt_state.shape:
             raise DataError("the saved training state does not fit this model and optimizer")
         self.model.params[...] = arrays["params"]
+        if "model_state" in arrays and arrays["model_state"].shape == self.model.state.shape:
+            self.model.state[...] = arrays["model_state"]
         self.opt_state[...] = arrays["opt_state"]
         self.optimizer.lr = float(meta["optimizer"]["lr"])  # callbacks may have lowered it
         self.epoch, self.step, self.lr = int(meta["epoch"]), int(meta["step"]), float(meta["lr"])
@@ -465,7 +468,8 @@ class Trainer:
         ws = model.workspace(bs)
         if self._scratch is None or self._scratch.shape[0] < bs:
             self._scratch = np.zeros((bs, model.output_dim), model.dtype)
-        args = [a for i in range(len(model.layers)) for a in (model.layer_params[i], model.hypers[i], ws.caches[i])]
+        args = [a for i in range(len(model.layers))
+                for a in (model.layer_params[i], model.hypers[i], ws.caches[i], model.layer_state[i])]  # fmt: skip
         total, correct = program.evaluate(X, y, bs, self.loss_h, self._scratch, *args, *ws.acts)
         result = {"loss": total / X.shape[0]}
         if self.loss.target in ACCURACY:

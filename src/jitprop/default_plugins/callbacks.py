@@ -87,6 +87,7 @@ class EarlyStopping(jitprop.Callback):
         self._monitor.check_logged(trainer)
         if self.restore_best_weights and self._best_weights is None:
             self._best_weights = np.empty_like(trainer.model.params)
+            self._best_state = trainer.model.state.copy()
         if not self._resumed:  # a resumed run keeps its counters
             self.wait, self.stopped_epoch = 0, None
             self._monitor.reset()
@@ -98,6 +99,7 @@ class EarlyStopping(jitprop.Callback):
             self.wait = 0
             if self.restore_best_weights:
                 self._best_weights[...] = trainer.model.params
+                self._best_state[...] = trainer.model.state  # batch norm's statistics go with the weights
         else:
             self.wait += 1
             if self.wait >= self.patience:
@@ -112,11 +114,13 @@ class EarlyStopping(jitprop.Callback):
     def on_train_end(self, trainer):
         if self.restore_best_weights and self.best_epoch is not None:
             trainer.model.params[...] = self._best_weights
+            trainer.model.state[...] = self._best_state
 
     def get_state(self):
         arrays = {}
         if self.restore_best_weights and self.best_epoch is not None:
             arrays["best_weights"] = self._best_weights.copy()
+            arrays["best_state"] = self._best_state.copy()
         return {"wait": self.wait, **self._monitor.get_state()}, arrays
 
     def set_state(self, meta, arrays):
@@ -124,6 +128,7 @@ class EarlyStopping(jitprop.Callback):
         self._monitor.set_state(meta)
         if "best_weights" in arrays:
             self._best_weights = arrays["best_weights"].copy()
+            self._best_state = arrays["best_state"].copy() if "best_state" in arrays else np.zeros(0)
         self._resumed = True
 
 

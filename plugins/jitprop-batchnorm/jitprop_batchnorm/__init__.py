@@ -1,0 +1,60 @@
+"""jitprop-batchnorm: the ``batch_norm`` layer, a plugin with parameters and running state.
+
+Install it (``jitprop install ./plugins/jitprop-batchnorm`` or pip) and use
+it by name anywhere a layer goes: ``jitprop.layer("batch_norm")`` or a run
+file's ``layers`` list.
+"""
+
+import numpy as np
+
+import jitprop
+from jitprop.components import real
+
+from .kernels import batch_norm_backward, batch_norm_forward
+
+__version__ = "0.1.0"
+
+
+class BatchNorm(jitprop.Layer):
+    """Normalise each feature over the batch, then scale and shift (torch.nn.BatchNorm1d).
+
+    Training uses the batch's statistics and updates running ones; evaluation
+    and prediction use the running ones, so a trained model answers one row
+    at a time the same way it answers a batch.
+    """
+
+    name = "batch_norm"
+    param_names = ("weight", "bias")
+    state_names = ("running_mean", "running_var", "num_batches_tracked")
+    forward_kernel = staticmethod(batch_norm_forward)
+    backward_kernel = staticmethod(batch_norm_backward)
+
+    def __init__(self, momentum=0.1, eps=1e-5):
+        self.momentum = real("momentum", momentum, "batch_norm", low=0.0, high=1.0)
+        self.eps = real("eps", eps, "batch_norm", low=0.0, low_open=True)
+
+    def hyper(self):
+        return np.array([self.momentum, self.eps])
+
+    def param_shapes(self):
+        return {"weight": (self.in_dim,), "bias": (self.in_dim,)}
+
+    def init_params(self, params, rng, relu_next=False):
+        params["weight"][...] = 1.0
+        params["bias"][...] = 0.0
+
+    def state_shapes(self):
+        return {"running_mean": (self.in_dim,), "running_var": (self.in_dim,), "num_batches_tracked": ()}
+
+    def init_state(self, state):
+        state["running_mean"][...] = 0.0
+        state["running_var"][...] = 1.0
+        state["num_batches_tracked"][...] = 0.0
+
+    def cache_dim(self):
+        return self.in_dim  # x_hat, for the backward pass
+
+
+@jitprop.hookimpl
+def register_layers(register):
+    register(BatchNorm)
