@@ -82,25 +82,32 @@ def test_plugin_fixture_leaves_nothing_behind():
         jitprop.loss("huber")
 
 
-def test_a_name_registered_twice_names_both_plugins(register_plugin):
+def test_a_name_registered_twice_names_both_plugins_and_the_first_stands(register_plugin, monkeypatch):
     class Clash:
         @jitprop.hookimpl
         def register_losses(self, register):
             register(Huber, name="mse")
+            register(Huber)
 
     register_plugin(Clash(), name="clashing-plugin")
-    with pytest.raises(jitprop.PluginError, match="'mse' is registered twice: by plugin 'jitprop.default_plugins.losses' and by plugin 'clashing-plugin'"):
+    with pytest.warns(plugins.PluginLoadWarning, match="'mse' is registered twice: by plugin 'jitprop.default_plugins.losses' and by plugin 'clashing-plugin'; skipped"):
+        assert lookup("loss", "mse").plugin == "jitprop.default_plugins.losses"  # the built-in stands
+    assert lookup("loss", "huber").plugin == "clashing-plugin"  # and the plugin's other names work
+    assert any("registered twice" in p for p in plugins.plugin_problems["clashing-plugin"])
+    monkeypatch.setenv("JITPROP_STRICT_PLUGINS", "1")
+    monkeypatch.setattr(jitprop.registry, "_tables_key", None)
+    with pytest.raises(jitprop.PluginError, match="registered twice.*JITPROP_STRICT_PLUGINS is set"):
         jitprop.loss("mse")
 
 
-def test_registering_the_wrong_kind_of_class_is_an_error(register_plugin):
+def test_registering_the_wrong_kind_of_class_is_skipped_in_one_line(register_plugin):
     class Wrong:
         @jitprop.hookimpl
         def register_layers(self, register):
             register(Huber)
 
     register_plugin(Wrong(), name="wrong-plugin")
-    with pytest.raises(jitprop.PluginError, match="registered Huber as a layer, but it does not subclass jitprop.Layer"):
+    with pytest.warns(plugins.PluginLoadWarning, match="registered Huber as a layer, but it does not subclass jitprop.Layer"):
         jitprop.layer("relu")
 
 
@@ -182,3 +189,54 @@ def test_jitprop_load_plugins_limits_what_loads(fresh_manager, monkeypatch):
         plugins.load_plugins()
     assert lookup("layer", "cube").plugin == "good"
     assert not plugins.failed_plugins
+
+
+def test_strict_mode_turns_a_broken_plugin_into_an_error(fresh_manager, monkeypatch):
+    monkeypatch.delenv("JITPROP_LOAD_PLUGINS")
+    monkeypatch.setenv("JITPROP_STRICT_PLUGINS", "1")
+    with pytest.raises(jitprop.PluginError, match=r"plugin 'broken' \(jp_broken\) failed to load.*JITPROP_STRICT_PLUGINS is set"):
+        plugins.load_plugins()
+
+
+BAD_KERNEL_PLUGIN = '''
+import jitprop
+from numba import njit
+
+
+@njit(cache=False)
+def bad_loss_kernel(pred, y, grad, h):
+    return pred.no_such_attribute + 1.0
+
+
+class BadLoss(jitprop.Loss):
+    """A loss whose kernel does not type-check."""
+
+    name = "bad_loss"
+    kernel = staticmethod(bad_loss_kernel)
+
+
+@jitprop.hookimpl
+def register_losses(register):
+    register(BadLoss)
+'''
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_kernel_that_does_not_compile_is_one_line_naming_its_plugin(register_plugin, tmp_path, monkeypatch, compiled):
+    (tmp_path / "jp_badkernel.py").write_text(BAD_KERNEL_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    register_plugin(importlib.import_module("jp_badkernel"), name="badkernel")
+    model = jitprop.Sequential([jitprop.layer("dense", units=2)], input_dim=3)
+    trainer = jitprop.Trainer(model, "bad_loss")
+    trainer.compiled = compiled
+    before = model.params.copy()
+    with pytest.raises(jitprop.PluginError) as caught:
+        trainer.fit(np.ones((8, 3)), np.ones((8, 2)), epochs=1)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("loss 'bad_loss' from plugin 'badkernel': its kernel does not compile: Unknown attribute 'no_such_attribute'")
+    assert "jp_badkernel.py, line 8" in message
+    assert np.array_equal(model.params, before)
+    jitprop.fit(model, np.ones((8, 3)), np.ones((8, 2)), loss="mse", epochs=1)  # the rest goes on working

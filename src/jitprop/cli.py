@@ -1,4 +1,5 @@
-"""The ``jitprop`` command line: train, evaluate, predict, list, plugins, gradcheck.
+"""The ``jitprop`` command line: train, evaluate, predict, list, plugins, gradcheck
+(and install, uninstall, new-plugin from ``manage.py``).
 
 User mistakes end in one line and a non-zero exit (``JITPROP_DEBUG=1``
 shows the traceback); files are written atomically, so a failed command
@@ -13,16 +14,17 @@ import os
 import signal
 import sys
 import time
+import warnings
 
 import click
 from click.core import ParameterSource
 
-from . import __version__, api, runconfig
+from . import __version__, api, manage, runconfig
 from . import checkpoint as checkpoints
 from . import gradcheck as gradchecks
 from .errors import ConfigError, DataError, JitpropError
 from .hookspecs import hookimpl
-from .plugins import distribution_of, failed_plugins, load_plugins, plugin_name
+from .plugins import PluginLoadWarning, distribution_of, failed_plugins, load_plugins, plugin_name, plugin_problems, strict
 from .registry import entries
 from .run import inputs_for, plan
 from .training import evaluate as evaluate_model
@@ -423,10 +425,12 @@ def plugins(as_json):
     for plugin in pm.get_plugins():
         dist, version = distribution_of(plugin)
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
-        rows.append({"name": plugin_name(plugin), "package": dist, "version": version, "hooks": hooks})
+        name = plugin_name(plugin)
+        rows.append({"name": name, "package": dist, "version": version, "hooks": hooks,
+                     "problems": plugin_problems.get(name, [])})  # fmt: skip
     rows.sort(key=lambda r: (not r["name"].startswith("jitprop."), r["name"]))
     for name, reason in sorted(failed_plugins.items()):
-        rows.append({"name": name, "package": None, "version": None, "hooks": [], "error": reason})
+        rows.append({"name": name, "package": None, "version": None, "hooks": [], "error": reason, "problems": []})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -434,6 +438,8 @@ def plugins(as_json):
         version = f" {r['package']} {r['version']}" if r["version"] else ""
         status = f"  FAILED: {r['error']}" if r.get("error") else f"  hooks: {', '.join(r['hooks'])}"
         click.echo(f"{r['name']}{version}{status}")
+        for problem in r.get("problems", []):
+            click.echo(f"  problem: {problem}")
 
 
 @cli.command()
@@ -488,7 +494,26 @@ def add_plugin_commands(group=cli):
         try:
             impl.function(group)
         except Exception as exc:
-            click.echo(f"jitprop: plugin {impl.plugin_name!r} failed to add its commands: {exc}", err=True)
+            message = f"plugin {impl.plugin_name!r} failed to add its commands: {type(exc).__name__}: {exc}".splitlines()[0]
+            if strict():
+                click.echo(f"Error: {message} (JITPROP_STRICT_PLUGINS is set)", err=True)
+                sys.exit(1)
+            click.echo(f"jitprop: {message}", err=True)
 
 
-add_plugin_commands()
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
+    """Plugin problems as the one line they are; other warnings as Python shows them."""
+    if issubclass(category, PluginLoadWarning):
+        click.echo(str(message), err=True)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
+warnings.showwarning = _show_warning
+for command in manage.COMMANDS:
+    cli.add_command(command)
+try:
+    add_plugin_commands()
+except JitpropError as exc:  # strict mode: a broken plugin stops the command line
+    click.echo(f"Error: {exc}", err=True)
+    sys.exit(1)

@@ -34,11 +34,28 @@ pm.add_hookspecs(hookspecs)
 #: name -> one-line reason, for every entry point that failed to load.
 failed_plugins = {}
 
+#: plugin name -> one-line reasons for registrations of it that were skipped.
+plugin_problems = {}
+
 _loaded = False
 
 
 class PluginLoadWarning(UserWarning):
     """An installed plugin package could not be loaded; the rest still work."""
+
+
+def strict():
+    """True when ``JITPROP_STRICT_PLUGINS`` is set: a plugin problem is an error, not a warning."""
+    return os.environ.get("JITPROP_STRICT_PLUGINS", "") not in ("", "0")
+
+
+def report(message, plugin=None):
+    """A plugin problem: a PluginError in strict mode, else one warning line and go on."""
+    if strict():
+        raise PluginError(f"{message} (JITPROP_STRICT_PLUGINS is set)")
+    if plugin is not None and message not in plugin_problems.get(plugin, []):
+        plugin_problems.setdefault(plugin, []).append(message)
+    warnings.warn(f"jitprop: {message}", PluginLoadWarning, stacklevel=3)
 
 
 def load_plugins():
@@ -73,11 +90,7 @@ def load_entry_point(ep):
             pm.unregister(name=ep.name)
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
         failed_plugins[ep.name] = reason
-        warnings.warn(
-            f"jitprop: plugin {ep.name!r} ({ep.value}) failed to load and was skipped: {reason}",
-            PluginLoadWarning,
-            stacklevel=2,
-        )
+        report(f"plugin {ep.name!r} ({ep.value}) failed to load and was skipped: {reason}")
 
 
 def register(plugin, name=None):

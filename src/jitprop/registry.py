@@ -8,7 +8,7 @@ import difflib
 from dataclasses import dataclass, field
 
 from .errors import ConfigError, PluginError
-from .plugins import load_plugins, plugin_name
+from .plugins import load_plugins, plugin_name, report
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,10 @@ def _build(pm):
             owner = plugin_name(impl.plugin)
 
             def register(cls, name=None, aliases=(), _owner=owner, _kind=kind, _table=table):
-                _add(_table, _kind, bases.get(_kind), cls, name, aliases, _owner)
+                try:
+                    _add(_table, _kind, bases.get(_kind), cls, name, aliases, _owner)
+                except PluginError as exc:  # skip this registration; the others stand
+                    report(f"{exc}; skipped", plugin=_owner)
 
             impl.function(register)
         tables[kind] = table
@@ -85,6 +88,7 @@ def _add(table, kind, base, cls, name, aliases, owner):
             raise PluginError(
                 f"{kind} name {key!r} is registered twice: by plugin {table[key].plugin!r} and by plugin {owner!r}"
             )
+    for key in (name, *aliases):
         table[key] = entry
     if getattr(cls, "name", None) is None:
         cls.name = name

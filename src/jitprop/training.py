@@ -8,16 +8,20 @@ overfitting as they happen.
 """
 
 import math
+import os
+import re
 import time
 
+import numba
 import numpy as np
 import pluggy
+from numba.core.errors import NumbaError
 
-from . import api, compiler, hookspecs
+from . import api, compiler, hookspecs, registry
 from .callbacks import Callback
 from .components import kernel, positive_int, real
 from .data import as_inputs, as_targets
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, PluginError
 from .hookspecs import hookimpl
 from .losses import count_correct_binary, count_correct_classes
 from .kernels import feistel_half_bits, gather, gather_rows, shuffle_key, shuffle_order
@@ -279,6 +283,11 @@ class Trainer:
             # The exact state to continue from, taken before on_train_end may restore other weights.
             if self.interrupted or self.keep_end_state:
                 self.end_state = self.state()
+        except NumbaError as exc:
+            culprit = self._compile_failure(ws, y_buf)
+            if culprit is None:
+                raise
+            raise culprit from exc
         finally:
             hook.on_train_end(trainer=self, logs={})
         return self.history
@@ -384,6 +393,37 @@ class Trainer:
             b = done
         return loss_sum, correct, seen
 
+    def _compile_failure(self, ws, y_buf):
+        """The kernel behind a Numba compile error, as a one-line PluginError naming its
+        plugin (None when every kernel compiles on its own: the error lies elsewhere)."""
+        from numba.core.dispatcher import Dispatcher
+
+        model = self.model
+        acts, caches, deltas = ws.views(ws.capacity)
+        calls = [("loss", self.loss, "kernel", (acts[-1], y_buf, deltas[-1], self.loss_h)),
+                 ("optimizer", self.optimizer, "kernel",
+                  (model.params, model.grads, self.opt_state, float(self.lr), self.opt_h, int(self.step)))]  # fmt: skip
+        for i, layer in enumerate(model.layers):
+            last = (model.layer_state[i],) if model.stateful[i] else ()
+            calls.append(("layer", layer, "forward_kernel",
+                          (model.layer_params[i], model.hypers[i], acts[i], acts[i + 1], caches[i], True, mix_seed(0), *last)))
+            calls.append(("layer", layer, "backward_kernel",
+                          (model.layer_params[i], model.hypers[i], acts[i], acts[i + 1], caches[i], deltas[i + 1],
+                           deltas[i], model.layer_grads[i], *last)))  # fmt: skip
+        for what, component, attr, args in calls:
+            fn = kernel(component, attr)
+            if not isinstance(fn, Dispatcher):
+                continue
+            try:
+                fn.compile(tuple(numba.typeof(a) for a in args))
+            except NumbaError as exc:
+                try:
+                    origin = f" from plugin {registry.lookup(what, component.name).plugin!r}"
+                except ConfigError:
+                    origin = ""
+                return PluginError(f"{what} {component.name!r}{origin}: its {attr} does not compile: {numba_summary(exc)}")
+        return None
+
     def order(self, epoch, index):
         """Fill ``index`` with epoch ``epoch``'s row order: a permutation drawn from (seed, epoch)
         alone (kernels.shuffle_order), so resuming needs no random state and a GPU draws the same."""
@@ -475,6 +515,17 @@ class Trainer:
         if self.loss.target in ACCURACY:
             result["accuracy"] = correct / X.shape[0]
         return result
+
+
+def numba_summary(exc):
+    """The one line of a Numba compile error that says what is wrong, and where."""
+    lines = [line.strip() for line in str(exc).splitlines()]
+    body = [line for line in lines[1:] if line and not line.startswith("During:")] or lines[:1]
+    summary = body[0]
+    if summary.endswith("signature:"):  # "No implementation of function ... found for signature:"
+        summary += " " + next((line for line in body if line.startswith(">>>")), "").lstrip("> ")
+    where = re.search(r'File "([^"]+)", line (\d+)', str(exc))
+    return summary + (f" ({os.path.basename(where.group(1))}, line {where.group(2)})" if where else "")
 
 
 def split_indices(n, fraction, seed):

@@ -1,0 +1,257 @@
+"""The skeleton package ``jitprop new-plugin`` writes: a working loss or layer plugin.
+
+Each skeleton installs with pip, registers through the ``jitprop`` entry
+point, passes its own tests and ``jitprop gradcheck`` as written, and is
+small enough to read in a minute before changing the kernel.
+"""
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from string import Template
+
+from .errors import ConfigError
+
+KINDS = ("loss", "layer")
+
+PYPROJECT = Template('''[build-system]
+requires = ["setuptools>=68"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "$dist"
+version = "0.1.0"
+description = "$summary"
+readme = "README.md"
+requires-python = ">=3.11"
+dependencies = ["jitprop"]
+
+[project.optional-dependencies]
+test = ["pytest>=7"]
+
+# jitprop finds plugins through this entry-point group: NAME = "module with the hooks".
+[project.entry-points.jitprop]
+$name = "$module"
+
+[tool.setuptools]
+packages = ["$module"]
+''')
+
+README = Template('''# $dist
+
+$summary Written by `jitprop new-plugin`; the plugin author's guide
+(`docs/plugins.md` in jitprop) explains every part.
+
+```
+jitprop install -e .          # editable: changes to the kernel apply at once
+pytest                        # its own tests
+jitprop gradcheck $name       # backpropagation against finite differences
+```
+
+Then use it by name: $usage
+''')
+
+LOSS = Template('''"""$dist: the ``$name`` loss, a jitprop plugin."""
+
+import math
+
+from numba import njit
+
+import jitprop
+
+
+@njit(cache=True)
+def ${name}_kernel(pred, y, grad, h):
+    # The loss contract: return the mean over all n * k outputs of the batch,
+    # and write the gradient of that mean with respect to pred into grad.
+    n, k = pred.shape
+    total = 0.0
+    for i in range(n):
+        for j in range(k):
+            d = pred[i, j] - y[i, j]
+            a = abs(d)
+            total += a + math.log1p(math.exp(-2.0 * a)) - math.log(2.0)  # log(cosh(d)), no overflow
+            grad[i, j] = math.tanh(d) / (n * k)
+    return total / (n * k)
+
+
+class $cls(jitprop.Loss):
+    """Log-cosh: like squared error near the target, like absolute error far from it."""
+
+    name = "$name"
+    target = "regression"
+    kernel = staticmethod(${name}_kernel)
+
+
+@jitprop.hookimpl
+def register_losses(register):
+    register($cls)
+''')
+
+LAYER = Template('''"""$dist: the ``$name`` layer, a jitprop plugin."""
+
+from numba import njit
+
+import jitprop
+
+
+@njit(cache=True)
+def ${name}_forward(p, h, x, out, cache, training, seed):
+    # p holds this layer's parameters: one slope per feature for negative inputs.
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            out[i, j] = x[i, j] if x[i, j] > 0 else p[j] * x[i, j]
+
+
+@njit(cache=True)
+def ${name}_backward(p, h, x, out, cache, grad_out, grad_in, grad_p):
+    # Overwrite grad_p (never add to it); skip grad_in when it has no rows (the first layer).
+    d = x.shape[1]
+    for j in range(d):
+        grad_p[j] = 0.0
+    for i in range(x.shape[0]):
+        for j in range(d):
+            if x[i, j] > 0:
+                if grad_in.shape[0] > 0:
+                    grad_in[i, j] = grad_out[i, j]
+            else:
+                grad_p[j] += grad_out[i, j] * x[i, j]
+                if grad_in.shape[0] > 0:
+                    grad_in[i, j] = grad_out[i, j] * p[j]
+
+
+class $cls(jitprop.Layer):
+    """Parametric ReLU: x for x > 0, a learned slope times x below."""
+
+    name = "$name"
+    param_names = ("weight",)
+    forward_kernel = staticmethod(${name}_forward)
+    backward_kernel = staticmethod(${name}_backward)
+
+    def param_shapes(self):
+        return {"weight": (self.in_dim,)}
+
+    def init_params(self, params, rng, relu_next=False):
+        params["weight"][...] = 0.25
+
+
+@jitprop.hookimpl
+def register_layers(register):
+    register($cls)
+''')
+
+TEST_LOSS = Template('''import os
+
+os.environ["JITPROP_LOAD_PLUGINS"] = "$name"  # load this plugin through its entry point, and only it
+
+import numpy as np  # noqa: E402
+
+import jitprop  # noqa: E402
+from jitprop.gradcheck import check_loss  # noqa: E402
+from jitprop.registry import lookup  # noqa: E402
+
+
+def test_the_entry_point_registers_it():
+    assert lookup("loss", "$name").plugin == "$name"
+
+
+def test_the_gradient_matches_finite_differences():
+    assert check_loss("$name")["pred"] < 1e-6
+
+
+def test_the_value_matches_numpy():
+    rng = np.random.default_rng(0)
+    pred, y = rng.normal(size=(6, 3)) * 5, rng.normal(size=(6, 3))
+    loss = jitprop.loss("$name")
+    value = loss.kernel(pred, y, np.empty_like(pred), loss.hyper())
+    np.testing.assert_allclose(value, np.mean(np.log(np.cosh(pred - y))), rtol=1e-12)
+
+
+def test_a_model_learns_with_it():
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-2, 2, size=(256, 1))
+    y = np.sin(X)
+    model = jitprop.Sequential([jitprop.layer("dense", units=16), "tanh", jitprop.layer("dense", units=1)], input_dim=1)
+    history = jitprop.fit(model, X, y, loss="$name", optimizer=jitprop.optimizer("adam", lr=0.02), epochs=40)
+    assert history.history["loss"][-1] < 0.2 * history.history["loss"][0]
+''')
+
+TEST_LAYER = Template('''import os
+
+os.environ["JITPROP_LOAD_PLUGINS"] = "$name"  # load this plugin through its entry point, and only it
+
+import numpy as np  # noqa: E402
+
+import jitprop  # noqa: E402
+from jitprop.gradcheck import check_layer  # noqa: E402
+from jitprop.registry import lookup  # noqa: E402
+
+
+def test_the_entry_point_registers_it():
+    assert lookup("layer", "$name").plugin == "$name"
+
+
+def test_gradients_match_finite_differences():
+    for batch, width in ((1, 3), (4, 5)):
+        errors = check_layer("$name", in_dim=width, batch=batch)
+        assert max(errors.values()) < 1e-6, errors
+
+
+def test_a_model_learns_with_it():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 2))
+    y = (X[:, 0] * X[:, 1] > 0).astype(np.int64)
+    model = jitprop.Sequential([jitprop.layer("dense", units=16), "$name", jitprop.layer("dense", units=2)], input_dim=2)
+    history = jitprop.fit(model, X, y, loss="cross_entropy", optimizer=jitprop.optimizer("adam", lr=0.02), epochs=40)
+    assert history.history["accuracy"][-1] > 0.9
+''')
+
+FILES = {
+    "loss": (LOSS, TEST_LOSS, "A log-cosh loss for jitprop.", "`jitprop train --dataset sine --loss $name`."),
+    "layer": (LAYER, TEST_LAYER, "A parametric ReLU layer for jitprop.", "`jitprop.layer(\"$name\")` or a run file's `layers`."),
+}
+
+
+def write(name, kind, directory):
+    """Create ``directory/jitprop-NAME`` for a ``kind`` plugin registering ``name``; return its path."""
+    from .registry import KINDS as REGISTRY_KINDS, tables
+
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name or ""):
+        raise ConfigError(f"plugin name {name!r} must be lower case letters, digits and underscores, starting with a letter")
+    taken = tables()[kind].get(name) if kind in REGISTRY_KINDS else None
+    if taken is not None:
+        raise ConfigError(f"{kind} {name!r} already exists (from plugin {taken.plugin!r}); choose another name")
+    dist = "jitprop-" + name.replace("_", "-")
+    root = Path(directory) / dist
+    if root.exists():
+        raise ConfigError(f"{root} already exists; nothing was written")
+    if not Path(directory).is_dir():
+        raise ConfigError(f"{directory} is not a directory")
+    module = "jitprop_" + name
+    code, tests, summary, usage = FILES[kind]
+    values = {"name": name, "dist": dist, "module": module, "summary": summary,
+              "cls": "".join(part.capitalize() for part in name.split("_")) + kind.capitalize(),
+              "usage": Template(usage).substitute(name=name)}  # fmt: skip
+    # Written in a temporary folder beside the target and renamed: never half a skeleton.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dist}.", dir=directory))
+    try:
+        (tmp / module).mkdir()
+        (tmp / "tests").mkdir()
+        (tmp / "pyproject.toml").write_text(PYPROJECT.substitute(values))
+        (tmp / "README.md").write_text(README.substitute(values))
+        (tmp / module / "__init__.py").write_text(code.substitute(values))
+        (tmp / "tests" / f"test_{name}.py").write_text(tests.substitute(values))
+        os.chmod(tmp, 0o777 & ~_umask())
+        tmp.rename(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
