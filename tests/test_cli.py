@@ -432,3 +432,18 @@ def test_a_checkpoint_saved_from_python_works_where_it_can_and_says_why_where_no
     assert "accuracy" in run("evaluate", "api.npz", "--dataset", "digits").output
     assert "without a run configuration" in one_line_error(run("train", "--resume", "api.npz", ok=False))
     assert len(run("predict", "api.npz", "digits").output.splitlines()) == 1798
+
+
+def test_saved_files_get_the_usual_permissions_and_keep_changed_ones(tmp_path):
+    from jitprop.checkpoint import atomic_write
+
+    target = tmp_path / "out.bin"
+    mask = os.umask(0o022)
+    try:
+        atomic_write(target, lambda f: f.write(b"one"))
+        assert target.stat().st_mode & 0o777 == 0o644  # not mkstemp's owner-only 0600
+        os.chmod(target, 0o640)
+        atomic_write(target, lambda f: f.write(b"two"))
+        assert target.stat().st_mode & 0o777 == 0o640 and target.read_bytes() == b"two"
+    finally:
+        os.umask(mask)

@@ -33,6 +33,21 @@ def _checksum(meta_text, arrays):
     return h.hexdigest()
 
 
+def _mode_for(path):
+    """The mode a rewritten file keeps, or a new file's usual 0o666 less the umask."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        pass
+    try:  # Linux shows the umask without changing it (os.umask would, briefly, for every thread)
+        with open("/proc/self/status") as f:
+            mask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path, write):
     """Write a file through ``write(binary_file)`` so that ``path`` is always whole:
     a temporary file beside it, flushed and fsynced, then renamed over it."""
@@ -48,6 +63,8 @@ def atomic_write(path, write):
         raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as f:
+            # mkstemp makes the file owner-only; give it the mode the file had, or the umask's default
+            os.fchmod(f.fileno(), _mode_for(path))
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -114,6 +131,12 @@ class Checkpoint:
 
     def info_array(self, name):
         return self.arrays.get(f"info/{name}")
+
+    @property
+    def history(self):
+        """The run's per-epoch logs: ``{"epoch": [0, 1, ...], "history": {"loss": [...], ...}}``."""
+        saved = self.meta.get("trainer", {}).get("history") or {}
+        return {"epoch": list(saved.get("epoch", [])), "history": {k: list(v) for k, v in saved.get("history", {}).items()}}
 
     def state_dict(self):
         return {k[len("param/") :]: v for k, v in self.arrays.items() if k.startswith("param/")}
