@@ -447,3 +447,12 @@ def test_saved_files_get_the_usual_permissions_and_keep_changed_ones(tmp_path):
         assert target.stat().st_mode & 0o777 == 0o640 and target.read_bytes() == b"two"
     finally:
         os.umask(mask)
+
+
+def test_option_values_may_hold_commas_inside_lists_and_quotes():
+    from jitprop.runconfig import parse_spec
+
+    assert parse_spec("adam:betas=[0.95,0.98],lr=0.01") == {"name": "adam", "betas": [0.95, 0.98], "lr": 0.01}
+    assert parse_spec('csv_logger:path="a,b.csv",append=true') == {"name": "csv_logger", "path": "a,b.csv", "append": True}
+    with pytest.raises(jitprop.ConfigError, match="must look like key=value"):
+        parse_spec("adam:0.9")

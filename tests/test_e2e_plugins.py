@@ -1,12 +1,13 @@
-"""End to end, as a user does it: a fresh virtual environment, jitprop and a plugin installed
-with pip from local folders, and the real ``jitprop`` command training with the plugin's loss.
+"""End to end, as a user does it: a fresh virtual environment, jitprop and plugins installed
+with pip from local folders, and the real ``jitprop`` command.
 
-Dependencies come from the package index as usual (pip's wheel cache, shared with the
-CI environment, keeps it quick). The skeleton of ``jitprop new-plugin`` goes through the
-same round trip: installed, its own tests, ``jitprop gradcheck``.
+Dependencies come from the package index as usual (pip's wheel cache, shared with the CI
+environment, keeps it quick). The same environment then walks through the plugin author's
+guide, docs/plugins.md, running every code block in it in order.
 """
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,34 +15,73 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+GUIDE = ROOT / "docs" / "plugins.md"
 
 
-def run(*args, cwd, timeout=900):
+def clean_env(venv):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JITPROP_", "NUMBA_", "PYTHON", "VIRTUAL_ENV"))}
-    out = subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env["VIRTUAL_ENV"] = str(venv)
+    return env
+
+
+def run(args, cwd, venv, timeout=900):
+    out = subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=cwd, env=clean_env(venv),
+                         timeout=timeout)  # fmt: skip
     assert out.returncode == 0, f"{' '.join(map(str, args))} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out.stdout
 
 
-@pytest.mark.skipif(not (ROOT / "plugins" / "jitprop-huber").is_dir(), reason="no plugins/ folder in this checkout")
-def test_a_fresh_environment_installs_jitprop_and_a_plugin_and_trains_with_it(tmp_path):
-    venv = tmp_path / "venv"
-    run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
-    bin_ = venv / "bin"
-    run(bin_ / "python", "-m", "pip", "install", "--quiet", ROOT, "pytest", cwd=tmp_path)
-    out = run(bin_ / "jitprop", "install", ROOT / "plugins" / "jitprop-huber", cwd=tmp_path)
-    assert "plugin 'huber' ready: jitprop-huber" in out
-    assert "huber" in run(bin_ / "jitprop", "list", "losses", cwd=tmp_path)
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory):
+    """A new virtual environment with jitprop (from this checkout) and pytest installed by pip."""
+    path = tmp_path_factory.mktemp("e2e") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, timeout=300)
+    run([path / "bin" / "python", "-m", "pip", "install", "--quiet", ROOT, "pytest"], cwd=path.parent, venv=path)
+    return path
 
-    out = run(bin_ / "jitprop", "train", "--dataset", "sine", "--loss", "huber:delta=0.5", "--epochs", "5",
-              "--checkpoint", "model.npz", cwd=tmp_path)  # fmt: skip
+
+@pytest.mark.skipif(not (ROOT / "plugins" / "jitprop-huber").is_dir(), reason="no plugins/ folder in this checkout")
+def test_a_fresh_environment_installs_a_plugin_and_trains_with_it(venv, tmp_path):
+    jp = venv / "bin" / "jitprop"
+    out = run([jp, "install", ROOT / "plugins" / "jitprop-huber"], tmp_path, venv)
+    assert "plugin 'huber' ready: jitprop-huber" in out
+    assert "huber" in run([jp, "list", "losses"], tmp_path, venv)
+    out = run([jp, "train", "--dataset", "sine", "--loss", "huber:delta=0.5", "--epochs", "5", "--checkpoint", "m.npz"],
+              tmp_path, venv)  # fmt: skip
     losses = [float(line.split("loss ")[1].split()[0]) for line in out.splitlines() if line.startswith("epoch")]
     assert len(losses) == 5 and losses[-1] < losses[0]
-    assert "validation rows of sine" in run(bin_ / "jitprop", "evaluate", "model.npz", cwd=tmp_path)
+    assert "validation rows of sine" in run([jp, "evaluate", "m.npz"], tmp_path, venv)
 
-    run(bin_ / "jitprop", "new-plugin", "log_cosh", cwd=tmp_path)
-    run(bin_ / "jitprop", "install", "./jitprop-log-cosh", cwd=tmp_path)
-    run(bin_ / "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "jitprop-log-cosh", cwd=tmp_path)
-    assert "all 1 checked: ok" in run(bin_ / "jitprop", "gradcheck", "log_cosh", cwd=tmp_path)
-    run(bin_ / "jitprop", "uninstall", "jitprop-huber", cwd=tmp_path)
-    assert "huber" not in run(bin_ / "jitprop", "list", "losses", cwd=tmp_path)
+    run([jp, "new-plugin", "log_cosh"], tmp_path, venv)  # the skeleton: installs, passes its tests and gradcheck
+    run([jp, "install", "./jitprop-log-cosh"], tmp_path, venv)
+    run([venv / "bin" / "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "jitprop-log-cosh"], tmp_path, venv)
+    assert "all 1 checked: ok" in run([jp, "gradcheck", "log_cosh"], tmp_path, venv)
+
+    run([jp, "uninstall", "jitprop-huber", "jitprop-log-cosh"], tmp_path, venv)
+    listed = run([jp, "list", "losses"], tmp_path, venv)
+    assert "huber" not in listed and "log_cosh" not in listed
+
+
+def guide_blocks(text):
+    """(kind, file or None, code) of every fenced block; ``<!-- file: PATH -->`` before a block
+    means "write this to PATH"."""
+    pattern = re.compile(r"(?:<!-- file: (?P<file>\S+) -->\n)?```(?P<lang>\w+)\n(?P<code>.*?)```", re.S)
+    return [(m["lang"], m["file"], m["code"]) for m in pattern.finditer(text)]
+
+
+def test_every_code_block_of_the_plugin_guide_runs(venv, tmp_path):
+    blocks = guide_blocks(GUIDE.read_text())
+    assert len(blocks) >= 8 and {lang for lang, _, _ in blocks} == {"bash", "python", "toml"}
+    for i, (lang, file, code) in enumerate(blocks):
+        if file:
+            (tmp_path / file).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / file).write_text(code)
+        elif lang == "bash":
+            run(["bash", "-euo", "pipefail", "-c", code], tmp_path, venv)
+        elif lang == "python":
+            (tmp_path / f"block_{i}.py").write_text(code)
+            run([venv / "bin" / "python", f"block_{i}.py"], tmp_path, venv)
+        else:
+            pytest.fail(f"block {i} ({lang}) is neither a file nor runnable")
+    assert (tmp_path / "q90.npz").exists()

@@ -240,3 +240,21 @@ def test_a_kernel_that_does_not_compile_is_one_line_naming_its_plugin(register_p
     assert "jp_badkernel.py, line 8" in message
     assert np.array_equal(model.params, before)
     jitprop.fit(model, np.ones((8, 3)), np.ones((8, 2)), loss="mse", epochs=1)  # the rest goes on working
+
+
+def test_testing_helpers_register_for_a_block_and_shrink_grids():
+    from jitprop import cuda_launch
+    from jitprop.testing import registered, tiny_cuda_grids
+
+    class Plugin:
+        @jitprop.hookimpl
+        def register_losses(self, register):
+            register(Huber)
+
+    with registered(Plugin(), name="helper-test"):
+        assert lookup("loss", "huber").plugin == "helper-test"
+    with pytest.raises(jitprop.ConfigError):
+        jitprop.loss("huber")
+    with tiny_cuda_grids():
+        assert cuda_launch.grid_1d(100) == (3, 8)
+    assert cuda_launch.grid_1d(100) == (1, 256)

@@ -11,6 +11,14 @@ A registered loss class provides one kernel:
 - ``"class"``: integer class labels, shape (n,), int64, each in [0, k);
 - ``"binary"``: values in [0, 1], shape (n, k), the model's dtype;
 - ``"regression"``: real values, shape (n, k), the model's dtype.
+
+Optionally ``cuda_kernel(pred, y, grad, h, out)``: a launcher over
+numba.cuda device arrays (``h`` stays a host float64 array) that writes the
+gradient like the CPU kernel and *sets* ``out[0]``, a one-element float64
+device array, to the batch-mean loss (zero it, then accumulate), returning
+nothing: training then copies no loss back per batch. Usually a
+``"module:function"`` string, so that numba.cuda is imported only for GPU
+runs; ``jitprop.cuda_launch`` sizes the grids.
 """
 
 import numpy as np

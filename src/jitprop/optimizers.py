@@ -9,6 +9,12 @@ buffers, so one fused loop updates every parameter of every layer:
     moment estimates), zero at the start; ``lr`` the learning rate of this
     step (after any schedule); ``h`` the float64 hyperparameters from
     ``hyper()``; ``step`` the 1-based count of updates so far.
+
+Optionally ``cuda_kernel``: a launcher with the same arguments, ``p``, ``g``
+and ``state`` as numba.cuda device arrays and the scalars and ``h`` from the
+host; usually a ``"module:function"`` string, so that numba.cuda is imported
+only for GPU runs. ``jitprop.cuda_launch.grid_1d(len(p))`` sizes a
+grid-stride loop over the parameters.
 """
 
 from .components import Component, real

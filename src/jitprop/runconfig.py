@@ -144,12 +144,31 @@ def parse_spec(text):
     spec = {"name": name.strip()}
     if not spec["name"]:
         raise ConfigError(f"{text!r}: expected NAME or NAME:key=value,...")
-    for item in filter(None, (s.strip() for s in rest.split(","))):
+    for item in filter(None, (s.strip() for s in _split_options(rest))):
         key, eq, raw = item.partition("=")
         if not eq or not key.strip():
             raise ConfigError(f"{text!r}: option {item!r} must look like key=value")
         spec[key.strip()] = parse_value(raw.strip())
     return spec
+
+
+def _split_options(text):
+    """Split ``k=v,k=[a,b],k="x,y"`` at the commas that separate options, not those inside values."""
+    parts, depth, quote, start = [], 0, None, 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
 
 
 def parse_value(raw):
