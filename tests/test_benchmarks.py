@@ -44,3 +44,18 @@ def test_report_names_machine_and_ratios(bench):
     text = bench.report([res], 190.0, {"jitprop": 100.0}, {"warm_s": 0.9, "cold_s": 9.0}, {"date": "2026-11-27", "cpu": "x"})
     assert "| S [64, 64, 10] b32 | jitprop | 1,000,000 |" in text and "25.00 (20.00-30.00)" in text
     assert "warm cache 0.90 s" in text and "jitprop 100 MiB" in text
+
+
+def test_the_real_gpu_check_runs_on_the_simulator():
+    """gpu_check.py --quick compares every CUDA kernel with its CPU kernel; on the simulator
+    here, so the script a GPU machine will run cannot rot either."""
+    import os
+    import subprocess
+    import sys
+
+    script = RUN.with_name("gpu_check.py")
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1", "JITPROP_LOAD_PLUGINS": ""}
+    out = subprocess.run([sys.executable, "-W", "ignore", str(script), "--quick"], capture_output=True, text=True,
+                         env=env, timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "kernels: 31 checked" in out.stdout and " FAIL" not in out.stdout

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 import jitprop
+from conftest import spirals
+from numba import njit
 
 
 def model(dtype="float32"):
@@ -71,3 +73,85 @@ def test_bare_names_are_accepted_everywhere():
     h = jitprop.fit(jitprop.Sequential([jitprop.layer("dense", units=2)], 3), X, np.zeros(4, int),
                     loss="cross_entropy", optimizer="sgd", callbacks=["terminate_on_nan"], epochs=1)
     assert len(h.epoch) == 1
+
+
+@njit(cache=False)
+def _counting_forward(p, h, x, out, cache, training, seed, state):
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            out[i, j] = x[i, j] * p[0]
+    if training:
+        state[0] += 1.0  # batches seen in training
+        state[1] = x.shape[0]  # rows of the last one
+
+
+@njit(cache=False)
+def _counting_backward(p, h, x, out, cache, grad_out, grad_in, grad_p, state):
+    g = 0.0
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            g += grad_out[i, j] * x[i, j]
+            if grad_in.shape[0] > 0:
+                grad_in[i, j] = grad_out[i, j] * p[0]
+    grad_p[0] = g
+
+
+class Counting(jitprop.Layer):
+    """Scales by a learned factor and counts training batches in its running state."""
+
+    name = "counting_test"
+    param_names = ("scale",)
+    state_names = ("batches", "last_rows")
+    forward_kernel = staticmethod(_counting_forward)
+    backward_kernel = staticmethod(_counting_backward)
+
+    def param_shapes(self):
+        return {"scale": (1,)}
+
+    def init_params(self, params, rng, relu_next=False):
+        params["scale"][...] = 1.0
+
+    def state_shapes(self):
+        return {"batches": (), "last_rows": ()}
+
+    def init_state(self, state):
+        state["last_rows"][...] = -1.0
+
+
+def counting_model():
+    return jitprop.Sequential([jitprop.layer("dense", units=4), Counting(), jitprop.layer("dense", units=3)], input_dim=2)
+
+
+def test_running_state_is_kept_apart_from_parameters():
+    model = counting_model()
+    assert model.n_params == 2 * 4 + 4 + 1 + 4 * 3 + 3 and model.state.tolist() == [0.0, -1.0]
+    assert list(model.state_dict()) == ["0.weight", "0.bias", "1.scale", "1.batches", "1.last_rows", "2.weight", "2.bias"]
+    assert list(model.buffers()) == ["1.batches", "1.last_rows"] and "1.batches" not in model.parameters()
+    X, y = spirals(20)
+    for compiled in (True, False):
+        model = counting_model()
+        trainer = jitprop.Trainer(model, "cross_entropy", jitprop.optimizer("adamw", weight_decay=0.5), batch_size=16)
+        trainer.compiled = compiled
+        trainer.fit(X, y, epochs=2, validation_split=0.2)
+        # untouched by the optimizer's weight decay, and validation (inference) does not count
+        assert model.state.tolist() == [6.0, 16.0], compiled  # 48 training rows: 3 batches of 16, 2 epochs
+        model.predict(X)
+        assert model.state[0] == 6.0
+
+
+def test_running_state_survives_checkpoints_and_state_dicts(tmp_path):
+    X, y = spirals(20)
+    model = counting_model()
+    trainer = jitprop.Trainer(model, "cross_entropy", batch_size=16)
+    trainer.fit(X, y, epochs=1)
+    jitprop.checkpoint.save(tmp_path / "c.npz", trainer)
+    saved = jitprop.checkpoint.load(tmp_path / "c.npz")
+    assert saved.state_dict()["1.batches"] == 4.0
+    fresh = counting_model()
+    fresh.load_state_dict(model.state_dict())
+    assert fresh.state.tolist() == model.state.tolist()
+    restored = counting_model()
+    restored.load_state_dict(saved.state_dict())  # as Checkpoint.build_model does, for a registered layer
+    again = jitprop.Trainer(restored, "cross_entropy", batch_size=16)
+    again.load_state(*saved.trainer_state(restored))
+    assert again.model.state.tolist() == model.state.tolist()
