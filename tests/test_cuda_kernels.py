@@ -20,7 +20,9 @@ from jitprop.model import mix_seed
 cuda = pytest.importorskip("numba.cuda")
 
 # The simulator computes the dropout hash with NumPy scalars, which warn on the intended wrap-around.
-pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+# A diverging run overflows on purpose.
+pytestmark = [pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning"),
+              pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")]
 
 
 @pytest.fixture(autouse=True)
@@ -124,6 +126,7 @@ PTX_SCRIPT = textwrap.dedent('''
     sigs["count_binary"] = (cb._count_binary, (m2, m2, f64))
     sigs["shuffle_order"] = (cb._shuffle_order, (types.uint64, types.int64, i1))
     sigs["arange"] = (cb._arange, (i1,))
+    sigs["flag_nonfinite"] = (cb._flag_nonfinite, (f64, types.int64, m1, i1))
     for i, k in enumerate(l._matmuls("float32", 16)):
         sigs[f"matmul_{i}"] = (k, (m2, m2, m1, m2) if i == 0 else (m2, m2, m2))
     for name, (k, sig) in sigs.items():
@@ -262,6 +265,20 @@ def test_an_interrupted_cuda_run_resumes_where_it_stopped(monkeypatch):
     (p1, l1), (p2, l2) = run(interrupt=True), run()
     np.testing.assert_allclose(p1, p2, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(l1, l2, rtol=1e-5)
+
+
+def test_divergence_on_cuda_stops_where_the_cpu_stops_with_the_same_weights():
+    from test_training import exploding
+
+    results = {}
+    for device in ("cpu", "cuda"):
+        trainer, X, y = exploding(device=device)
+        trainer.fit(X[:32], y[:32], epochs=3)
+        results[device] = (trainer.divergence, trainer.model.params.copy(), trainer.state()[0]["progress"]["batch"])
+    (d_cpu, p_cpu, b_cpu), (d_gpu, p_gpu, b_gpu) = results["cpu"], results["cuda"]
+    assert d_gpu["epoch"] == d_cpu["epoch"] and d_gpu["iteration"] == d_cpu["iteration"] and b_gpu == b_cpu
+    assert np.all(np.isfinite(p_gpu))
+    np.testing.assert_allclose(p_gpu, p_cpu, rtol=1e-3)
 
 
 def test_cuda_refuses_what_it_cannot_run():

@@ -243,17 +243,101 @@ def test_early_stopping_patience_counts_epochs_without_improvement():
     assert epoch == 5 and stopper.best_epoch == 3 and stopper.best_value == 0.7
 
 
-def test_terminate_on_nan_stops_at_the_first_bad_iteration():
+def exploding(compiled=True, on_divergence="stop", device="cpu", lr=10.0):
+    """A regression that sgd at lr=10 sends to infinity within a few iterations."""
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(64, 4)) * 100, rng.normal(size=64) * 1e3
     model = jitprop.Sequential([jitprop.layer("dense", units=16), jitprop.layer("dense", units=1)], input_dim=4)
-    trainer = jitprop.Trainer(model, "mse", jitprop.optimizer("sgd", lr=10.0), batch_size=4,
-                              callbacks=["terminate_on_nan"])
+    trainer = jitprop.Trainer(model, "mse", jitprop.optimizer("sgd", lr=lr), batch_size=4, on_divergence=on_divergence,
+                              device=device)  # fmt: skip
+    trainer.compiled = compiled
+    return trainer, X, y
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_divergence_stops_before_the_update_and_names_where(compiled):
+    trainer, X, y = exploding(compiled)
     h = trainer.fit(X, y, epochs=50)
-    assert not math.isfinite(h.iteration_loss[-1])
-    assert all(math.isfinite(v) for v in h.iteration_loss[:-1])
-    assert len(h.epoch) == 1 and trainer.step < 16
-    assert "terminate_on_nan" in trainer.stop_reason
+    d = trainer.divergence
+    assert d is not None and d["epoch"] == 1 and 1 < d["iteration"] < 16
+    assert trainer.stop_reason.startswith(f"training diverged in epoch 1, iteration {d['iteration']}: ")
+    assert "gradient of layer" in d["reason"] or "the loss became" in d["reason"]
+    assert np.all(np.isfinite(trainer.model.params)) and np.all(np.isfinite(trainer.opt_state))
+    assert len(h.iteration_loss) == 0 and not h.epoch  # the epoch never finished
+    meta, arrays = trainer.state()
+    assert meta["progress"]["batch"] == d["iteration"] - 1 and trainer.step == d["iteration"] - 1
+    # The weights are exactly those after the last good update, as a per-batch hook recorded them.
+    class Record:
+        @jitprop.hookimpl
+        def on_train_batch_end(self, trainer, batch, logs):
+            self.params = trainer.model.params.copy()
+
+    record = Record()
+    again, _, _ = exploding(compiled)
+    again.callbacks.append(record)
+    again.hook = jitprop.training._hook_relay(again.callbacks)
+    again.fit(X, y, epochs=50)
+    assert again.divergence == d and np.array_equal(record.params, trainer.model.params)
+
+
+def test_both_paths_stop_at_the_same_iteration_with_the_same_weights():
+    results = []
+    for compiled in (True, False):
+        trainer, X, y = exploding(compiled)
+        trainer.fit(X, y, epochs=5)
+        results.append((trainer.divergence, trainer.model.params.copy()))
+    assert results[0][0] == results[1][0]
+    assert np.array_equal(results[0][1], results[1][1])
+
+
+def test_a_poisoned_batch_is_caught_and_named():
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, size=40)
+    X[17] = 3e38  # finite in float32, but the first layer's products overflow
+    model = jitprop.Sequential([jitprop.layer("dense", units=8), "relu", jitprop.layer("dense", units=2)], input_dim=3)
+    before = model.params.copy()
+    trainer = jitprop.Trainer(model, "cross_entropy", batch_size=8, shuffle=False)
+    trainer.fit(X, y, epochs=3)
+    assert trainer.divergence["iteration"] == 3  # rows 16..23: the third batch
+    assert "layer 0 (dense)" in trainer.divergence["reason"] or "loss" in trainer.divergence["reason"]
+    assert np.all(np.isfinite(model.params)) and not np.array_equal(model.params, before)
+
+
+def test_rollback_restores_the_epoch_and_lowers_the_rate_until_training_holds():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(256, 8)) * 3
+    y = X @ rng.normal(size=(8, 1))
+    model = jitprop.Sequential([jitprop.layer("dense", units=1)], input_dim=8)
+    trainer = jitprop.Trainer(model, "mse", jitprop.optimizer("sgd", lr=0.5), batch_size=16, on_divergence="rollback")
+    h = trainer.fit(X, y, epochs=3)
+    assert trainer.rollbacks and trainer.divergence is None
+    assert [r["lr"] for r in trainer.rollbacks] == pytest.approx([0.5 * 0.5 ** (i + 1) for i in range(len(trainer.rollbacks))])
+    assert len(h.epoch) == 3 and all(math.isfinite(v) for v in h.history["loss"])
+    assert trainer.optimizer.lr == trainer.rollbacks[-1]["lr"]
+
+
+def test_rollback_gives_up_after_a_few_tries():
+    trainer, X, y = exploding(on_divergence="rollback", lr=1e30)
+    trainer.fit(X, y, epochs=3)
+    assert len(trainer.rollbacks) == jitprop.training.MAX_ROLLBACKS
+    assert "after 5 rollbacks" in trainer.stop_reason
+    assert np.all(np.isfinite(trainer.model.params))
+
+
+def test_on_divergence_must_be_known():
+    with pytest.raises(jitprop.ConfigError, match="on_divergence must be one of stop, rollback"):
+        exploding(on_divergence="pray")
+
+
+def test_terminate_on_nan_watches_validation_too():
+    stopper = jitprop.callback("terminate_on_nan")
+
+    class T:
+        stop_training, stop_reason = False, None
+
+    t = T()
+    stopper.on_epoch_end(t, 2, {"loss": 0.5, "val_loss": float("nan")})
+    assert t.stop_training and t.stop_reason == "terminate_on_nan: val_loss became NaN or infinite in epoch 3"
 
 
 def test_learning_rate_schedules():

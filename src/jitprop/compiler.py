@@ -29,7 +29,7 @@ from numba.core.registry import CPUDispatcher
 from . import __version__
 from .components import kernel
 
-TEMPLATE_VERSION = 5
+TEMPLATE_VERSION = 6
 _programs = {}
 
 
@@ -128,7 +128,8 @@ def source(refs, stateful, class_labels):
         "import math",
         "import numpy as np",
         "from numba import njit",
-        f"from jitprop.kernels import gather_rows, seed_mix, {'gather_items' if class_labels else 'gather_rows'} as gather_y",
+        "from jitprop.kernels import all_finite, gather_rows, seed_mix",
+        f"from jitprop.kernels import {'gather_items' if class_labels else 'gather_rows'} as gather_y",
     ]
     alias = {}
     for kind, names in (("fwd", "F"), ("bwd", "B"), ("loss", "LOSS"), ("opt", "OPT"), ("acc", "ACC")):
@@ -153,8 +154,10 @@ def source(refs, stateful, class_labels):
         "",
         "@njit(cache=True)",
         "def train_chunk(X, y, index, first, last, bs, params, grads, opt_state, lr, opt_h, step, seed, loss_h,",
-        f"                batch_losses, stop_on_nan, ybuf, loss_sum, correct, seen, {layer_args}, {act_args}, {delta_args}):",
+        f"                batch_losses, ybuf, state, state_before, loss_sum, correct, seen, {layer_args}, {act_args},",
+        f"                {delta_args}):",
         "    # loss_sum, correct, seen carry the epoch's running totals, so the sums don't depend on chunking.",
+        "    # Returns (..., diverged): a non-finite loss or gradient stops before that batch's update.",
         "    n = X.shape[0]",
         "    done = first",
         "    for b in range(first, last):",
@@ -166,28 +169,35 @@ def source(refs, stateful, class_labels):
         "        gather_y(y, index, start, yb)",
         "        s = seed_mix(seed, step)",
     ]
+    if any(stateful):  # running state as it was before this batch, should the batch diverge
+        body += ["        for i in range(state.shape[0]):", "            state_before[i] = state[i]"]
     for i in range(L):
         body.append(f"        x{i + 1} = a{i + 1}[:rows]")
         body.append(f"        k{i} = c{i}[:rows]")
         body.append(f"        F{i}(p{i}, h{i}, x{i}, x{i + 1}, k{i}, True, seed_mix(s, {i}){last[i]})")
     body.append(f"        e{L} = d{L}[:rows]")
     body.append(f"        value = LOSS(x{L}, yb, e{L}, loss_h)")
-    if has_acc:
-        body.append(f"        correct += ACC(x{L}, yb)")
+    body.append(f"        hits = ACC(x{L}, yb)" if has_acc else "        hits = 0")
     for i in range(L - 1, -1, -1):
         if i > 0:
             body.append(f"        e{i} = d{i}[:rows]")
         body.append(f"        B{i}(p{i}, h{i}, x{i}, x{i + 1}, k{i}, e{i + 1}, {'d0' if i == 0 else f'e{i}'}, g{i}{last[i]})")
     body += [
+        "        if not (math.isfinite(value) and all_finite(grads)):",
+        "            batch_losses[b] = value",
+    ]
+    if any(stateful):
+        body += ["            for i in range(state.shape[0]):", "                state[i] = state_before[i]"]
+    body += [
+        "            return loss_sum, correct, seen, step, done, True",
         "        step += 1",
         "        OPT(params, grads, opt_state, lr, opt_h, step)",
         "        batch_losses[b] = value",
+        "        correct += hits",
         "        loss_sum += value * rows",
         "        seen += rows",
         "        done = b + 1",
-        "        if stop_on_nan and not math.isfinite(value):",
-        "            break",
-        "    return loss_sum, correct, seen, step, done",
+        "    return loss_sum, correct, seen, step, done, False",
         "",
         "",
         "@njit(cache=True)",

@@ -67,6 +67,20 @@ def _gather_items(src, idx, start, dst):
 
 
 @cuda.jit
+def _flag_nonfinite(losses, b, grads, flag):
+    """flag[0] = min(flag[0], b) when batch b's loss or any gradient is NaN or infinite."""
+    first, stride = cuda.grid(1), cuda.gridsize(1)
+    if first == 0:
+        v = losses[b]
+        if v - v != 0.0:  # NaN for NaN and for +-inf
+            cuda.atomic.min(flag, 0, b)
+    for i in range(first, grads.shape[0], stride):
+        g = grads[i]
+        if g - g != 0.0:
+            cuda.atomic.min(flag, 0, b)
+
+
+@cuda.jit
 def _count_classes(pred, y, out):
     first, stride = cuda.grid(1), cuda.gridsize(1)
     for i in range(first, pred.shape[0], stride):
@@ -156,6 +170,9 @@ class DeviceRun:
         self.index = cuda.device_array(X.shape[0], np.int64)
         self.batch_losses = cuda.device_array(n_batches, np.float64)
         self.correct = cuda.device_array(1, np.float64)
+        self.flag = cuda.device_array(1, np.int64)  # the first batch of a run that went non-finite
+        # Where a run of batches started: a divergence rolls back here and replays up to the bad batch.
+        self.saved = [cuda.device_array_like(a) for a in (self.params, self.opt_state, self.state)]
         self.gather_y = _gather_items if y.ndim == 1 else _gather_rows
         self._views = {}
         self.val = None
@@ -192,34 +209,77 @@ class DeviceRun:
 
     def run(self, first, last, bs):
         """Train batches first..last of this epoch in the order ``self.index`` holds; return
-        (per-batch mean losses as a host array, correct count, batches done)."""
+        (per-batch mean losses as a host array, correct count, batches done, diverged).
+
+        Every batch's loss and gradients are checked on the device as it goes; the flag comes
+        back once, at the end. If a batch went non-finite, the run is rolled back to its start
+        and replayed up to that batch, so the weights are those before its update.
+        """
+        t = self.trainer
+        for copy, live in zip(self.saved, (self.params, self.opt_state, self.state)):
+            copy.copy_to_device(live)
+        step = t.step
+        self.flag.copy_to_device(np.array([last], dtype=np.int64))
+        done = self._batches(first, last, bs, check=True)
+        bad = int(self.flag.copy_to_host()[0])
+        diverged = bad < done
+        if diverged:
+            for copy, live in zip(self.saved, (self.params, self.opt_state, self.state)):
+                live.copy_to_device(copy)
+            t.step = step
+            done = self._batches(first, bad, bs, check=False)
+        losses = self.batch_losses.copy_to_host()
+        self.sync()
+        return losses, float(self.correct.copy_to_host()[0]), done, diverged
+
+    def _batches(self, first, last, bs, check):
+        """The batch loop: gather, forward, loss, backward, (check), update; returns batches done."""
         t, model = self.trainer, self.model
         self.correct.copy_to_device(np.zeros(1))
-        n = self.X.shape[0]
         for b in range(first, last):
-            start = b * bs
-            rows = min(bs, n - start)
-            acts, caches, deltas, yb = self.views(rows)
-            _gather_rows[cuda_launch.grid_1d(rows * self.X.shape[1])](self.X, self.index, start, acts[0])
-            self.gather_y[cuda_launch.grid_1d(rows * (yb.shape[1] if yb.ndim == 2 else 1))](self.y, self.index, start, yb)
-            s = mix_seed(t.seed, t.step)
-            for i, f in enumerate(self.fwd):
-                f(self.layer_params[i], model.hypers[i], acts[i], acts[i + 1], caches[i], True, mix_seed(s, i),
-                  *self.last[i])  # fmt: skip
-            self.loss_kernel(acts[-1], yb, deltas[-1], t.loss_h, self.batch_losses[b : b + 1])
-            if self.count is not None:
-                self.count[cuda_launch.grid_1d(rows)](acts[-1], yb, self.correct)
-            for i in range(len(self.bwd) - 1, -1, -1):
-                self.bwd[i](self.layer_params[i], model.hypers[i], acts[i], acts[i + 1], caches[i], deltas[i + 1],
-                            deltas[i], self.layer_grads[i], *self.last[i])  # fmt: skip
+            self._step(b, bs)
+            if check:
+                _flag_nonfinite[cuda_launch.grid_1d(self.grads.shape[0])](self.batch_losses, b, self.grads, self.flag)
             t.step += 1
             self.opt_kernel(self.params, self.grads, self.opt_state, t.lr, t.opt_h, t.step)
             if t._interrupt_requested:
-                last = b + 1
-                break
-        losses = self.batch_losses.copy_to_host()
-        self.sync()
-        return losses, float(self.correct.copy_to_host()[0]), last
+                return b + 1
+        return last
+
+    def _step(self, b, bs):
+        """Batch b up to its gradients: gather, forward, loss (and hits), backward."""
+        t, model = self.trainer, self.model
+        n = self.X.shape[0]
+        start = b * bs
+        rows = min(bs, n - start)
+        acts, caches, deltas, yb = self.views(rows)
+        _gather_rows[cuda_launch.grid_1d(rows * self.X.shape[1])](self.X, self.index, start, acts[0])
+        self.gather_y[cuda_launch.grid_1d(rows * (yb.shape[1] if yb.ndim == 2 else 1))](self.y, self.index, start, yb)
+        s = mix_seed(t.seed, t.step)
+        for i, f in enumerate(self.fwd):
+            f(self.layer_params[i], model.hypers[i], acts[i], acts[i + 1], caches[i], True, mix_seed(s, i),
+              *self.last[i])  # fmt: skip
+        self.loss_kernel(acts[-1], yb, deltas[-1], t.loss_h, self.batch_losses[b : b + 1])
+        if self.count is not None:
+            self.count[cuda_launch.grid_1d(rows)](acts[-1], yb, self.correct)
+        for i in range(len(self.bwd) - 1, -1, -1):
+            self.bwd[i](self.layer_params[i], model.hypers[i], acts[i], acts[i + 1], caches[i], deltas[i + 1],
+                        deltas[i], self.layer_grads[i], *self.last[i])  # fmt: skip
+
+    def probe(self, b, bs):
+        """Batch b's loss and gradients (not its update) into the host's batch_losses and grads;
+        the running state is left as it was."""
+        state = self.state.copy_to_host()
+        self._step(b, min(bs, self.X.shape[0]))
+        self.trainer.batch_losses[b] = self.batch_losses[b : b + 1].copy_to_host()[0]
+        self.grads.copy_to_host(self.model.grads)
+        self.state.copy_to_device(state)
+
+    def push(self):
+        """Copy the host's weights, optimizer state and running state to the device (after a rollback)."""
+        self.params.copy_to_device(self.model.params)
+        self.opt_state.copy_to_device(self.trainer.opt_state)
+        self.state.copy_to_device(self.model.state)
 
     def score(self):
         """Mean loss (and accuracy) over the validation rows, in inference mode, on the device."""

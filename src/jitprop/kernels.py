@@ -89,3 +89,16 @@ def shuffle_order(key, half, index):
             if x < n:
                 break
         index[i] = np.int64(x)
+
+
+@njit(cache=True)
+def all_finite(a):
+    """True when no element of the 1-D array ``a`` is NaN or infinite.
+
+    ``x - x`` is 0 for every finite x and NaN otherwise, so one branch-free sum
+    (which vectorises) answers for the whole gradient buffer.
+    """
+    acc = 0.0
+    for i in range(a.shape[0]):
+        acc += a[i] - a[i]
+    return acc == 0.0

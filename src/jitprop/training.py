@@ -24,7 +24,7 @@ from .data import as_inputs, as_targets
 from .errors import ConfigError, DataError, PluginError
 from .hookspecs import hookimpl
 from .losses import count_correct_binary, count_correct_classes
-from .kernels import feistel_half_bits, gather, gather_rows, shuffle_key, shuffle_order
+from .kernels import all_finite, feistel_half_bits, gather, gather_rows, shuffle_key, shuffle_order
 from .model import Workspace, mix_seed
 from .plugins import load_plugins
 
@@ -35,6 +35,11 @@ CHUNK_SECONDS = 0.1
 ACCURACY = {"class": count_correct_classes, "binary": count_correct_binary}
 
 #: Hooks that need the Python loop: they run between the steps of one batch.
+#: ``on_divergence`` choices: stop at the bad batch, or roll back the epoch and lower the rate.
+DIVERGENCE = ("stop", "rollback")
+MAX_ROLLBACKS = 5
+ROLLBACK_FACTOR = 0.5
+
 PER_BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_after_backward")
 
 LIFECYCLE_HOOKS = (
@@ -117,6 +122,7 @@ class Trainer:
         drop_last=False,
         lr_schedule=None,
         device="cpu",
+        on_divergence="stop",
     ):
         self.model = model
         self.loss = api.loss(loss)
@@ -132,6 +138,9 @@ class Trainer:
         if device not in ("cpu", "cuda"):
             raise ConfigError(f"unknown device {device!r}; choose cpu or cuda")
         self.device = device
+        if on_divergence not in DIVERGENCE:
+            raise ConfigError(f"on_divergence must be one of {', '.join(DIVERGENCE)}, got {on_divergence!r}")
+        self.on_divergence = on_divergence
         if device == "cuda":
             from . import cuda_backend  # numba.cuda only for GPU runs
 
@@ -149,7 +158,12 @@ class Trainer:
         self.lr = self.optimizer.lr
         self.stop_training = False
         self.stop_reason = None
-        self.stop_on_nan = False
+        #: Where training diverged (``{"epoch", "iteration", "reason"}``), when it did and stopped.
+        self.divergence = None
+        #: Every rollback of ``on_divergence="rollback"``: the same dicts, plus the lowered ``lr``.
+        self.rollbacks = []
+        self._bad_batch = None  # set by a batch loop: the batch whose loss or gradient was not finite
+        self._state_before = None
         self.interrupted = False
         self.end_state = None
         self._interrupt_requested = False
@@ -231,6 +245,8 @@ class Trainer:
         elif self.compiled and not per_batch:
             program = compiler.program(model, self.loss, self.optimizer, ACCURACY.get(self.loss.target))
         self._program = program
+        # A copy of the running state before each batch, so a batch that diverges leaves none behind.
+        self._state_before = model.state.copy() if any(model.stateful) else None
 
         self.stop_training = False
         self.stop_reason = None
@@ -263,7 +279,14 @@ class Trainer:
                 run = self._compiled_batches if program is not None else self._python_batches
                 if self._device_run is not None:
                     run = self._cuda_batches
+                if progress is None and self.on_divergence == "rollback":
+                    self._snapshot()
+                self._bad_batch = None
                 loss_sum, correct, seen = run(X, y, index, first, n_batches, bs, ws, y_buf, loss_sum, correct, seen)
+                if self._bad_batch is not None:
+                    if self._diverged(index, loss_sum, correct, seen):
+                        continue  # rolled back: the epoch again, from its start, at a lower rate
+                    break
                 if self._progress is not None:
                     break  # interrupted mid-epoch: the epoch is neither finished nor logged
                 logs = {"loss": loss_sum / seen}
@@ -294,7 +317,7 @@ class Trainer:
 
     def _cuda_batches(self, X, y, index, first, n_batches, bs, ws, y_buf, loss_sum, correct, seen):
         """Batches first.. of this epoch on the GPU; losses and the accuracy count come back once."""
-        losses, hits, done = self._device_run.run(first, n_batches, bs)
+        losses, hits, done, diverged = self._device_run.run(first, n_batches, bs)
         n = X.shape[0]
         for b in range(first, done):  # the same running sums, in the same order, as on the CPU
             rows = min(bs, n - b * bs)
@@ -305,8 +328,10 @@ class Trainer:
         self.batches_done = done
         if self.hook.on_train_chunk_end.get_hookimpls():
             self.hook.on_train_chunk_end(trainer=self, batches_done=done)
-        if self.stop_on_nan and not np.all(np.isfinite(losses[first:done])):
-            self.stop_training = True  # on the GPU, checked once per run of batches
+        if diverged:
+            self._bad_batch = done
+            self._device_run.index.copy_to_host(index)  # the order to resume from
+            return loss_sum, correct, seen
         if done < n_batches and self._interrupt_requested:
             self._device_run.index.copy_to_host(index)  # the order to resume from
         self._after_batches(done, n_batches, index, loss_sum, correct, seen)
@@ -330,14 +355,22 @@ class Trainer:
             gather_rows(X, index, start, acts[0])
             yb = y_views[rows]
             gather(y)(y, index, start, yb)
+            if self._state_before is not None:
+                self._state_before[...] = model.state
             # prediction -> loss -> backpropagation -> (hooks) -> update
             model.forward(acts, caches, True, mix_seed(self.seed, self.step))
             value = self.loss_kernel(acts[-1], yb, deltas[-1], self.loss_h)
-            if accuracy is not None:
-                correct += accuracy(acts[-1], yb)
+            hits = accuracy(acts[-1], yb) if accuracy is not None else 0
             model.backward(acts, caches, deltas)
             if after_backward:
                 hook.on_after_backward(trainer=self, grads=model.grads)
+            if not (math.isfinite(value) and all_finite(model.grads)):
+                self.batch_losses[b] = value
+                self._bad_batch = b  # caught before the update: the weights stay as they were
+                if self._state_before is not None:
+                    model.state[...] = self._state_before  # nor does the running state keep that batch
+                break
+            correct += hits
             self.step += 1
             self.opt_kernel(model.params, model.grads, self.opt_state, self.lr, self.opt_h, self.step)
             self.batch_losses[b] = value
@@ -348,8 +381,6 @@ class Trainer:
                 hook.on_train_batch_end(trainer=self, batch=b, logs={"loss": float(value), "size": rows})
             if chunk_end:
                 hook.on_train_chunk_end(trainer=self, batches_done=b + 1)
-            if self.stop_on_nan and not math.isfinite(value):
-                self.stop_training = True
             if self._after_batches(b + 1, n_batches, index, loss_sum, correct, seen):
                 break
         return loss_sum, correct, seen
@@ -374,17 +405,18 @@ class Trainer:
         while b < n_batches:
             last = min(n_batches, b + self._chunk)
             started = time.perf_counter()
-            loss_sum, correct, seen, self.step, done = program.train_chunk(
+            loss_sum, correct, seen, self.step, done, diverged = program.train_chunk(
                 X, y, index, b, last, bs, model.params, model.grads, self.opt_state, self.lr, self.opt_h,
-                self.step, self.seed, self.loss_h, self.batch_losses, self.stop_on_nan, y_buf,
+                self.step, self.seed, self.loss_h, self.batch_losses, y_buf, model.state,
+                model.state if self._state_before is None else self._state_before,
                 float(loss_sum), float(correct), int(seen), *layer_args, *ws.acts, *ws.deltas,
             )
             elapsed = time.perf_counter() - started
             self.batches_done = done
             if chunk_end:
                 self.hook.on_train_chunk_end(trainer=self, batches_done=done)
-            if done < last:  # a non-finite loss with terminate_on_nan
-                self.stop_training = True
+            if diverged:
+                self._bad_batch = done
                 break
             ratio = CHUNK_SECONDS / max(elapsed, 1e-6)
             self._chunk = max(1, min(int(self._chunk * min(ratio, 4.0)), 1 << 20))
@@ -392,6 +424,55 @@ class Trainer:
                 break
             b = done
         return loss_sum, correct, seen
+
+    def _snapshot(self):
+        """Keep the weights, optimizer state and running state at an epoch's start (rollback)."""
+        model = self.model
+        if getattr(self, "_saved", None) is None or self._saved[0].shape != model.params.shape:
+            self._saved = (np.empty_like(model.params), np.empty_like(self.opt_state), np.empty_like(model.state), [0])
+        params, opt_state, state, step = self._saved
+        params[...], opt_state[...], state[...], step[0] = model.params, self.opt_state, model.state, self.step
+
+    def _diverged(self, index, loss_sum, correct, seen):
+        """Batch ``self._bad_batch`` gave a non-finite loss or gradient, caught before its update.
+        Roll back and return True (the epoch runs again), or stop where it went bad."""
+        b = self._bad_batch
+        where = {"epoch": self.epoch + 1, "iteration": self.step + 1, "reason": self._divergence_reason(b)}
+        if self.on_divergence == "rollback" and len(self.rollbacks) < MAX_ROLLBACKS:
+            params, opt_state, state, step = self._saved
+            self.model.params[...], self.opt_state[...], self.model.state[...] = params, opt_state, state
+            self.step = step[0]
+            self.optimizer.lr *= ROLLBACK_FACTOR
+            self.rollbacks.append({**where, "lr": self.optimizer.lr})
+            if self._device_run is not None:
+                self._device_run.push()
+            return True
+        self.divergence = where
+        self.stop_training = True
+        tail = "" if self.on_divergence == "stop" else f" after {len(self.rollbacks)} rollbacks"
+        self.stop_reason = (
+            f"training diverged in epoch {where['epoch']}, iteration {where['iteration']}{tail}: {where['reason']};"
+            " stopped before that update, so the weights are the last good ones"
+        )
+        # Where it stopped, like an interrupt: --resume (with a lower rate, say) continues from this batch.
+        self._progress = {
+            "batch": b, "loss_sum": loss_sum, "correct": correct, "seen": seen,
+            "index": index.copy(), "batch_losses": self.batch_losses.copy(), "lr": self.lr,
+        }  # fmt: skip
+        return False
+
+    def _divergence_reason(self, b):
+        """What went non-finite in batch ``b``: the loss, or the gradient of which layer."""
+        model = self.model
+        if self._device_run is not None:
+            self._device_run.probe(b, self.batch_size)  # that batch again on the device, without its update
+        value = self.batch_losses[b]  # the batch loops leave its loss and gradients in place
+        if not math.isfinite(value):
+            return f"the loss became {value}"
+        for i in range(len(model.layers) - 1, -1, -1):  # backpropagation's order: the first to go bad
+            if not np.all(np.isfinite(model.layer_grads[i])):
+                return f"the gradient of layer {i} ({model.layers[i].name}) holds NaN or infinite values"
+        return "a gradient became NaN or infinite"
 
     def _compile_failure(self, ws, y_buf):
         """The kernel behind a Numba compile error, as a one-line PluginError naming its

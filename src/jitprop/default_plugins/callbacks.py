@@ -284,19 +284,21 @@ class CSVLogger(jitprop.Callback):
 
 
 class TerminateOnNaN(jitprop.Callback):
-    """Stop training at the first iteration whose loss is NaN or infinite."""
+    """Stop training after an epoch whose logged loss or metric is NaN or infinite.
+
+    Training itself already stops (or rolls back) at the first batch whose loss
+    or gradient is not finite, before its update (``on_divergence``); this
+    also watches validation loss and metrics.
+    """
 
     name = "terminate_on_nan"
 
     @jitprop.hookimpl
-    def on_train_begin(self, trainer):
-        trainer.stop_on_nan = True  # checked by the training loop after every iteration
-
-    @jitprop.hookimpl
     def on_epoch_end(self, trainer, epoch, logs):
-        if not math.isfinite(logs["loss"]):
+        bad = sorted(k for k, v in logs.items() if isinstance(v, float) and not math.isfinite(v))
+        if bad:
             trainer.stop_training = True
-            trainer.stop_reason = f"terminate_on_nan: the loss became NaN or infinite in epoch {epoch}"
+            trainer.stop_reason = f"terminate_on_nan: {', '.join(bad)} became NaN or infinite in epoch {epoch + 1}"
 
 
 @njit(cache=True)
