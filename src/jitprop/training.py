@@ -11,6 +11,7 @@ import math
 import os
 import re
 import time
+from array import array
 
 import numba
 import numpy as np
@@ -55,21 +56,25 @@ LIFECYCLE_HOOKS = (
 
 
 class History(Callback):
-    """Records every epoch's logs (``history.history``) and every iteration's loss."""
+    """Records every epoch's logs (``history.history``) and every iteration's loss.
+
+    ``iteration_loss`` is a compact ``array('d')`` (8 bytes an iteration, a list
+    would take four times that), so a long run's history stays small.
+    """
 
     name = "history"
 
     def __init__(self):
         self.history = {}
         self.epoch = []
-        self.iteration_loss = []
+        self.iteration_loss = array("d")
 
     @hookimpl
     def on_epoch_end(self, trainer, epoch, logs):
         self.epoch.append(epoch)
         for key, value in logs.items():
             self.history.setdefault(key, []).append(value)
-        self.iteration_loss.extend(trainer.batch_losses[: trainer.batches_done].tolist())
+        self.iteration_loss.frombytes(np.ascontiguousarray(trainer.batch_losses[: trainer.batches_done]).tobytes())
 
     def __repr__(self):
         return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
@@ -560,7 +565,7 @@ class Trainer:
         self.seed = int(meta["seed"])  # dropout masks derive from it
         self.history.history = {k: list(v) for k, v in meta["history"]["history"].items()}
         self.history.epoch = list(meta["history"]["epoch"])
-        self.history.iteration_loss = arrays["iteration_loss"].tolist()
+        self.history.iteration_loss = array("d", np.asarray(arrays["iteration_loss"], dtype=np.float64).tobytes())
         self._progress = None
         if meta.get("progress"):
             self._progress = dict(
