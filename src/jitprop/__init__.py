@@ -9,6 +9,10 @@ built-in ones included, and their kernels are Numba-compiled.
 
 __version__ = "0.1.0"
 
+from . import numba_cache as _numba_cache
+
+_numba_cache.configure()  # before any kernel is defined: cache=True needs a place to write
+
 from .callbacks import Callback
 from .datasets import Dataset
 from .errors import ConfigError, DataError, JitpropError, PluginError

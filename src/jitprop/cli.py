@@ -19,7 +19,7 @@ import warnings
 import click
 from click.core import ParameterSource
 
-from . import __version__, api, manage, runconfig
+from . import __version__, api, manage, numba_cache, runconfig
 from . import checkpoint as checkpoints
 from . import gradcheck as gradchecks
 from .errors import ConfigError, DataError, JitpropError
@@ -510,6 +510,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, _de
 
 
 warnings.showwarning = _show_warning
+if numba_cache.notice:
+    click.echo(numba_cache.notice, err=True)
 for command in manage.COMMANDS:
     cli.add_command(command)
 try:
