@@ -386,3 +386,15 @@ def test_progress_bar_and_printer_callbacks_run_outside_a_terminal(capsys, spira
     jitprop.fit(mlp(), X, y, loss="cross_entropy", epochs=2, callbacks=[ProgressBar(2), EpochPrinter(2)])
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[1] for line in lines if "loss" in line] == ["1/2", "2/2"]
+
+
+def test_history_lists_line_up_with_epochs_when_metrics_come_and_go():
+    from conftest import spirals
+
+    X, y = spirals(20)
+    model = jitprop.Sequential([jitprop.layer("dense", units=3)], input_dim=2)
+    trainer = jitprop.Trainer(model, "cross_entropy")
+    trainer.fit(X, y, epochs=2)
+    h = trainer.fit(X, y, epochs=3, validation_split=0.2)
+    assert all(len(v) == 3 for v in h.history.values())
+    assert math.isnan(h.history["val_loss"][0]) and math.isfinite(h.history["val_loss"][2])

@@ -72,8 +72,12 @@ class History(Callback):
     @hookimpl
     def on_epoch_end(self, trainer, epoch, logs):
         self.epoch.append(epoch)
-        for key, value in logs.items():
-            self.history.setdefault(key, []).append(value)
+        # Every list lines up with ``epoch``: a metric missing from some epochs (validation
+        # added in a later fit, say) holds NaN there.
+        for key in logs.keys() - self.history.keys():
+            self.history[key] = [math.nan] * (len(self.epoch) - 1)
+        for key, values in self.history.items():
+            values.append(logs.get(key, math.nan))
         self.iteration_loss.frombytes(np.ascontiguousarray(trainer.batch_losses[: trainer.batches_done]).tobytes())
 
     def __repr__(self):
