@@ -85,7 +85,7 @@ def _gelu_fwd(x, out):
     for idx in range(start, x.size, stride):
         i, j = idx // d, idx % d
         v = x[i, j]
-        out[i, j] = 0.5 * v * (1.0 + math.erf(v * _INV_SQRT2))
+        out[i, j] = 0.5 * v * math.erfc(-v * _INV_SQRT2)  # erfc, not 1 + erf: activations.py says why
 
 
 @cuda.jit
@@ -95,7 +95,7 @@ def _gelu_bwd(x, grad_out, grad_in):
     for idx in range(start, grad_in.size, stride):
         i, j = idx // d, idx % d
         v = x[i, j]
-        cdf = 0.5 * (1.0 + math.erf(v * _INV_SQRT2))
+        cdf = 0.5 * math.erfc(-v * _INV_SQRT2)
         grad_in[i, j] = grad_out[i, j] * (cdf + v * _INV_SQRT2PI * math.exp(-0.5 * v * v))
 
 
@@ -112,8 +112,9 @@ def _softmax_fwd(x, out):
             e = math.exp(x[i, j] - m)
             out[i, j] = e
             total += e
+        inv = 1.0 / total  # as the CPU kernel: one division per row
         for j in range(x.shape[1]):
-            out[i, j] /= total
+            out[i, j] *= inv
 
 
 @cuda.jit

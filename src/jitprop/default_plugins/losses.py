@@ -15,7 +15,7 @@ def mse_kernel(pred, y, grad, h):
     total = 0.0
     for i in range(n):
         for j in range(k):
-            d = pred[i, j] - y[i, j]
+            d = np.float64(pred[i, j]) - y[i, j]  # float64: a float32 difference past 1.8e19 squares to inf
             total += d * d
             grad[i, j] = scale * d
     return total / (n * k)
@@ -37,25 +37,35 @@ def mae_kernel(pred, y, grad, h):
 @njit(cache=True)
 def cross_entropy_kernel(pred, y, grad, h):
     # Softmax fused with the log-likelihood: loss_i = logsumexp(z_i) - z_i[y_i],
-    # d loss_i / dz_i = softmax(z_i) - onehot(y_i). Shifting by the row max
-    # keeps exp() in range for logits of any size; each exp is computed once.
+    # d loss_i / dz_i = softmax(z_i) - onehot(y_i). Shifting by the row max m
+    # keeps every exp() <= 1 for logits of any size; each exp is computed once.
+    # With e_j = exp(z_j - m) and rest = sum of e_j over the other classes:
+    # loss_i = (m - z_t) + log(e_t + rest), two terms >= 0: not m + log(s) - z_t,
+    # which cancels (digits of the log lost at |z| ~ 1e8, all of them at 1e30).
+    # The target's gradient is -rest / s (softmax_t - 1 without its cancellation)
+    # and, when the target holds the max (e_t = 1), the log is log1p(rest): a
+    # confident row keeps its loss and gradient of ~rest instead of rounding to 0.
     n, k = pred.shape
     total = 0.0
     inv_n = 1.0 / n
     for i in range(n):
+        t = y[i]
         m = pred[i, 0]
         for j in range(1, k):
             m = max(m, pred[i, j])
-        s = 0.0
+        rest = 0.0
         for j in range(k):
             e = math.exp(pred[i, j] - m)
             grad[i, j] = e
-            s += e
-        total += m + math.log(s) - pred[i, y[i]]
+            if j != t:
+                rest += e
+        e_t = grad[i, t]
+        s = e_t + rest
+        total += (m - pred[i, t]) + (math.log1p(rest) if e_t == 1.0 else math.log(s))
         scale = inv_n / s
         for j in range(k):
             grad[i, j] *= scale
-        grad[i, y[i]] -= inv_n
+        grad[i, t] = -rest * scale
     return total / n
 
 
@@ -73,7 +83,11 @@ def nll_kernel(pred, y, grad, h):
 
 @njit(cache=True)
 def binary_cross_entropy_kernel(pred, y, grad, h):
-    # On logits z: max(z, 0) - z*y + log(1 + exp(-|z|)), never exp() of a large number.
+    # On logits z, with e = exp(-|z|) in (0, 1] (never exp() of a large number):
+    # loss = z * (1 - t) + log1p(e) for z >= 0, -z * t + log1p(e) for z < 0;
+    # dL/dz = sigmoid(z) - t = (1 - t) - e / (1 + e) for z >= 0, e / (1 + e) - t
+    # for z < 0: never 1 - sigmoid(z), which rounds to 0 past z ~ 37 and zeroed
+    # the small gradient of a confident, correct prediction.
     n, k = pred.shape
     scale = 1.0 / (n * k)
     total = 0.0
@@ -81,13 +95,14 @@ def binary_cross_entropy_kernel(pred, y, grad, h):
         for j in range(k):
             z = pred[i, j]
             t = y[i, j]
-            total += max(z, 0.0) - z * t + math.log1p(math.exp(-abs(z)))
+            e = math.exp(-abs(z))
             if z >= 0:
-                s = 1.0 / (1.0 + math.exp(-z))
+                total += z * (1.0 - t) + math.log1p(e)
+                g = (1.0 - t) - e / (1.0 + e)
             else:
-                e = math.exp(z)
-                s = e / (1.0 + e)
-            grad[i, j] = (s - t) * scale
+                total += -z * t + math.log1p(e)
+                g = e / (1.0 + e) - t
+            grad[i, j] = g * scale
     return total * scale
 
 

@@ -10,6 +10,7 @@ gradients do not).
 
 import math
 
+import numpy as np
 from numba import cuda
 
 from jitprop import cuda_launch
@@ -29,7 +30,7 @@ def _mse(pred, y, grad, out):
     for i in range(start, n, stride):
         total = 0.0
         for j in range(k):
-            d = pred[i, j] - y[i, j]
+            d = np.float64(pred[i, j]) - y[i, j]  # float64: a float32 difference past 1.8e19 squares to inf
             total += d * d
             grad[i, j] = scale * d
         cuda.atomic.add(out, 0, total / (n * k))
@@ -51,24 +52,32 @@ def _mae(pred, y, grad, out):
 
 @cuda.jit
 def _cross_entropy(pred, y, grad, out):
+    # The CPU kernel's arithmetic (losses.py says why): shift by the row max,
+    # loss (m - z_t) + log(e_t + rest), log1p(rest) when the target holds the
+    # max, and the target's gradient -rest / s.
     n, k = pred.shape
     inv_n = 1.0 / n
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, n, stride):
+        t = y[i]
         m = pred[i, 0]
         for j in range(1, k):
-            if pred[i, j] > m:
+            if pred[i, j] > m:  # not max(): it needs a GPU to compile to PTX
                 m = pred[i, j]
-        s = 0.0
+        rest = 0.0
         for j in range(k):
             e = math.exp(pred[i, j] - m)
             grad[i, j] = e
-            s += e
+            if j != t:
+                rest += e
+        e_t = grad[i, t]
+        s = e_t + rest
+        value = (m - pred[i, t]) + (math.log1p(rest) if e_t == 1.0 else math.log(s))
         scale = inv_n / s
         for j in range(k):
             grad[i, j] *= scale
-        grad[i, y[i]] -= inv_n
-        cuda.atomic.add(out, 0, (m + math.log(s) - pred[i, y[i]]) * inv_n)
+        grad[i, t] = -rest * scale
+        cuda.atomic.add(out, 0, value * inv_n)
 
 
 @cuda.jit
@@ -84,6 +93,8 @@ def _nll(pred, y, grad, out):
 
 @cuda.jit
 def _binary_cross_entropy(pred, y, grad, out):
+    # The CPU kernel's arithmetic (losses.py says why): e = exp(-|z|) only,
+    # and sigmoid(z) - t without forming 1 - sigmoid(z).
     n, k = pred.shape
     scale = 1.0 / (n * k)
     start, stride = cuda.grid(1), cuda.gridsize(1)
@@ -92,13 +103,14 @@ def _binary_cross_entropy(pred, y, grad, out):
         for j in range(k):
             z = pred[i, j]
             t = y[i, j]
-            total += (z if z > 0 else 0.0) - z * t + math.log1p(math.exp(-abs(z)))
+            e = math.exp(-abs(z))
             if z >= 0:
-                s = 1.0 / (1.0 + math.exp(-z))
+                total += z * (1.0 - t) + math.log1p(e)
+                g = (1.0 - t) - e / (1.0 + e)
             else:
-                e = math.exp(z)
-                s = e / (1.0 + e)
-            grad[i, j] = (s - t) * scale
+                total += -z * t + math.log1p(e)
+                g = e / (1.0 + e) - t
+            grad[i, j] = g * scale
         cuda.atomic.add(out, 0, total * scale)
 
 
