@@ -276,7 +276,9 @@ class Trainer:
                         self.order(epoch, index)
                     first, loss_sum, correct, seen = 0, 0.0, 0.0, 0
                     self.batches_done = 0
+                    resumed = None
                 else:  # the rest of an epoch interrupted part-way
+                    resumed = progress
                     index[:] = progress["index"]
                     if self._device_run is not None:
                         self._device_run.index.copy_to_device(index)
@@ -288,13 +290,16 @@ class Trainer:
                 run = self._compiled_batches if program is not None else self._python_batches
                 if self._device_run is not None:
                     run = self._cuda_batches
-                if progress is None and self.on_divergence == "rollback":
+                if self.on_divergence == "rollback":
                     self._snapshot()
                 self._bad_batch = None
                 loss_sum, correct, seen = run(X, y, index, first, n_batches, bs, ws, y_buf, loss_sum, correct, seen)
                 if self._bad_batch is not None:
                     if self._diverged(index, loss_sum, correct, seen):
-                        continue  # rolled back: the epoch again, from its start, at a lower rate
+                        # Rolled back to where this run of the epoch began (its start, or the point it
+                        # resumed from), to go again at the lowered rate.
+                        progress = None if resumed is None else {**resumed, "lr": self.lr * ROLLBACK_FACTOR}
+                        continue
                     break
                 if self._progress is not None:
                     break  # interrupted mid-epoch: the epoch is neither finished nor logged
