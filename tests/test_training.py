@@ -398,3 +398,9 @@ def test_history_lists_line_up_with_epochs_when_metrics_come_and_go():
     h = trainer.fit(X, y, epochs=3, validation_split=0.2)
     assert all(len(v) == 3 for v in h.history.values())
     assert math.isnan(h.history["val_loss"][0]) and math.isfinite(h.history["val_loss"][2])
+
+
+def test_fit_warns_where_training_diverged():
+    trainer, X, y = exploding()
+    with pytest.warns(RuntimeWarning, match=r"training diverged in epoch 1, iteration \d+: .*last good ones"):
+        jitprop.fit(trainer.model, X, y, loss="mse", optimizer=jitprop.optimizer("sgd", lr=10.0), batch_size=4, epochs=5)

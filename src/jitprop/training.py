@@ -11,6 +11,7 @@ import math
 import os
 import re
 import time
+import warnings
 from array import array
 
 import numba
@@ -674,6 +675,7 @@ def fit(
     drop_last=False,
     lr_schedule=None,
     device="cpu",
+    on_divergence="stop",
 ):
     """Train ``model`` on (X, y) and return its History.
 
@@ -691,6 +693,10 @@ def fit(
 
     ``device="cuda"`` runs every kernel on an NVIDIA GPU (numba.cuda), the
     same batches in the same order as on the CPU.
+
+    A batch whose loss or gradient is NaN or infinite stops training before
+    its update, with a RuntimeWarning that says where (``on_divergence="stop"``),
+    or rolls the epoch back and halves the learning rate (``"rollback"``).
     """
     trainer = Trainer(
         model,
@@ -703,8 +709,12 @@ def fit(
         drop_last=drop_last,
         lr_schedule=lr_schedule,
         device=device,
+        on_divergence=on_divergence,
     )
-    return trainer.fit(X, y, epochs=epochs, validation_data=validation_data, validation_split=validation_split)
+    history = trainer.fit(X, y, epochs=epochs, validation_data=validation_data, validation_split=validation_split)
+    if trainer.divergence is not None:
+        warnings.warn(trainer.stop_reason, RuntimeWarning, stacklevel=2)
+    return history
 
 
 def evaluate(model, X, y, loss="mse", batch_size=256):
