@@ -4,8 +4,9 @@ Inside: the weights in ``state_dict`` form (``param/0.weight`` ...), the
 optimizer state, the exact position reached (epoch, iteration, part of an
 epoch; the row orders and dropout masks follow from seed and epoch), the history, and as JSON the model, the run
 configuration, label names and input normalisation. No pickle anywhere:
-files load with ``allow_pickle=False``, and a SHA-256 checksum over every
-entry tells a corrupt file from a good one.
+files load through ``data.load_npz``, which never unpickles and checks every
+declared size before allocating; a SHA-256 checksum over every entry tells a
+corrupt file from a good one, and a structure check a crafted one.
 """
 
 import hashlib
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from .data import load_npz, one_line
+from .errors import DataError, JitpropError
 
 FORMAT = "jitprop-checkpoint"
 VERSION = 1
@@ -145,8 +147,16 @@ class Checkpoint:
         """The model with its saved weights."""
         from .model import Sequential
 
-        model = Sequential.from_config(self.meta["model"])
+        try:
+            model = Sequential.from_config(self.meta["model"])
+        except JitpropError:
+            raise
+        except (MemoryError, ValueError) as exc:  # widths no array can have: 10**30 units, say
+            raise DataError(f"{self.path}: its model cannot be built ({type(exc).__name__}: {one_line(exc)})") from None
         model.load_state_dict(self.state_dict())
+        labels = self.info.get("labels")
+        if labels is not None and len(labels) != model.output_dim:
+            raise DataError(f"{self.path}: names {len(labels)} class labels for a model with {model.output_dim} outputs")
         return model
 
     def trainer_state(self, model):
@@ -166,20 +176,16 @@ def load(path):
         raise DataError(f"{path}: is a directory, not a checkpoint")
     if not zipfile.is_zipfile(p):
         raise DataError(f"{path}: not a readable checkpoint, corrupt or truncated (not a zip archive)")
-    try:
-        with np.load(p, allow_pickle=False) as data:
-            if "meta" not in data.files or "checksum" not in data.files:
-                raise DataError(f"{path}: not a jitprop checkpoint (no meta/checksum entries)")
-            arrays = {k: data[k] for k in data.files}
-    except DataError:
-        raise
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError) as exc:
-        raise DataError(f"{path}: not a readable checkpoint, corrupt or truncated ({type(exc).__name__})") from None
-    meta_text = str(arrays.pop("meta"))
-    checksum = str(arrays.pop("checksum"))
+    arrays = load_npz(p, "not a readable checkpoint, corrupt or truncated")
+    if "meta" not in arrays or "checksum" not in arrays:
+        raise DataError(f"{path}: not a jitprop checkpoint (no meta/checksum entries)")
+    meta, checksum = arrays.pop("meta"), arrays.pop("checksum")
+    if meta.shape or meta.dtype.kind != "U" or checksum.shape or checksum.dtype.kind != "U":
+        raise DataError(f"{path}: checkpoint metadata is corrupt (meta and checksum must be text)")
+    meta_text, checksum = str(meta), str(checksum)
     try:
         meta = json.loads(meta_text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: brackets nested thousands deep
         raise DataError(f"{path}: checkpoint metadata is corrupt") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DataError(f"{path}: not a jitprop checkpoint")
@@ -187,4 +193,77 @@ def load(path):
         raise DataError(f"{path}: checkpoint format version {meta.get('version')} is not supported (this jitprop reads {VERSION})")
     if _checksum(meta_text, arrays) != checksum:
         raise DataError(f"{path}: checkpoint is corrupt (checksum mismatch)")
+    # The checksum finds damage, not intent: anyone can write a matching one. So the structure
+    # that Checkpoint, the command line and Trainer.load_state rely on is checked too.
+    problem = _problem(meta, arrays)
+    if problem:
+        raise DataError(f"{path}: not a checkpoint jitprop can use ({problem})")
     return Checkpoint(str(path), meta, arrays)
+
+
+def _is(value, kinds):
+    """isinstance, where true and false are not numbers."""
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    return isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
+
+
+NUMBER = (int, float)
+#: Where in the JSON document -> what must be there: the parts jitprop reads back.
+_META = {
+    "model": dict, "model.input_dim": int, "model.dtype": str, "model.layers": list,
+    "loss": dict, "loss.name": str, "info": dict,
+    "trainer": dict, "trainer.seed": int, "trainer.epoch": int, "trainer.step": int, "trainer.lr": NUMBER,
+    "trainer.optimizer": dict, "trainer.optimizer.name": str, "trainer.optimizer.lr": NUMBER, "trainer.callbacks": dict,
+    "trainer.history": dict, "trainer.history.history": dict, "trainer.history.epoch": list,
+}  # fmt: skip
+#: Optional entries of ``info`` (null allowed) and of a part-way epoch's ``trainer.progress``.
+_INFO = {"config": dict, "labels": list, "feature_names": list, "target_name": str}
+_PROGRESS = {"batch": int, "loss_sum": NUMBER, "correct": NUMBER, "seen": NUMBER, "lr": NUMBER}
+
+
+def _problem(meta, arrays):
+    """What is missing or of the wrong kind in a checkpoint's document and arrays, or None."""
+    for where, kinds in _META.items():
+        value = meta
+        for key in where.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        if not _is(value, kinds):
+            return f"{where} is {type(value).__name__}"
+    if not all(isinstance(spec, dict) and isinstance(spec.get("name"), str) for spec in meta["model"]["layers"]):
+        return "model.layers must be tables with a name"
+    for key, kinds in _INFO.items():
+        value = meta["info"].get(key)
+        if value is not None and not _is(value, kinds):
+            return f"info.{key} is {type(value).__name__}"
+    for key in ("labels", "feature_names"):
+        if not all(isinstance(v, str) for v in meta["info"].get(key) or []):
+            return f"info.{key} must be text"
+    history = meta["trainer"]["history"]["history"]
+    if not all(isinstance(v, list) for v in history.values()):
+        return "trainer.history.history must hold lists"
+    for key, a in arrays.items():
+        if a.dtype.kind not in "biuf":
+            return f"array {key!r} holds {a.dtype}, not numbers"
+    for key in ("state/opt_state", "state/iteration_loss"):
+        if key not in arrays:
+            return f"no array {key!r}"
+    progress = meta["trainer"].get("progress")
+    if progress is not None:
+        if not isinstance(progress, dict) or not all(_is(progress.get(k), t) for k, t in _PROGRESS.items()):
+            return "trainer.progress is incomplete"
+        index, losses = arrays.get("state/progress_index"), arrays.get("state/progress_batch_losses")
+        if index is None or index.ndim != 1 or losses is None or losses.ndim != 1:
+            return "no saved row order for the part-way epoch"
+        if not 0 <= progress["batch"] <= min(len(losses), len(index)):
+            return "trainer.progress.batch is out of range"
+        # The order indexes the rows in compiled code, which does not check bounds: a permutation only.
+        if index.dtype.kind not in "iu" or not np.array_equal(np.sort(index), np.arange(len(index))):
+            return "the part-way epoch's row order is not a permutation"
+    mean, std = arrays.get("info/norm_mean"), arrays.get("info/norm_std")
+    if (mean is None) != (std is None):
+        return "only one of norm_mean and norm_std"
+    if mean is not None:
+        shape = (meta["model"]["input_dim"],)
+        if mean.shape != shape or std.shape != shape or not np.all(np.isfinite(mean)) or not np.all((std > 0) & np.isfinite(std)):
+            return "input normalisation does not fit the model"
+    return None

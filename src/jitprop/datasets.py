@@ -9,7 +9,11 @@ every problem reported as one DataError sentence.
 import csv
 import difflib
 import io
+import math
+import re
 import zipfile
+from array import array
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +21,7 @@ import numpy as np
 
 from . import registry
 from .components import Component
+from .data import check_fits, first_nonfinite_row, load_npz
 from .errors import ConfigError, DataError
 
 FILE_SUFFIXES = (".csv", ".npz")
@@ -96,98 +101,135 @@ def read_file(path, target=None, need_target=True, features=None):
 def read_npz(path, need_target=True):
     if not zipfile.is_zipfile(path):
         raise DataError(f"{path}: not a readable .npz file (not a zip archive)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            keys = set(data.files)
-            if "X" not in keys:
-                raise DataError(f"{path}: an .npz data file needs an array named 'X' (found: {', '.join(sorted(keys)) or 'none'})")
-            X = data["X"]
-            y = data["y"] if "y" in keys else None
-    except DataError:
-        raise
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
-    except ValueError as exc:  # object arrays need pickle, which is refused
-        raise DataError(f"{path}: holds arrays jitprop will not load ({exc}); save plain numeric arrays") from None
+    data = load_npz(path, "not a readable .npz file")
+    if "X" not in data:
+        raise DataError(f"{path}: an .npz data file needs an array named 'X' (found: {_listed(sorted(data)) or 'none'})")
+    X, y = data["X"], data.get("y")
     if need_target and y is None:
         raise DataError(f"{path}: an .npz training file needs an array named 'y' beside 'X'")
     if X.dtype.kind not in "iufb" or X.ndim != 2:
         raise DataError(f"{path}: X must be a 2-D numeric array, got {X.dtype} of shape {X.shape}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise DataError(f"{path}: X has no {'rows' if X.shape[0] == 0 else 'columns'} (shape {X.shape})")
+    with np.errstate(over="ignore"):  # a float128 beyond float64's range becomes inf, refused below
+        X = np.asarray(X, np.float64)
+    bad = first_nonfinite_row(X)
+    if bad is not None:
+        raise DataError(f"{path}: X holds NaN or infinite values (first in row {bad}); clean or impute them first")
     if y is not None:
-        if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
+        if y.ndim not in (1, 2) or y.shape[0] != X.shape[0] or (y.ndim == 2 and y.shape[1] == 0):
             raise DataError(f"{path}: y must have one row per row of X ({X.shape[0]}), got shape {y.shape}")
         if y.dtype.kind not in "iufbU":
             raise DataError(f"{path}: y must hold numbers or text labels, got {y.dtype}")
-    return Table(np.asarray(X, np.float64), y, source=str(path))
+        bad = first_nonfinite_row(y.reshape(len(y), -1)) if y.dtype.kind == "f" else None
+        if bad is not None:
+            raise DataError(f"{path}: y holds NaN or infinite values (first in row {bad})")
+    return Table(X, y, source=str(path))
 
 
 def read_csv(path, target=None, need_target=True, features=None):
     """A CSV file with a header row; the target column is ``target`` or, by default, the last."""
     try:
+        # The bytes and the text, then 8 bytes a feature value: cells become numbers row by row.
+        check_fits(2 * Path(path).stat().st_size, f"{path}: reading this CSV file")
         text = Path(path).read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); save the CSV as UTF-8") from None
-    rows = [row for row in csv.reader(io.StringIO(text)) if row and any(cell.strip() for cell in row)]
-    if not rows:
+    rows = _csv_rows(path, text)
+    first = next(rows, None)
+    if first is None:
         raise DataError(f"{path}: the file is empty; a CSV needs a header row and data rows")
-    header = [h.strip() for h in rows[0]]
-    dupes = sorted({h for h in header if header.count(h) > 1})
+    header = [h.strip() for h in first[1]]
+    dupes = sorted(h for h, n in Counter(header).items() if n > 1)
     if dupes:
-        raise DataError(f"{path}: column name(s) {', '.join(map(repr, dupes))} appear more than once in the header")
-    data = rows[1:]
-    if not data:
-        raise DataError(f"{path}: the file has a header but no data rows")
-    for i, row in enumerate(data, start=2):
-        if len(row) != len(header):
-            raise DataError(f"{path}: line {i} has {len(row)} fields, the header has {len(header)}")
-    columns = list(zip(*data))
+        raise DataError(f"{path}: column name(s) {', '.join(map(repr, dupes[:5]))} appear more than once in the header")
+    t = name = None
     if features is not None:
         missing = [f for f in features if f not in header]
         if missing:
             raise DataError(f"{path}: lacks the feature column(s) {', '.join(map(repr, missing[:5]))} the model was trained on")
-        X = np.empty((len(data), len(features)))
-        for c, name in enumerate(features):
-            X[:, c] = _numbers(columns[header.index(name)], name, path)
-        return Table(X, None, source=str(path), feature_names=list(features))
-    if need_target:
-        name = header[-1] if target is None else target
-        if name not in header:
-            close = difflib.get_close_matches(name, header, n=2)
-            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else f"; columns: {', '.join(header)}"
-            raise DataError(f"{path}: no target column {name!r}{hint}")
-        t = header.index(name)
+        feature_idx = [header.index(f) for f in features]
     else:
-        name, t = None, None
-    feature_idx = [j for j in range(len(header)) if j != t]
-    if not feature_idx:
-        raise DataError(f"{path}: no feature columns besides the target {name!r}")
-    X = np.empty((len(data), len(feature_idx)))
-    for c, j in enumerate(feature_idx):
-        X[:, c] = _numbers(columns[j], header[j], path)
-    y = None
-    if t is not None:
-        raw = [v.strip() for v in columns[t]]
-        if any(v == "" for v in raw):
-            raise DataError(f"{path}: target column {name!r} is empty on line {raw.index('') + 2}")
-        try:
-            y = np.array([float(v) for v in raw])
-        except ValueError:
-            y = np.array(raw)  # text labels
-    return Table(X, y, source=str(path), feature_names=[header[j] for j in feature_idx], target_name=name or "y")
+        if need_target:
+            name = header[-1] if target is None else target
+            if name not in header:
+                close = difflib.get_close_matches(name, header, n=2)
+                hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else f"; columns: {_listed(header)}"
+                raise DataError(f"{path}: no target column {name!r}{hint}")
+            t = header.index(name)
+        feature_idx = [j for j in range(len(header)) if j != t]
+        if not feature_idx:
+            raise DataError(f"{path}: no feature columns besides the target {name!r}")
+    values, targets, lines = array("d"), [], array("q")
+    for line, row in rows:
+        if len(row) != len(header):
+            raise DataError(f"{path}: line {line} has {len(row)} fields, the header has {len(header)}")
+        values.extend(_number(row[j], header[j], line, path) for j in feature_idx)
+        if t is not None:
+            targets.append(row[t].strip())
+        lines.append(line)
+    if not lines:
+        raise DataError(f"{path}: the file has a header but no data rows")
+    X = np.frombuffer(values, dtype=np.float64).reshape(len(lines), len(feature_idx))
+    names = list(features) if features is not None else [header[j] for j in feature_idx]
+    y = None if t is None else _targets(targets, lines, name, path)
+    return Table(X, y, source=str(path), feature_names=names, target_name=name or "y")
 
 
-def _numbers(cells, column, path):
-    out = np.empty(len(cells))
-    for i, cell in enumerate(cells):
-        try:
-            out[i] = float(cell)
-        except ValueError:
-            shown = cell if len(cell) <= 30 else cell[:27] + "..."
-            raise DataError(
-                f"{path}: column {column!r} line {i + 2} holds {shown!r}, not a number;"
-                " feature columns must be numeric (pick the label column with --target)"
-            ) from None
-    return out
+def _listed(names, limit=10):
+    """Names for a message: the first ``limit``, quoted where they hold line breaks or other
+    unprintable characters, so the message stays one line."""
+    shown = [n if n.isprintable() else repr(n) for n in names[:limit]]
+    return ", ".join(shown) + (", ..." if len(names) > limit else "")
+
+
+def _csv_rows(path, text):
+    """``(line number, cells)`` of each row that is not blank; a quoted cell may span lines."""
+    # newline="": csv splits rows itself, at \n, \r\n or a lone \r (old Mac files).
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        for row in reader:
+            if row and any(cell.strip() for cell in row):
+                yield reader.line_num, row
+    except csv.Error as exc:  # a NUL byte, a cell over csv.field_size_limit(), ...
+        raise DataError(f"{path}: line {reader.line_num} is not valid CSV ({exc})") from None
+
+
+def _number(cell, column, line, path):
+    try:
+        value = float(cell)
+    except ValueError:
+        value = None
+    if value is not None and math.isfinite(value):
+        return value
+    shown = cell if len(cell) <= 30 else cell[:27] + "..."
+    column = column if len(column) <= 40 else column[:37] + "..."
+    if value is None:
+        why = "not a number; feature columns must be numeric (pick the label column with --target)"
+    else:  # float() also reads "nan", "inf" and "1e999"
+        why = "not a finite number; clean or impute missing and infinite values first"
+    raise DataError(f"{path}: column {column!r} line {line} holds {shown!r}, {why}")
+
+
+def _targets(raw, lines, name, path):
+    """The target column as finite numbers or, if any cell is not a number, as text labels."""
+    if "" in raw:
+        raise DataError(f"{path}: target column {name!r} is empty on line {lines[raw.index('')]}")
+    try:
+        y = np.array([float(v) for v in raw])
+    except ValueError:
+        # A text label per row, as wide as the longest: refuse a width the memory cannot hold.
+        check_fits(len(raw) * max(map(len, raw)) * 4, f"{path}: the text labels of column {name!r}")
+        return np.array(raw)
+    finite = np.isfinite(y)
+    if not finite.all():
+        i = int(np.argmin(finite))
+        raise DataError(
+            f"{path}: target column {name!r} holds {raw[i][:30]!r} on line {lines[i]}; targets must be finite numbers or text labels"
+        )
+    return y
 
 
 def _label_keys(y, source, target_name, loss_name):
@@ -221,7 +263,8 @@ def encode_targets(table, loss, labels=None):
         keys = _label_keys(y, table.source, table.target_name, loss.name)
         if labels is None:
             unique = set(keys)
-            numeric = all(k.lstrip("-").isdigit() for k in unique)
+            # Not str.isdigit: it accepts "²", which int() does not
+            numeric = all(re.fullmatch(r"-?[0-9]+", k) for k in unique)
             labels = sorted(unique, key=int) if numeric else sorted(unique)
             if len(labels) < 2:
                 raise DataError(f"{table.source}: the target {table.target_name!r} has a single class ({labels[0]!r}); a classifier needs two or more")
@@ -230,7 +273,7 @@ def encode_targets(table, loss, labels=None):
         if unknown:
             raise DataError(
                 f"{table.source}: label(s) {', '.join(map(repr, unknown[:3]))} did not occur in training"
-                f" (known: {', '.join(labels[:10])}{'...' if len(labels) > 10 else ''})"
+                f" (known: {_listed(labels)})"
             )
         return np.array([index[k] for k in keys], dtype=np.int64), list(labels), len(labels)
     if y.dtype.kind not in "iufb":

@@ -58,6 +58,8 @@ DEFAULTS = {
 }
 
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", float: "a number", list: "a list", dict: "a table"}
+#: TOML integers are 64-bit; tomllib (and JSON) read any size, which numba and numpy cannot take.
+INT64 = range(-(2**63), 2**63)
 
 
 def _type_error(source, key, expected, value):
@@ -72,6 +74,14 @@ def _jsonable(value):
         return True
     except (TypeError, ValueError):
         return False
+
+
+def _out_of_range(value):
+    """The first integer in ``value`` (or in its lists and tables) that is not 64-bit, else None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None if value in INT64 else value
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return next((v for v in map(_out_of_range, items) if v is not None), None)
 
 
 def _is(value, expected):
@@ -94,6 +104,10 @@ def check(config, source="config"):
         expected = SCHEMA[key][0]
         if not _is(value, expected):
             raise _type_error(source, key, expected, value)
+        big = _out_of_range(value)
+        if big is not None:
+            shown = str(big) if big.bit_length() < 200 else f"a {big.bit_length()}-bit number"
+            raise ConfigError(f"{source}: {key!r} holds {shown}, beyond the 64-bit integers TOML allows")
         if key in ("loss", "optimizer", "schedule"):
             value = component(value, f"{source}: {key}")
         elif key == "layers":
@@ -103,6 +117,8 @@ def check(config, source="config"):
         elif key == "hidden":
             if not all(_is(v, int) and v > 0 for v in value):
                 raise ConfigError(f"{source}: 'hidden' must be a list of positive integers, got {value}")
+        elif key == "seed" and value < 0:  # resuming, the model's own seed is checked, not this one
+            raise ConfigError(f"{source}: 'seed' must be an integer >= 0, got {value}")
         out[key] = value
     return out
 
@@ -124,17 +140,23 @@ def load(path):
     if p.suffix.lower() != ".toml":
         raise ConfigError(f"{path}: a run configuration is a .toml file")
     try:
-        text = p.read_bytes().decode("utf-8")
+        text = p.read_bytes().decode("utf-8-sig")  # -sig: a byte-order mark, as Windows editors write
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a directory, not a config file") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except ValueError as exc:  # an integer of over 4300 digits: Python refuses to convert it
+        raise ConfigError(f"{path}: invalid TOML: {str(exc).split(':')[0]}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
     return check(data, str(path))
 
 
@@ -174,9 +196,10 @@ def _split_options(text):
 def parse_value(raw):
     """A TOML literal (3, 0.5, true, "x", [1, 2]) or, failing that, the text itself."""
     try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+        data = tomllib.loads(f"v = {raw}")
+    except (ValueError, RecursionError):  # TOMLDecodeError, a 5000-digit integer, deep nesting
         return raw
+    return data["v"] if data.keys() == {"v"} else raw  # "1\nx = 2" is text, not 1 and a stray key
 
 
 # -- writing ---------------------------------------------------------------
