@@ -456,3 +456,32 @@ def test_option_values_may_hold_commas_inside_lists_and_quotes():
     assert parse_spec('csv_logger:path="a,b.csv",append=true') == {"name": "csv_logger", "path": "a,b.csv", "append": True}
     with pytest.raises(jitprop.ConfigError, match="must look like key=value"):
         parse_spec("adam:0.9")
+
+
+def test_divergence_is_one_line_and_the_checkpoint_holds_the_last_good_weights(tmp_path):
+    path = tmp_path / "m.npz"
+    result = run("train", "--dataset", "sine", "--optimizer", "sgd", "--lr", "50", "--epochs", "5", "--checkpoint", path,
+                 ok=False)  # fmt: skip
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    message = result.output.splitlines()[-1]  # after the "training ..." line, one Error line
+    assert re.match(r"Error: training diverged in epoch 1, iteration \d+: the (gradient of layer \d \(\w+\)|loss became)",
+                    message)  # fmt: skip
+    assert "saved" in message and "--on-divergence rollback" in message
+    saved = checkpoint.load(path)
+    assert all(np.all(np.isfinite(v)) for v in saved.state_dict().values())
+    assert saved.meta["trainer"]["progress"] is not None  # the exact place it stopped
+
+    result = run("train", "--dataset", "sine", "--optimizer", "sgd", "--lr", "0.5", "--epochs", "2",
+                 "--on-divergence", "rollback", ok=False)  # fmt: skip
+    assert result.exit_code in (0, 1)  # may or may not settle in 5 rollbacks; either way, said in words
+    assert "Traceback" not in result.output
+
+
+def test_resume_may_lower_the_learning_rate(tmp_path):
+    path = tmp_path / "m.npz"
+    run("train", "--dataset", "spirals", "--epochs", "2", "--checkpoint", path)
+    run("train", "--resume", path, "--epochs", "3", "--lr", "0.0001")
+    saved = checkpoint.load(path)
+    assert saved.meta["trainer"]["optimizer"]["lr"] == 0.0001 and saved.meta["trainer"]["epoch"] == 3
+    result = run("train", "--resume", path, "--epochs", "4", "--batch-size", "8", ok=False)
+    assert "--lr and --on-divergence may be given" in one_line_error(result)

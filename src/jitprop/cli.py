@@ -157,7 +157,7 @@ def _run_config(saved):
     return config
 
 
-RESUMABLE = {"resume", "epochs", "checkpoint", "callbacks", "print_config"}
+RESUMABLE = {"resume", "epochs", "checkpoint", "callbacks", "print_config", "lr", "on_divergence"}
 
 
 @cli.command()
@@ -178,13 +178,17 @@ RESUMABLE = {"resume", "epochs", "checkpoint", "callbacks", "print_config"}
 @click.option("--seed", type=int, help="Seed of weights, shuffling and dropout.  [default: 0]")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), help="Floating-point precision.  [default: float32]")
 @click.option("--device", help="cpu or cuda.  [default: cpu]")
+@click.option("--on-divergence", type=click.Choice(["stop", "rollback"]),
+              help="At a NaN or infinite loss or gradient: stop before the update, or roll the epoch back and"
+                   " halve the learning rate.  [default: stop]")  # fmt: skip
 @click.option("--checkpoint", help="Save the run here (.npz) at the end and on Ctrl-C.")
 @click.option("--resume", help="Continue the run saved in this checkpoint.")
 @click.option("--callback", "callbacks", multiple=True, help="Callback NAME[:k=v,...]; repeatable.")
 @click.option("--print-config", is_flag=True, help="Print the resolved run as TOML and exit.")
 @click.pass_context
 def train(ctx, config_path, dataset, target, normalize, hidden, activation, dropout, loss, optimizer, lr, schedule,
-          epochs, batch_size, validation_split, seed, dtype, device, checkpoint, resume, callbacks, print_config):  # fmt: skip
+          epochs, batch_size, validation_split, seed, dtype, device, on_divergence, checkpoint, resume, callbacks,
+          print_config):  # fmt: skip
     """Train a model and report loss and accuracy per epoch.
 
     \b
@@ -196,6 +200,7 @@ def train(ctx, config_path, dataset, target, normalize, hidden, activation, drop
       jitprop train --callback early_stopping:patience=3,restore_best_weights=true
       jitprop train --print-config > run.toml && jitprop train --config run.toml
       jitprop train --resume model.npz --epochs 40    # continue to 40 epochs in all
+      jitprop train --resume model.npz --lr 1e-4      # ... at a lower learning rate
 
     Ctrl-C stops after the current batch and, with --checkpoint, saves the
     run so --resume continues it exactly.
@@ -211,7 +216,7 @@ def train(ctx, config_path, dataset, target, normalize, hidden, activation, drop
         if changed:
             raise ConfigError(
                 f"{', '.join(changed)} cannot change when resuming: the run continues with its saved configuration"
-                " (only --epochs, --checkpoint and --callback may be given)"
+                " (only --epochs, --checkpoint, --callback, --lr and --on-divergence may be given)"
             )
         saved = checkpoints.load(resume)
         config = runconfig.check(_run_config(saved), resume)
@@ -222,7 +227,7 @@ def train(ctx, config_path, dataset, target, normalize, hidden, activation, drop
         flags = {
             "dataset": dataset, "target": target, "normalize": normalize, "activation": activation, "dropout": dropout,
             "lr": lr, "batch_size": batch_size, "validation_split": validation_split, "seed": seed, "dtype": dtype,
-            "device": device, "checkpoint": checkpoint,
+            "device": device, "on_divergence": on_divergence, "checkpoint": checkpoint,
         }  # fmt: skip
         if hidden is not None:
             flags["hidden"] = _hidden(hidden)
@@ -256,6 +261,10 @@ def train(ctx, config_path, dataset, target, normalize, hidden, activation, drop
     trainer = p.trainer(extra_callbacks=reporters)
     if saved is not None:
         trainer.load_state(*saved.trainer_state(p.model))
+        if lr is not None:
+            trainer.set_learning_rate(lr)
+        if on_divergence is not None:
+            trainer.on_divergence = on_divergence
     X, y = p.train
     n_val = 0 if p.val_rows is None else len(p.val_rows)
     click.echo(
@@ -288,6 +297,15 @@ def train(ctx, config_path, dataset, target, normalize, hidden, activation, drop
         else:
             click.echo(f"{name}: {trainer.stop_reason}; nothing saved (give --checkpoint PATH to keep progress)")
         ctx.exit(130 if caught.get("signal") == signal.SIGINT else 143)
+    for r in trainer.rollbacks:
+        click.echo(f"rolled back epoch {r['epoch']} ({r['reason']} at iteration {r['iteration']});"
+                   f" learning rate now {r['lr']:.4g}")  # fmt: skip
+    if trainer.divergence is not None:
+        where = f"saved {path}" if path else "nothing saved (give --checkpoint PATH to keep it)"
+        if path:
+            checkpoints.save(path, trainer, state=trainer.end_state)
+        hint = "train again with a lower --lr" + ("" if trainer.rollbacks else ", or with --on-divergence rollback")
+        raise JitpropError(f"{trainer.stop_reason}; {where}; {hint}")
     if trainer.stop_reason:
         click.echo(trainer.stop_reason)
     final = trainer.history.history

@@ -60,6 +60,7 @@ class Plan:
             drop_last=c["drop_last"],
             lr_schedule=api.schedule(**c["schedule"]) if c.get("schedule") else None,
             device=c["device"],
+            on_divergence=c["on_divergence"],
         )
         trainer.run_info = self.info
         trainer.keep_end_state = True  # the final checkpoint continues from the weights before any restore
@@ -135,7 +136,7 @@ def plan(config, checkpoint=None):
     resolved = {
         key: c[key]
         for key in ("dataset", "target", "normalize", "epochs", "batch_size", "validation_split", "seed", "device",
-                    "dtype", "shuffle", "drop_last", "checkpoint")
+                    "dtype", "shuffle", "drop_last", "on_divergence", "checkpoint")
         if c.get(key) is not None
     }  # fmt: skip
     resolved["dtype"] = model.config()["dtype"]

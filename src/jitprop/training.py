@@ -528,6 +528,13 @@ class Trainer:
         else:
             index[:] = np.arange(index.shape[0])
 
+    def set_learning_rate(self, lr):
+        """Train on at ``lr`` from here (a resumed run at a lower rate, say); schedules scale from it."""
+        lr = real("lr", lr, "fit", low=0.0)
+        self.optimizer.lr = self.lr = lr
+        if self._progress is not None:
+            self._progress["lr"] = lr
+
     def request_interrupt(self):
         """Ask training to stop after the current iteration; ``end_state`` then holds the
         exact place to continue from. Safe to call from a signal handler."""
