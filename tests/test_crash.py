@@ -47,3 +47,4 @@ def test_sigkill_at_random_moments_never_breaks_the_checkpoint(tmp_path):
     out = train("--resume", "ck.npz", "--epochs", str(last + 2), cwd=tmp_path)
     assert f"epochs {last + 1}..{last + 2}" in out
     assert saved_epoch(tmp_path / "ck.npz") == last + 2
+    assert not list(tmp_path.glob(".ck.npz.*.tmp"))  # what the killed writers left was cleared by the next one

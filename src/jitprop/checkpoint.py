@@ -50,6 +50,31 @@ def _mode_for(path):
     return 0o666 & ~mask
 
 
+def _remove_orphans(directory, name):
+    """Delete temporary files an earlier writer of ``name`` left when it was killed mid-write
+    (its process is gone), so crashes don't litter the directory."""
+    prefix = f".{name}."
+    try:
+        entries = [e for e in os.scandir(directory) if e.name.startswith(prefix) and e.name.endswith(".tmp")]
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry.name[len(prefix) :].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running: a concurrent writer, not an orphan
+        except ProcessLookupError:
+            pass
+        except OSError:  # another user's live process
+            continue
+        try:
+            os.unlink(entry.path)
+        except OSError:
+            pass
+
+
 def atomic_write(path, write):
     """Write a file through ``write(binary_file)`` so that ``path`` is always whole:
     a temporary file beside it, flushed and fsynced, then renamed over it."""
@@ -59,8 +84,9 @@ def atomic_write(path, write):
         raise DataError(f"cannot write {path}: directory {directory} does not exist")
     if path.is_dir():
         raise DataError(f"cannot write {path}: it is a directory")
+    _remove_orphans(directory, path.name)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=directory)
     except OSError as exc:
         raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import api
 from .components import kernel, positive_int
-from .data import as_inputs
+from .data import as_inputs, check_fits
 from .errors import ConfigError, DataError
 from .kernels import seed_mix
 from .layers import Layer
@@ -98,7 +98,11 @@ class Sequential:
         # Lay every parameter of every layer out in one flat buffer, running state in another.
         self._shapes = self._layout(lambda layer: (layer.param_names, layer.param_shapes()))
         self._state_shapes = self._layout(lambda layer: (layer.state_names, layer.state_shapes()))
-        self.params = np.zeros(self._size(self._shapes), self.dtype)
+        n_params, n_state = self._size(self._shapes), self._size(self._state_shapes)
+        # Parameters, gradients and running state, before anything is allocated: a mistyped width
+        # (--hidden 1000000000) is one sentence, not a frozen machine.
+        check_fits((2 * n_params + n_state) * np.dtype(self.dtype).itemsize, f"a model of {n_params:,} parameters")
+        self.params = np.zeros(n_params, self.dtype)
         self.grads = np.zeros_like(self.params)
         self.state = np.zeros(self._size(self._state_shapes), self.dtype)
         self.layer_params = self._slices(self.params, self._shapes)

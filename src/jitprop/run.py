@@ -128,7 +128,12 @@ def plan(config, checkpoint=None):
         mean, std = checkpoint.info_array("norm_mean"), checkpoint.info_array("norm_std")
     elif c["normalize"]:
         mean = X[train_rows].mean(axis=0)
-        std = X[train_rows].std(axis=0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            std = X[train_rows].std(axis=0)
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
+            bad = int(np.flatnonzero(~(np.isfinite(mean) & np.isfinite(std)))[0])
+            raise DataError(f"{table.source}: feature column {bad} is too large to standardise (its spread overflows);"
+                            " rescale it, or train with --no-normalize")  # fmt: skip
         std[std == 0] = 1.0  # constant columns (blank pixels) stay at 0
     if mean is not None:
         X = standardise(X, mean, std)
