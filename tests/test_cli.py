@@ -371,7 +371,7 @@ BAD = [
     (["train", "--dataset", "words.csv", "--loss", "mse"], "loss 'mse' needs numeric targets, but 'label' holds text like 'cat'"),
     (["train", "--dataset", "sine", "--loss", "cross_entropy"], "holds fractional numbers like"),
     (["train", "--checkpoint", "no/such/dir/c.npz"], "cannot write checkpoint no/such/dir/c.npz: directory"),
-    (["train", "--resume", "model.npz", "--lr", "0.1"], "--lr cannot change when resuming"),
+    (["train", "--resume", "model.npz", "--seed", "1"], "--seed cannot change when resuming"),
     (["train", "--resume", "nothere.npz"], "nothere.npz: no such checkpoint file"),
     (["evaluate", "junk.npz"], "not a readable checkpoint, corrupt or truncated"),
     (["evaluate", "truncated.npz"], "not a readable checkpoint, corrupt or truncated"),
