@@ -126,3 +126,17 @@ def test_the_trainer_draws_each_epoch_from_seed_and_epoch():
     assert np.array_equal(a, b) and not np.array_equal(a, np.arange(50))
     jitprop.Trainer(model, "mse", seed=9, shuffle=False).order(2, b)
     assert np.array_equal(b, np.arange(50))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_finite_sees_every_nan_and_infinity(dtype):
+    from jitprop.kernels import all_finite
+
+    a = np.random.default_rng(0).normal(size=1001).astype(dtype) * 1e30
+    assert all_finite(a) and all_finite(a[:0])
+    for i in (0, 500, 1000):
+        for bad in (np.nan, np.inf, -np.inf):
+            b = a.copy()
+            b[i] = bad
+            assert not all_finite(b)
+    assert all_finite(np.full(7, np.finfo(dtype).max, dtype))  # the largest finite values are finite

@@ -28,6 +28,7 @@ from numba.core.registry import CPUDispatcher
 
 from . import __version__
 from .components import kernel
+from .kernels import all_finite
 
 TEMPLATE_VERSION = 6
 _programs = {}
@@ -96,6 +97,7 @@ def program(model, loss, optimizer, accuracy):
     if any(r is None for v in refs.values() for r in v):
         return None
     stamps = sorted({f"{r[0]}={_stamp(f)}" for k in fns for f, r in zip(fns[k], refs[k])})
+    stamps.append(f"jitprop.kernels={_stamp(all_finite)}")  # the helpers every program calls
     class_labels = loss.target == "class"
     stateful = tuple(model.stateful)
     key_text = repr((TEMPLATE_VERSION, __version__, numba.__version__, refs, stamps, class_labels, stateful))

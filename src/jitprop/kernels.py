@@ -91,14 +91,17 @@ def shuffle_order(key, half, index):
         index[i] = np.int64(x)
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"reassoc"})
 def all_finite(a):
     """True when no element of the 1-D array ``a`` is NaN or infinite.
 
     ``x - x`` is 0 for every finite x and NaN otherwise, so one branch-free sum
-    (which vectorises) answers for the whole gradient buffer.
+    answers for the whole gradient buffer. Reassociation (and only that: no
+    "no-NaN" assumption) lets the sum vectorise; summing exact zeros in the
+    array's own dtype loses nothing. Without it the sum is one long chain of
+    dependent adds: 18% of a small model's step.
     """
-    acc = 0.0
+    acc = a.dtype.type(0.0)
     for i in range(a.shape[0]):
         acc += a[i] - a[i]
     return acc == 0.0

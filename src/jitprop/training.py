@@ -36,12 +36,12 @@ CHUNK_SECONDS = 0.1
 #: loss target -> kernel counting correct predictions in a batch
 ACCURACY = {"class": count_correct_classes, "binary": count_correct_binary}
 
-#: Hooks that need the Python loop: they run between the steps of one batch.
 #: ``on_divergence`` choices: stop at the bad batch, or roll back the epoch and lower the rate.
 DIVERGENCE = ("stop", "rollback")
 MAX_ROLLBACKS = 5
 ROLLBACK_FACTOR = 0.5
 
+#: Hooks that need the Python loop: they run between the steps of one batch.
 PER_BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_after_backward")
 
 LIFECYCLE_HOOKS = (
@@ -174,6 +174,7 @@ class Trainer:
         self.rollbacks = []
         self._bad_batch = None  # set by a batch loop: the batch whose loss or gradient was not finite
         self._state_before = None
+        self._saved = None  # (params, opt_state, state, [step]) where a rollback returns to
         self.interrupted = False
         self.end_state = None
         self._interrupt_requested = False
@@ -443,7 +444,7 @@ class Trainer:
     def _snapshot(self):
         """Keep the weights, optimizer state and running state at an epoch's start (rollback)."""
         model = self.model
-        if getattr(self, "_saved", None) is None or self._saved[0].shape != model.params.shape:
+        if self._saved is None or self._saved[0].shape != model.params.shape:
             self._saved = (np.empty_like(model.params), np.empty_like(self.opt_state), np.empty_like(model.state), [0])
         params, opt_state, state, step = self._saved
         params[...], opt_state[...], state[...], step[0] = model.params, self.opt_state, model.state, self.step
