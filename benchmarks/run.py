@@ -80,12 +80,12 @@ def initial_weights(sizes, seed=0):
 
 def epoch_orders(n, seed):
     """The row order of each epoch, exactly as jitprop's Trainer draws it (from seed and epoch)."""
-    from jitprop.kernels import feistel_half_bits, shuffle_key, shuffle_order
+    from jitprop.kernels import feistel_bits, shuffle_key, shuffle_order
 
     index = np.empty(n, dtype=np.int64)
     epoch = 0
     while True:
-        shuffle_order(shuffle_key(seed, epoch), feistel_half_bits(n), index)
+        shuffle_order(shuffle_key(seed, epoch), feistel_bits(n), index)
         epoch += 1
         yield index
 

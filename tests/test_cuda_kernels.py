@@ -217,12 +217,12 @@ def test_a_short_run_on_cuda_matches_the_same_run_on_cpu():
 @pytest.mark.parametrize("n", [1, 7, 37])
 def test_the_device_draws_the_cpus_epoch_order(n):
     from jitprop import cuda_backend
-    from jitprop.kernels import feistel_half_bits, shuffle_key, shuffle_order
+    from jitprop.kernels import feistel_bits, shuffle_key, shuffle_order
 
     expect = np.empty(n, np.int64)
-    shuffle_order(shuffle_key(5, 3), feistel_half_bits(n), expect)
+    shuffle_order(shuffle_key(5, 3), feistel_bits(n), expect)
     got = cuda.device_array(n, np.int64)
-    cuda_backend._shuffle_order[2, 8](shuffle_key(5, 3), feistel_half_bits(n), got)
+    cuda_backend._shuffle_order[2, 8](shuffle_key(5, 3), feistel_bits(n), got)
     assert np.array_equal(got.copy_to_host(), expect)
 
 

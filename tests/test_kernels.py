@@ -82,11 +82,11 @@ def test_kernels_are_cached_to_disk():
 
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 17, 1000, 4096, 4097])
 def test_each_epoch_order_is_a_permutation_fixed_by_seed_and_epoch(n):
-    from jitprop.kernels import feistel_half_bits, shuffle_key, shuffle_order
+    from jitprop.kernels import feistel_bits, shuffle_key, shuffle_order
 
     def order(seed, epoch):
         index = np.full(n, -1, dtype=np.int64)
-        shuffle_order(shuffle_key(seed, epoch), feistel_half_bits(n), index)
+        shuffle_order(shuffle_key(seed, epoch), feistel_bits(n), index)
         return index
 
     a = order(3, 0)
@@ -100,13 +100,13 @@ def test_each_epoch_order_is_a_permutation_fixed_by_seed_and_epoch(n):
 def test_epoch_orders_are_uniform_enough_for_sgd():
     """Over many epochs every row visits every position about equally: mean and spread
     of a row's position match a uniform permutation's within a few standard errors."""
-    from jitprop.kernels import feistel_half_bits, shuffle_key, shuffle_order
+    from jitprop.kernels import feistel_bits, shuffle_key, shuffle_order
 
     n, epochs = 100, 2000
     index = np.empty(n, dtype=np.int64)
     where = np.empty((epochs, n), dtype=np.int64)
     for e in range(epochs):
-        shuffle_order(shuffle_key(11, e), feistel_half_bits(n), index)
+        shuffle_order(shuffle_key(11, e), feistel_bits(n), index)
         where[e, index] = np.arange(n)
     mean, sd = (n - 1) / 2, np.sqrt((n * n - 1) / 12)
     assert np.all(np.abs(where.mean(axis=0) - mean) < 5 * sd / np.sqrt(epochs))
@@ -140,3 +140,21 @@ def test_all_finite_sees_every_nan_and_infinity(dtype):
             b[i] = bad
             assert not all_finite(b)
     assert all_finite(np.full(7, np.finfo(dtype).max, dtype))  # the largest finite values are finite
+
+
+def test_small_data_sets_see_every_order_about_equally_often():
+    import collections
+    import math
+
+    from jitprop.kernels import feistel_bits, shuffle_key, shuffle_order
+
+    n, draws = 5, 6000
+    counts = collections.Counter()
+    index = np.empty(n, np.int64)
+    for e in range(draws):
+        shuffle_order(shuffle_key(3, e), feistel_bits(n), index)
+        counts[tuple(index)] += 1
+    assert len(counts) == math.factorial(n)
+    expected = draws / math.factorial(n)
+    chi2 = sum((c - expected) ** 2 / expected for c in counts.values())
+    assert chi2 < 119 + 5 * math.sqrt(2 * 119)

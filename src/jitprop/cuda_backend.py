@@ -15,29 +15,34 @@ from numba import cuda, uint64
 from . import cuda_launch, registry
 from .components import kernel
 from .errors import ConfigError
-from .kernels import feistel_half_bits, shuffle_key
+from .kernels import feistel_bits, shuffle_key
 from .model import mix_seed
 
 
 @cuda.jit
-def _shuffle_order(key, half, index):
+def _shuffle_order(key, bits, index):
     """kernels.shuffle_order, one element per thread (the hash written out: no device functions)."""
     n = uint64(index.shape[0])
-    hb = uint64(half)
-    mask = (uint64(1) << hb) - uint64(1)
+    rounds = 4 if bits > 6 else 24
+    low = uint64(bits - bits // 2)
+    mask_left = (uint64(1) << uint64(bits // 2)) - uint64(1)
+    mask_right = (uint64(1) << low) - uint64(1)
     first, stride = cuda.grid(1), cuda.gridsize(1)
     for i in range(first, index.shape[0], stride):
         x = uint64(i)
         while True:
-            left = x >> hb
-            right = x & mask
-            for r in range(4):
-                z = right + key + uint64(r) * uint64(0x9E3779B97F4A7C15)
+            left = x >> low
+            right = x & mask_right
+            for r in range(rounds):
+                z = (right if r % 2 == 0 else left) + key + uint64(r) * uint64(0x9E3779B97F4A7C15)
                 z = (z ^ (z >> uint64(30))) * uint64(0xBF58476D1CE4E5B9)
                 z = (z ^ (z >> uint64(27))) * uint64(0x94D049BB133111EB)
-                z = (z ^ (z >> uint64(31))) & mask
-                left, right = right, left ^ z
-            x = (left << hb) | right
+                z = z ^ (z >> uint64(31))
+                if r % 2 == 0:
+                    left ^= z & mask_left
+                else:
+                    right ^= z & mask_right
+            x = (left << low) | right
             if x < n:
                 break
         index[i] = x
@@ -203,7 +208,7 @@ class DeviceRun:
         """Draw the row order of ``epoch`` on the device, as the CPU would."""
         n = self.index.shape[0]
         if self.trainer.shuffle:
-            _shuffle_order[cuda_launch.grid_1d(n)](shuffle_key(self.trainer.seed, epoch), feistel_half_bits(n), self.index)
+            _shuffle_order[cuda_launch.grid_1d(n)](shuffle_key(self.trainer.seed, epoch), feistel_bits(n), self.index)
         else:
             _arange[cuda_launch.grid_1d(n)](self.index)
 

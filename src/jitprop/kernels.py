@@ -56,36 +56,40 @@ def shuffle_key(seed, epoch):
     return np.uint64(seed_mix(z, np.uint64(SHUFFLE_STREAM)))
 
 
-def feistel_half_bits(n):
-    """Half the bits of the smallest even-bit power of two >= n: the Feistel network's domain."""
-    half = 1
-    while (1 << (2 * half)) < n:
-        half += 1
-    return half
+def feistel_bits(n):
+    """Bits of the smallest power of two >= n (at least 1): the permutation's domain."""
+    return max(1, (int(n) - 1).bit_length())
 
 
 @njit(cache=True)
-def shuffle_order(key, half, index):
+def shuffle_order(key, bits, index):
     """index[i] = the i-th element of a pseudo-random permutation of 0..n-1 drawn from ``key``.
 
-    A four-round Feistel network on 2 * ``half`` bits with splitmix64 rounds is
-    a bijection of [0, 4^half); walking each i along its cycle until it lands
-    below n makes it one of [0, n). Every element is computed on its own, so a
-    GPU draws the same order in parallel (cuda_backend._shuffle_order) with no
+    A Feistel network on ``bits`` bits (unbalanced when ``bits`` is odd: each
+    round XORs one part with a splitmix64 hash of the other, which keeps it a
+    bijection; four rounds, 24 for 64 rows or fewer, where few rounds would
+    reach some orders more often than others) permutes [0, 2^bits), at most 2n
+    values; walking each i along its cycle until it lands below n makes it a
+    permutation of [0, n). Every element is computed on its own, so a GPU
+    draws the same order in parallel (cuda_backend._shuffle_order) with no
     sort and no random state to carry between epochs.
     """
     n = np.uint64(index.shape[0])
-    hb = np.uint64(half)
-    mask = (np.uint64(1) << hb) - np.uint64(1)
+    rounds = 4 if bits > 6 else 24  # tiny domains need more rounds to reach every order evenly
+    low = np.uint64(bits - bits // 2)  # bits of the right part; the left part has the rest
+    mask_left = (np.uint64(1) << np.uint64(bits // 2)) - np.uint64(1)
+    mask_right = (np.uint64(1) << low) - np.uint64(1)
     for i in range(index.shape[0]):
         x = np.uint64(i)
         while True:
-            left = x >> hb
-            right = x & mask
-            for r in range(4):
-                f = _splitmix(right + key + np.uint64(r) * _GOLDEN) & mask
-                left, right = right, left ^ f
-            x = (left << hb) | right
+            left = x >> low
+            right = x & mask_right
+            for r in range(rounds):
+                if r % 2 == 0:
+                    left ^= _splitmix(right + key + np.uint64(r) * _GOLDEN) & mask_left
+                else:
+                    right ^= _splitmix(left + key + np.uint64(r) * _GOLDEN) & mask_right
+            x = (left << low) | right
             if x < n:
                 break
         index[i] = np.int64(x)

@@ -26,7 +26,7 @@ from .data import as_inputs, as_targets
 from .errors import ConfigError, DataError, PluginError
 from .hookspecs import hookimpl
 from .losses import count_correct_binary, count_correct_classes
-from .kernels import all_finite, feistel_half_bits, gather, gather_rows, shuffle_key, shuffle_order
+from .kernels import all_finite, feistel_bits, gather, gather_rows, shuffle_key, shuffle_order
 from .model import Workspace, mix_seed
 from .plugins import load_plugins
 
@@ -525,7 +525,7 @@ class Trainer:
         """Fill ``index`` with epoch ``epoch``'s row order: a permutation drawn from (seed, epoch)
         alone (kernels.shuffle_order), so resuming needs no random state and a GPU draws the same."""
         if self.shuffle:
-            shuffle_order(shuffle_key(self.seed, epoch), feistel_half_bits(index.shape[0]), index)
+            shuffle_order(shuffle_key(self.seed, epoch), feistel_bits(index.shape[0]), index)
         else:
             index[:] = np.arange(index.shape[0])
 
