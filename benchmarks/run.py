@@ -508,23 +508,36 @@ TARGETS = {"S": (25.0, None), "M": (1.5, 0.80), "L": (1.2, 0.85)}
 MISSES = """### Why a target is missed (profile and arithmetic: benchmarks/README.md)
 
 - **Share of the matmul peak (M, L).** The peak is numpy's best on large square
-  products. The products of M and L are thin (128 or 256 rows); on those shapes
-  the BLAS that Numba's `np.dot` calls reaches 85-110 GFLOP/s in isolation
-  (`128x784x256`: ~87), and the optimizer's memory-bound pass over all
-  parameters adds 10-25% of a step that no product hides. Closing the gap needs
-  matrix-product kernels tuned for thin shapes and the update fused into the
-  last backward pass; neither is done yet.
-- **Peak memory (M).** Every process holds the 188 MB float32 data set; plain
-  NumPy's process peaks at ~290 MB, and Numba with LLVM and SciPy's BLAS adds
-  ~120 MB to that. Half of PyTorch's ~560 MB would put jitprop below NumPy
-  alone; jitprop's own arrays (weights, Adam state, workspaces) are ~5 MB.
+  products in the same run; on this machine it moves between ~140 and ~180
+  GFLOP/s from run to run (slow phases). The ceiling line below is the most a
+  step built on Numba's `np.dot` reaches on these thin shapes (128 or 256
+  rows): a loop of one step's eight products and nothing else, best of ~2 s.
+  jitprop's median epochs reach 60-80% of that ceiling. The rest of a step is
+  Adam's memory-bound pass over every parameter (~11% of an M step in the
+  per-kernel profile of benchmarks/README.md), bias, activations, loss, batch
+  gather and the divergence check (~5%), and medians against a best case.
+  Closing the gap needs the update fused into the last backward pass and
+  products tuned for thin shapes; neither is done yet.
+- **Ratios to PyTorch (S, L), when one misses.** Both sit near their targets
+  and move by 10-15% between full runs on this machine (both systems have slow
+  phases; rounds are interleaved, but short): runs on 2026-11-28 gave S
+  24.4-28.1x and L 1.16-1.29x. S's step is ~26 µs of small BLAS calls and fixed
+  per-batch costs, to which the hardening work added ~3% (the finiteness check
+  before each update, and a cross-entropy that stays exact for huge or
+  confident logits).
+- **Peak memory (M).** Every process holds the 188 MB float32 data set (and
+  builds it from float32 normals); plain NumPy's process peaks at ~290-410 MB
+  here, and Numba with LLVM and SciPy's BLAS adds ~120 MB to a bare NumPy
+  process. Half of PyTorch's peak would put jitprop at or below plain NumPy's;
+  jitprop's own arrays (weights, Adam state, workspaces) are ~5 MB.
 - **Start-up, warm cache.** No kernel is compiled, but importing jitprop (Numba,
   NumPy, click: ~0.5 s) and Numba's first dispatch into cached code (it then
   loads its NumPy implementations and imports scipy.linalg for BLAS: ~0.7 s)
   take ~1.3 s on this 2-core machine before the first batch. A process that does
   nothing but call one cached `@njit` function using `np.dot` takes ~1.2 s here
-  (the floor line below): the 1.0 s target is under what Numba allows on this
-  machine, and jitprop's own share of start-up is ~0.15 s.
+  (the floor line below; ~1.1-1.25 s even when the cached function is a plain
+  loop, without BLAS or SciPy): the 1.0 s target is under what Numba allows on
+  this machine, and jitprop's own share of start-up is ~0.1 s.
 """
 
 
