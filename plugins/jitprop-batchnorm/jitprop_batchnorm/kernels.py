@@ -15,6 +15,20 @@ from numba import njit
 
 
 @njit(cache=True)
+def _column_stats(x, j):
+    """Mean and biased variance of column j of the batch."""
+    n = x.shape[0]
+    mean = 0.0
+    for i in range(n):
+        mean += x[i, j]
+    mean /= n
+    var = 0.0
+    for i in range(n):
+        var += (x[i, j] - mean) ** 2
+    return mean, var / n
+
+
+@njit(cache=True)
 def batch_norm_forward(p, h, x, out, cache, training, seed, state):
     n, d = x.shape
     momentum, eps = h[0], h[1]
@@ -24,14 +38,7 @@ def batch_norm_forward(p, h, x, out, cache, training, seed, state):
         state[2 * d] += 1.0  # num_batches_tracked, kept so torch's state_dict loads both ways
     for j in range(d):
         if training:
-            mean = 0.0
-            for i in range(n):
-                mean += x[i, j]
-            mean /= n
-            var = 0.0
-            for i in range(n):
-                var += (x[i, j] - mean) ** 2
-            var /= n
+            mean, var = _column_stats(x, j)
             # torch keeps the unbiased variance; a batch of one has none, so it keeps its value
             unbiased = var * n / (n - 1) if n > 1 else running_var[j]
             running_mean[j] = (1.0 - momentum) * running_mean[j] + momentum * mean
@@ -63,14 +70,7 @@ def batch_norm_backward(p, h, x, out, cache, grad_out, grad_in, grad_p, state):
         grad_b[j] = sum_g
         grad_w[j] = sum_g_xhat
         if grad_in.shape[0] > 0:
-            mean = 0.0
-            for i in range(n):
-                mean += x[i, j]
-            mean /= n
-            var = 0.0
-            for i in range(n):
-                var += (x[i, j] - mean) ** 2
-            var /= n
+            _, var = _column_stats(x, j)
             scale = weight[j] / (n * math.sqrt(var + eps))
             # dL/dx = gamma / (n sigma) * (n g - sum(g) - x_hat * sum(g x_hat))
             for i in range(n):
