@@ -35,19 +35,24 @@ def _checksum(meta_text, arrays):
     return h.hexdigest()
 
 
+def current_umask():
+    """The process's umask, read without changing it where Linux shows it (os.umask would
+    change it, briefly, for every thread)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0)
+        os.umask(mask)
+        return mask
+
+
 def _mode_for(path):
     """The mode a rewritten file keeps, or a new file's usual 0o666 less the umask."""
     try:
         return os.stat(path).st_mode & 0o7777
     except OSError:
-        pass
-    try:  # Linux shows the umask without changing it (os.umask would, briefly, for every thread)
-        with open("/proc/self/status") as f:
-            mask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
-    except (OSError, StopIteration, ValueError, IndexError):
-        mask = os.umask(0)
-        os.umask(mask)
-    return 0o666 & ~mask
+        return 0o666 & ~current_umask()
 
 
 def _remove_orphans(directory, name):

@@ -239,7 +239,7 @@ class DeviceRun:
 
     def _batches(self, first, last, bs, check):
         """The batch loop: gather, forward, loss, backward, (check), update; returns batches done."""
-        t, model = self.trainer, self.model
+        t = self.trainer
         self.correct.copy_to_device(np.zeros(1))
         for b in range(first, last):
             self._step(b, bs)

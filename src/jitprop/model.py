@@ -104,7 +104,7 @@ class Sequential:
         check_fits((2 * n_params + n_state) * np.dtype(self.dtype).itemsize, f"a model of {n_params:,} parameters")
         self.params = np.zeros(n_params, self.dtype)
         self.grads = np.zeros_like(self.params)
-        self.state = np.zeros(self._size(self._state_shapes), self.dtype)
+        self.state = np.zeros(n_state, self.dtype)
         self.layer_params = self._slices(self.params, self._shapes)
         self.layer_grads = self._slices(self.grads, self._shapes)
         self.layer_state = self._slices(self.state, self._state_shapes)

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from string import Template
 
+from .checkpoint import current_umask
 from .errors import ConfigError
 
 KINDS = ("loss", "layer")
@@ -243,15 +244,9 @@ def write(name, kind, directory):
         (tmp / "README.md").write_text(README.substitute(values))
         (tmp / module / "__init__.py").write_text(code.substitute(values))
         (tmp / "tests" / f"test_{name}.py").write_text(tests.substitute(values))
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's folder is owner-only
         tmp.rename(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return root
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

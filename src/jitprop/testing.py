@@ -8,10 +8,14 @@
 Run CUDA kernels without a GPU by setting ``NUMBA_ENABLE_CUDASIM=1`` before
 numba is imported, inside ``with tiny_cuda_grids():`` so that the simulator
 (one Python thread per GPU thread) stays quick while grid-stride loops
-still loop.
+still loop. The simulator checks no types: ``compile_ptx`` compiles kernels
+for a real GPU (compute capability 7.5), which does, with no GPU needed.
 """
 
 import contextlib
+import os
+import subprocess
+import sys
 
 from . import cuda_launch, plugins
 
@@ -36,3 +40,19 @@ def tiny_cuda_grids(tile=4, threads=8, max_blocks=3):
         yield
     finally:
         cuda_launch.TILE, cuda_launch.THREADS, cuda_launch.MAX_BLOCKS = saved
+
+
+def compile_ptx(source, timeout=600):
+    """Run ``source`` (Python that calls ``numba.cuda.compile_ptx``) in a fresh process without
+    the simulator and return what it printed; a failure fails the calling test with numba's
+    message, and missing CUDA compiler libraries (libNVVM, NVRTC) skip it."""
+    import pytest
+
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    out = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, env=env, timeout=timeout)
+    if "libNVVM cannot be found" in out.stderr:
+        pytest.skip("the CUDA toolkit's libNVVM is not installed here, so kernels cannot be compiled to PTX")
+    if "libnvrtc" in out.stderr and "No such file" in out.stderr:
+        pytest.skip("numba-cuda needs NVRTC to compile PTX: pip install 'numba-cuda[cu12]' brings it")
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
