@@ -258,3 +258,22 @@ def test_testing_helpers_register_for_a_block_and_shrink_grids():
     with tiny_cuda_grids():
         assert cuda_launch.grid_1d(100) == (3, 8)
     assert cuda_launch.grid_1d(100) == (1, 256)
+
+
+def test_the_registry_follows_a_new_plugin_that_reuses_a_freed_ones_id():
+    class Reused:
+        def __init__(self, loss_name):
+            self.loss_name = loss_name
+
+        @jitprop.hookimpl
+        def register_losses(self, register):
+            register(type("Renamed", (Huber,), {"name": self.loss_name}))
+
+    for i in range(20):  # CPython soon hands a new object the id of one just freed
+        plugin = Reused(f"reused_{i}")
+        plugins.register(plugin, name="reused")
+        try:
+            assert lookup("loss", f"reused_{i}").plugin == "reused"
+        finally:
+            plugins.unregister(plugin)
+        del plugin

@@ -98,8 +98,10 @@ def tables():
     """All tables, rebuilt whenever the set of registered plugins changed."""
     global _tables, _tables_key
     pm = load_plugins()
-    key = frozenset(id(p) for p in pm.get_plugins())
-    if key != _tables_key:
+    # The plugins themselves, not their ids: holding them keeps a freed plugin's id from being
+    # reused by a new one, which would make a changed set look unchanged.
+    key = tuple(plugin for _, plugin in pm.list_name_plugin())
+    if _tables_key is None or len(key) != len(_tables_key) or any(a is not b for a, b in zip(key, _tables_key)):
         _tables = _build(pm)
         _tables_key = key
     return _tables
