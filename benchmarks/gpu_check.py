@@ -3,8 +3,8 @@
     python benchmarks/gpu_check.py              # on a machine with an NVIDIA GPU (< 5 minutes)
     python benchmarks/gpu_check.py --quick      # tiny shapes, no throughput (also runs on the simulator)
 
-Part 1 compares every registered layer's, loss's and optimizer's CUDA kernels
-with its CPU kernel on fresh random inputs of awkward shapes (float32
+Part 1 compares every registered layer's, loss's, optimizer's and schedule's
+CUDA kernels with its CPU kernel (a schedule's with its host rate) on fresh random inputs of awkward shapes (float32
 tolerance). Part 2 trains the configurations of shared/guide/PERF.md with
 jitprop on the GPU and, when PyTorch with CUDA is installed, with PyTorch on
 the same GPU in the same run, and prints a table with the card's name
@@ -84,6 +84,14 @@ def check_kernels(shapes=((1, 3), (7, 5), (33, 17), (130, 70))):
             kernel(opt, "kernel")(p, g, state, opt.lr, opt.hyper(), step)
             kernel(opt, "cuda_kernel")(d_p, cuda.to_device(g), d_state, opt.lr, opt.hyper(), step)
         rows.append(("optimizer", entry.name, "1001", rel(d_p.copy_to_host(), p)))
+    from jitprop.cuda_backend import scheduled_rate
+
+    out = cuda.device_array(1, np.float64)
+    for entry in entries("schedule"):
+        schedule = entry.cls()
+        schedule.warmup = 2  # the core's warmup kernel too
+        err = max(abs(scheduled_rate(schedule, e, 0.1, out) - schedule(e, 0.1)) / 0.1 for e in range(40))
+        rows.append(("schedule", entry.name, "40 epochs", err))
     return rows
 
 

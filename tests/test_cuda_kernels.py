@@ -127,6 +127,12 @@ PTX_SCRIPT = textwrap.dedent('''
     sigs["shuffle_order"] = (cb._shuffle_order, (types.uint64, types.int64, i1))
     sigs["arange"] = (cb._arange, (i1,))
     sigs["flag_nonfinite"] = (cb._flag_nonfinite, (f64, types.int64, m1, i1))
+    sigs["warmup_rate"] = (cb._warmup_rate, (f64, types.int64, types.int64, F))
+    from jitprop.default_plugins import schedules_cuda as sc
+    I = types.int64
+    sigs["step_schedule"] = (sc._step, (f64, I, F, I, F))
+    sigs["exponential_schedule"] = (sc._exponential, (f64, I, F, F))
+    sigs["cosine_schedule"] = (sc._cosine, (f64, I, F, I, F))
     for i, k in enumerate(l._matmuls("float32", 16)):
         sigs[f"matmul_{i}"] = (k, (m2, m2, m1, m2) if i == 0 else (m2, m2, m2))
     for name, (k, sig) in sigs.items():
@@ -188,6 +194,49 @@ def test_cuda_optimizer_kernels_match_cpu(name, options):
         kernel(opt, "cuda_kernel")(d_p, cuda.to_device(g), d_state, opt.lr, opt.hyper(), step)
     np.testing.assert_allclose(d_p.copy_to_host(), p, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(d_state.copy_to_host(), state, rtol=1e-5, atol=1e-6)
+
+
+SCHEDULES = [
+    ("step", dict(step_size=3, gamma=0.5)),
+    ("step", dict(step_size=1, gamma=0.9, warmup=2)),
+    ("exponential", dict(gamma=0.93)),
+    ("exponential", dict(gamma=0.5, warmup=4)),
+    ("cosine", dict(T_max=7, eta_min=1e-4)),
+    ("cosine", dict(T_max=1, warmup=1)),
+]
+
+
+@pytest.mark.parametrize("name, options", SCHEDULES)
+def test_cuda_schedule_kernels_match_the_host(name, options):
+    """The rate of every epoch, warmup and the schedule's end included, computed on the device."""
+    from jitprop.cuda_backend import scheduled_rate
+
+    schedule = jitprop.schedule(name, **options)
+    out = cuda.device_array(1, np.float64)
+    for base_lr in (0.1, 3e-4):
+        for epoch in range(20):
+            expect = schedule(epoch, base_lr)
+            assert scheduled_rate(schedule, epoch, base_lr, out) == pytest.approx(expect, rel=1e-12, abs=1e-300)
+            assert out.copy_to_host()[0] == pytest.approx(expect, rel=1e-12, abs=1e-300)
+
+
+def test_a_scheduled_run_on_cuda_logs_the_cpus_rates():
+    from conftest import spirals
+
+    X, y = spirals(8)
+    runs = {}
+    for device in ("cpu", "cuda"):
+        model = jitprop.Sequential([jitprop.layer("dense", units=5), "tanh", jitprop.layer("dense", units=3)],
+                                   input_dim=2, seed=1)
+        trainer = jitprop.Trainer(model, "cross_entropy", jitprop.optimizer("sgd", lr=0.2), batch_size=8, device=device,
+                                  lr_schedule=jitprop.schedule("cosine", T_max=3, warmup=1))
+        runs[device] = trainer.fit(X, y, epochs=6).history, model.params.copy()
+    (h_cpu, p_cpu), (h_gpu, p_gpu) = runs["cpu"], runs["cuda"]
+    np.testing.assert_allclose(h_gpu["lr"], h_cpu["lr"], rtol=1e-12)
+    # one warmup epoch, then half a cosine over 3 epochs down to 0, where it stays
+    np.testing.assert_allclose(h_cpu["lr"], [0.1, 0.2, 0.15, 0.05, 0.0, 0.0], atol=1e-15)
+    np.testing.assert_allclose(h_gpu["loss"], h_cpu["loss"], rtol=1e-5)
+    np.testing.assert_allclose(p_gpu, p_cpu, rtol=1e-5, atol=1e-6)
 
 
 def test_a_short_run_on_cuda_matches_the_same_run_on_cpu():
@@ -289,6 +338,27 @@ def test_cuda_refuses_what_it_cannot_run():
     trainer = jitprop.Trainer(model, "mse", device="cuda", callbacks=["gradient_clipping"])
     with pytest.raises(jitprop.ConfigError, match="on_after_backward.*train on the CPU"):
         trainer.fit(np.ones((4, 2)), np.ones((4, 2)))
+
+
+def test_a_schedule_without_a_cuda_kernel_is_refused_naming_its_plugin(register_plugin):
+    class HostOnly(jitprop.Schedule):
+        name = "host_only_test"
+
+        def rate(self, epoch, base_lr):
+            return base_lr
+
+    class Plugin:
+        @jitprop.hookimpl
+        def register_schedules(self, register):
+            register(HostOnly)
+
+    register_plugin(Plugin(), name="host-only-plugin")
+    model = jitprop.Sequential([jitprop.layer("dense", units=2)], input_dim=2)
+    schedule = jitprop.schedule("host_only_test")
+    with pytest.raises(jitprop.ConfigError, match=r"^schedule 'host_only_test' \(from plugin 'host-only-plugin'\) has no"
+                       r" CUDA kernel \(cuda_kernel\).*--device cpu$"):
+        jitprop.Trainer(model, "mse", device="cuda", lr_schedule=schedule)
+    jitprop.Trainer(model, "mse", lr_schedule=schedule)  # fine on the CPU
 
 
 def test_no_gpu_is_one_line_telling_how_to_run_on_the_cpu(tmp_path):

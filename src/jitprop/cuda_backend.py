@@ -1,12 +1,13 @@
 """Training on an NVIDIA GPU with numba.cuda: the same step, every array in device memory.
 
 The model's flat buffers, the optimizer state, the training set and the
-workspaces are copied to the device once per fit; each batch is gathered on
-the device from the epoch's shuffled index (one small copy per epoch, so a
-CUDA run sees the same batches as a CPU run with the same seed), and each
-layer's, loss's and optimizer's ``cuda_*`` launchers run in the CPU kernels'
-order. Per-batch losses and the accuracy count stay on the device until the
-end of the epoch's run of batches.
+workspaces are copied to the device once per fit. Each epoch's row order is
+drawn on the device by the CPU's counter-based permutation (so a CUDA run sees
+the same batches as a CPU run with the same seed), and its learning rate is
+computed there by the schedule's kernel. Each batch is gathered on the device,
+and each layer's, loss's and optimizer's ``cuda_*`` launchers run in the CPU
+kernels' order. Per-batch losses and the accuracy count stay on the device
+until the end of the epoch's run of batches.
 """
 
 import numpy as np
@@ -86,6 +87,13 @@ def _flag_nonfinite(losses, b, grads, flag):
 
 
 @cuda.jit
+def _warmup_rate(out, epoch, warmup, base_lr):
+    """Schedule.__call__'s linear warmup: the rate of each of the first ``warmup`` epochs."""
+    if cuda.grid(1) == 0:
+        out[0] = base_lr * (epoch + 1) / (warmup + 1)
+
+
+@cuda.jit
 def _count_classes(pred, y, out):
     first, stride = cuda.grid(1), cuda.gridsize(1)
     for i in range(first, pred.shape[0], stride):
@@ -126,7 +134,7 @@ def _launcher(component, attr, what):
         ) from None
 
 
-def check(model, loss, optimizer):
+def check(model, loss, optimizer, schedule=None):
     """Fail in one line, before training, when no GPU is present or a part lacks CUDA kernels."""
     if not cuda.is_available():
         raise ConfigError("--device cuda: no CUDA GPU is available here; run on the CPU with --device cpu")
@@ -135,6 +143,19 @@ def check(model, loss, optimizer):
         _launcher(layer, "cuda_backward", "layer")
     _launcher(loss, "cuda_kernel", "loss")
     _launcher(optimizer, "cuda_kernel", "optimizer")
+    if schedule is not None:
+        _launcher(schedule, "cuda_kernel", "schedule")
+
+
+def scheduled_rate(schedule, epoch, base_lr, out):
+    """``schedule(epoch, base_lr)`` computed on the device into ``out[0]`` (and returned):
+    the warmup by the core's kernel, the rest by the schedule's ``cuda_kernel``."""
+    if epoch < schedule.warmup:
+        _warmup_rate[1, 1](out, epoch, schedule.warmup, base_lr)
+    else:
+        h = np.ascontiguousarray(schedule.hyper(), dtype=np.float64)
+        kernel(schedule, "cuda_kernel")(out, epoch - schedule.warmup, base_lr, h)
+    return float(out.copy_to_host()[0])
 
 
 class DeviceRun:
@@ -142,12 +163,13 @@ class DeviceRun:
 
     def __init__(self, trainer, X, y, bs, n_batches, validation=None):
         model = trainer.model
-        check(model, trainer.loss, trainer.optimizer)
+        check(model, trainer.loss, trainer.optimizer, trainer.lr_schedule)
         self.model, self.trainer = model, trainer
         self.fwd = [kernel(layer, "cuda_forward") for layer in model.layers]
         self.bwd = [kernel(layer, "cuda_backward") for layer in model.layers]
         self.loss_kernel = kernel(trainer.loss, "cuda_kernel")
         self.opt_kernel = kernel(trainer.optimizer, "cuda_kernel")
+        self.rate_out = cuda.device_array(1, np.float64)
         self.count = COUNTERS.get(trainer.loss.target)
         self.params = cuda.to_device(model.params)
         self.grads = cuda.to_device(model.grads)
@@ -211,6 +233,15 @@ class DeviceRun:
             _shuffle_order[cuda_launch.grid_1d(n)](shuffle_key(self.trainer.seed, epoch), feistel_bits(n), self.index)
         else:
             _arange[cuda_launch.grid_1d(n)](self.index)
+
+    def rate(self, epoch, base_lr):
+        """The learning rate of ``epoch``, computed on the device by the schedule's CUDA kernel.
+
+        It comes back to the host once per epoch: it is logged with the epoch, callbacks
+        may change it, and the update launchers take it by value with their other scalars.
+        """
+        schedule = self.trainer.lr_schedule
+        return base_lr if schedule is None else scheduled_rate(schedule, epoch, base_lr, self.rate_out)
 
     def run(self, first, last, bs):
         """Train batches first..last of this epoch in the order ``self.index`` holds; return

@@ -154,7 +154,7 @@ class Trainer:
         if device == "cuda":
             from . import cuda_backend  # numba.cuda only for GPU runs
 
-            cuda_backend.check(model, self.loss, self.optimizer)
+            cuda_backend.check(model, self.loss, self.optimizer, self.lr_schedule)
 
         self.loss_kernel = kernel(self.loss, "kernel")
         self.loss_h = np.ascontiguousarray(self.loss.hyper(), dtype=np.float64)
@@ -270,7 +270,10 @@ class Trainer:
                 epoch = self.epoch
                 if progress is None:  # a fresh epoch
                     base_lr = self.optimizer.lr
-                    self.lr = self.lr_schedule(epoch, base_lr) if self.lr_schedule else base_lr
+                    if self._device_run is not None:  # the schedule's CUDA kernel
+                        self.lr = self._device_run.rate(epoch, base_lr)
+                    else:
+                        self.lr = self.lr_schedule(epoch, base_lr) if self.lr_schedule else base_lr
                     hook.on_epoch_begin(trainer=self, epoch=epoch, logs={})
                     if self._device_run is not None:
                         self._device_run.order(epoch)  # drawn where the data lives

@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 import jitprop
 from jitprop.components import positive_int, real
 
@@ -10,11 +12,15 @@ class StepDecay(jitprop.Schedule):
     """Multiply the rate by gamma every step_size epochs (torch StepLR)."""
 
     name = "step"
+    cuda_kernel = "jitprop.default_plugins.schedules_cuda:step_kernel"
 
     def __init__(self, step_size=10, gamma=0.1, warmup=0):
         super().__init__(warmup)
         self.step_size = positive_int("step_size", step_size, "step")
         self.gamma = real("gamma", gamma, "step", low=0.0)
+
+    def hyper(self):
+        return np.array([self.step_size, self.gamma], dtype=np.float64)
 
     def rate(self, epoch, base_lr):
         return base_lr * self.gamma ** (epoch // self.step_size)
@@ -24,10 +30,14 @@ class ExponentialDecay(jitprop.Schedule):
     """Multiply the rate by gamma every epoch (torch ExponentialLR)."""
 
     name = "exponential"
+    cuda_kernel = "jitprop.default_plugins.schedules_cuda:exponential_kernel"
 
     def __init__(self, gamma=0.95, warmup=0):
         super().__init__(warmup)
         self.gamma = real("gamma", gamma, "exponential", low=0.0)
+
+    def hyper(self):
+        return np.array([self.gamma], dtype=np.float64)
 
     def rate(self, epoch, base_lr):
         return base_lr * self.gamma**epoch
@@ -37,11 +47,15 @@ class CosineDecay(jitprop.Schedule):
     """Half a cosine from the base rate down to eta_min over T_max epochs, then eta_min (torch CosineAnnealingLR)."""
 
     name = "cosine"
+    cuda_kernel = "jitprop.default_plugins.schedules_cuda:cosine_kernel"
 
     def __init__(self, T_max=10, eta_min=0.0, warmup=0):
         super().__init__(warmup)
         self.T_max = positive_int("T_max", T_max, "cosine")
         self.eta_min = real("eta_min", eta_min, "cosine", low=0.0)
+
+    def hyper(self):
+        return np.array([self.T_max, self.eta_min], dtype=np.float64)
 
     def rate(self, epoch, base_lr):
         t = min(epoch, self.T_max)
