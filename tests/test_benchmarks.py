@@ -59,3 +59,11 @@ def test_the_real_gpu_check_runs_on_the_simulator():
                          env=env, timeout=600)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     assert "kernels: 34 checked" in out.stdout and " FAIL" not in out.stdout
+
+
+def test_the_memory_floor_probe_runs(bench, capsys, monkeypatch):
+    import json
+
+    monkeypatch.setitem(bench.CONFIGS, "M", {**bench.CONFIGS["M"], "data": (512, 784)})
+    bench.memory_probe("M", "numba-floor", 1)
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["peak_rss_mib"] > 0

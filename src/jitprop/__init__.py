@@ -9,9 +9,10 @@ built-in ones included, and their kernels are Numba-compiled.
 
 __version__ = "0.1.0"
 
-from . import numba_cache as _numba_cache
+from . import numba_blas as _numba_blas, numba_cache as _numba_cache
 
 _numba_cache.configure()  # before any kernel is defined: cache=True needs a place to write
+_numba_blas.preload()  # before Numba's first compile or cache load imports all of scipy.linalg
 
 from .callbacks import Callback
 from .datasets import Dataset
