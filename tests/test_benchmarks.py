@@ -31,6 +31,14 @@ def test_quick_benchmark_runs_every_system_to_the_same_loss(bench):
         # Same weights, same batches, same optimizer: the systems agree to float32 rounding.
         assert max(losses) - min(losses) < 1e-3 * max(1.0, abs(losses[0]))
         assert all(e["samples_per_s"] > 0 for e in systems.values())
+        if res["config"] == "M":  # where a step goes: each kernel in place, each product alone
+            parts = dict(res["step_profile"])
+            assert {"0: dense forward", "0: dense backward", "optimizer (adam)"} <= set(parts)
+            assert all(seconds > 0 for seconds in parts.values())
+            assert [name for name, *_ in res["profile"]] == [
+                "layer 1 forward", "layer 1 weight gradient", "layer 2 forward", "layer 2 weight gradient",
+                "layer 2 input gradient"]
+            assert "| all products |" in "\n".join(bench.profile_lines(res, 100.0))
     plugin = jitprop.plugins.pm.get_plugin("benchmark-plugin-loss")
     if plugin is not None:  # leave no plugin behind for other tests
         jitprop.plugins.unregister(plugin)
@@ -61,9 +69,12 @@ def test_the_real_gpu_check_runs_on_the_simulator():
     assert "kernels: 34 checked" in out.stdout and " FAIL" not in out.stdout
 
 
-def test_the_memory_floor_probe_runs(bench, capsys, monkeypatch):
+def test_the_memory_floor_probe_runs(bench, capsys, monkeypatch, tmp_path):
     import json
 
+    import numba
+
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))  # not beside run.py, under this module's name
     monkeypatch.setitem(bench.CONFIGS, "M", {**bench.CONFIGS["M"], "data": (512, 784)})
     bench.memory_probe("M", "numba-floor", 1)
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["peak_rss_mib"] > 0
