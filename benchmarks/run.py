@@ -6,9 +6,10 @@
 
 Method: float32, 2 threads, the same initial weights and the same batches
 in the same order for every system, Adam (lr 1e-3). After a warm-up epoch,
-the systems take turns, one epoch each per round (A B C A B C ...), so a
-slow phase of the machine hits all of them alike; each system's epoch time
-is the time inside its training loop. Reported: median samples/s (min-max),
+the systems take turns, one epoch each per round (A B C, B C A, C A B, ...),
+so a slow phase of the machine hits all of them alike and none always
+follows the same other; each system's epoch time is the time inside its
+training loop. Reported: median samples/s (min-max),
 the ratio to PyTorch per round, nominal GFLOP/s (samples/s x 6 x sum(in x
 out)) and its share of the float32 matrix-product peak, measured before each
 round (median of the per-round shares, so a slow phase hits both sides of
@@ -34,8 +35,9 @@ import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
+# S's epochs last ~2 ms: it runs ten times the rounds, so its medians rest on enough epochs.
 CONFIGS = {
-    "S": dict(sizes=[64, 64, 10], batch=32, data="digits"),
+    "S": dict(sizes=[64, 64, 10], batch=32, data="digits", round_factor=10),
     "M": dict(sizes=[784, 256, 256, 10], batch=128, data=(60000, 784)),
     "L": dict(sizes=[784, 1024, 1024, 10], batch=256, data=(20000, 784)),
 }
@@ -97,16 +99,21 @@ def epoch_orders(n, seed):
 class Jitprop:
     name = "jitprop"
     loss = "cross_entropy"
+    baseline = "pytorch"
+    hidden = ("relu",)  # the layers after each hidden dense layer
 
     def __init__(self, sizes, batch, weights, X, y, seed):
         import jitprop
 
         layers = []
         for units in sizes[1:-1]:
-            layers += [jitprop.layer("dense", units=units), "relu"]
+            layers += [jitprop.layer("dense", units=units), *self.hidden]
         layers.append(jitprop.layer("dense", units=sizes[-1]))
         self.model = jitprop.Sequential(layers, input_dim=sizes[0], dtype="float32", seed=seed)
-        self.model.load_state_dict({f"{2 * i}.{k}": v for i, (w, b) in enumerate(weights) for k, v in (("weight", w), ("bias", b))})
+        state = self.model.state_dict()  # a plugin layer's own values stay as it initialised them
+        dense = [i for i, layer in enumerate(self.model.layers) if layer.name == "dense"]
+        state.update({f"{i}.{k}": v for i, (w, b) in zip(dense, weights) for k, v in (("weight", w), ("bias", b))})
+        self.model.load_state_dict(state)
         timer = self.timer = epoch_timer()
         self.trainer = jitprop.Trainer(self.model, self.loss, jitprop.optimizer("adam", lr=1e-3),
                                        batch_size=batch, seed=seed, callbacks=[timer])
@@ -180,6 +187,26 @@ class JitpropPlugin(Jitprop):
         super().__init__(*args)
 
 
+class JitpropBatchNorm(Jitprop):
+    """jitprop with a layer from plugins/: jitprop-batchnorm's batch_norm after each hidden dense
+    layer, against torch.nn.BatchNorm1d in the same place (same initial values)."""
+
+    name = "jitprop+batchnorm-plugin"
+    baseline = "pytorch+batchnorm"
+    hidden = ("batch_norm", "relu")
+
+    def __init__(self, *args):
+        import jitprop.plugins
+        import jitprop.registry
+
+        if "batch_norm" not in jitprop.registry.tables()["layer"]:  # not pip-installed: load it from plugins/
+            sys.path.insert(0, str(HERE.parent / "plugins" / "jitprop-batchnorm"))
+            import jitprop_batchnorm
+
+            jitprop.plugins.register(jitprop_batchnorm, name="jitprop-batchnorm")
+        super().__init__(*args)
+
+
 def epoch_timer():
     """A callback timing fit's epoch: shuffle, every batch, logs (fit's argument checks excluded)."""
     import jitprop
@@ -200,6 +227,7 @@ def epoch_timer():
 
 class Torch:
     name = "pytorch"
+    batch_norm = False
 
     def __init__(self, sizes, batch, weights, X, y, seed):
         import torch
@@ -209,9 +237,13 @@ class Torch:
         for i in range(len(sizes) - 1):
             mods.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
             if i < len(sizes) - 2:
+                mods += [torch.nn.BatchNorm1d(sizes[i + 1])] if self.batch_norm else []
                 mods.append(torch.nn.ReLU())
         self.net = torch.nn.Sequential(*mods)
-        self.net.load_state_dict({f"{2 * i}.{k}": torch.from_numpy(v.copy()) for i, (w, b) in enumerate(weights) for k, v in (("weight", w), ("bias", b))})
+        state = self.net.state_dict()
+        linear = [i for i, m in enumerate(mods) if isinstance(m, torch.nn.Linear)]
+        state.update({f"{i}.{k}": torch.from_numpy(v.copy()) for i, (w, b) in zip(linear, weights) for k, v in (("weight", w), ("bias", b))})
+        self.net.load_state_dict(state)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-3)
         self.loss = torch.nn.CrossEntropyLoss()
         self.torch, self.batch = torch, batch
@@ -231,6 +263,11 @@ class Torch:
             self.opt.step()
             total += loss.item() * len(idx)
         return time.perf_counter() - started, total / len(order)
+
+
+class TorchBatchNorm(Torch):
+    name = "pytorch+batchnorm"
+    batch_norm = True
 
 
 class NumPy:
@@ -286,7 +323,8 @@ class NumPy:
         return time.perf_counter() - started, total / len(order)
 
 
-SYSTEMS = {"jitprop": Jitprop, "jitprop+plugin-loss": JitpropPlugin, "pytorch": Torch, "numpy": NumPy}
+SYSTEMS = {"jitprop": Jitprop, "jitprop+plugin-loss": JitpropPlugin, "jitprop+batchnorm-plugin": JitpropBatchNorm,
+           "pytorch": Torch, "pytorch+batchnorm": TorchBatchNorm, "numpy": NumPy}
 
 
 def have_torch():
@@ -321,11 +359,14 @@ def run_config(name, cfg, systems, rounds, seed=0, profile=False, peak_sizes=(10
     times = {r.name: [] for r in runners}
     losses = {}
     peaks = []
-    for _ in range(rounds):
+    for round_ in range(rounds):
         if peak_sizes:
             peaks.append(matmul_peak(peak_sizes, 2))
             time.sleep(0.2)  # numpy's BLAS threads spin a while after a product: let them stop
-        for r in runners:
+        # Each round starts with the next system: the one that follows PyTorch (whose threads
+        # still spin for a moment) or the peak's product runs a few per cent slower, on S by 5-8%.
+        for k in range(len(runners)):
+            r = runners[(round_ + k) % len(runners)]
             seconds, loss = r.epoch()
             times[r.name].append(seconds)
             losses[r.name] = loss
@@ -345,9 +386,11 @@ def run_config(name, cfg, systems, rounds, seed=0, profile=False, peak_sizes=(10
         }
         if peaks:
             entry["share_of_peak"] = float(np.median(rates * fps / 1e9 / np.array(peaks)))  # per round
-        if "pytorch" in times and r.name != "pytorch":
-            ratios = np.array(times["pytorch"]) / np.array(times[r.name])  # per round
+        base = getattr(r, "baseline", "pytorch")  # the PyTorch model that computes the same thing
+        if base in times and not isinstance(r, Torch):
+            ratios = np.array(times[base]) / np.array(times[r.name])  # per round
             entry["ratio_to_pytorch"] = float(np.median(ratios))
+            entry["baseline"] = base
             entry["ratio_min"], entry["ratio_max"] = float(ratios.min()), float(ratios.max())
         if isinstance(r, Jitprop):
             entry["compiled_path"] = r.compiled
@@ -570,6 +613,11 @@ def report(results, peak, mem, startup, info):
                 f"{e['min']:,.0f}-{e['max']:,.0f} | {ratio} | {e['gflops']:.1f} | {100 * peak_share(e, peak):.0f}% |"
                 f" {e['first_epoch_loss']:.5f} | {e['final_loss']:.4f} |"
             )
+    baselines = sorted({f"{name} against {e['baseline']}" for res in results for name, e in res["systems"].items()
+                        if e.get("baseline", "pytorch") != "pytorch"})
+    if baselines:
+        lines += ["", "x PyTorch: each system against the PyTorch model that computes the same thing (" +
+                  ", ".join(baselines) + ")."]
     lines += ["", "## Targets (issue 4)", "", "| target | measured | met |", "|---|---|---|"]
     for target, value, ok in targets(results, peak, mem, startup):
         lines.append(f"| {target} | {value} | {'yes' if ok else '**no**'} |")
@@ -637,18 +685,20 @@ from the runs of 2026-11-28.
   noise. The profiles below time each matrix product of a step alone, as
   the dense kernels call them: on these thin shapes (128 or 256 rows, and
   an output layer of 10) OpenBLAS's products alone came to 61-101% (M) and
-  75-98% (L) of the peak measured just before them. jitprop's step adds
+  75-103% (L) of the peak measured just before them. jitprop's step adds
   Adam's pass over every parameter (7-14% of it in the in-place profile,
   bound by its division and square root as much as by memory), the batch
   gather (1-4%), the finiteness check (1-2%), activations, bias and loss
   (~5%). So 80% (M) and 85% (L) need the products at or above the peak
-  itself; jitprop's median shares were M 49-83%, L 62-79%.
+  itself; jitprop's median shares were M 49-83%, L 62-81%.
   Tried and dropped: a two-thread Adam (`prange`, with Numba's omp and
   workqueue layers) was 5-20x slower, its worker waiting behind OpenBLAS's
   spinning one on 2 cores; `fastmath` on Adam gained nothing measurable.
-- **Ratios to PyTorch (S, L).** Both sit near their targets: S 22.9-28.1x,
-  L 1.13-1.29x. S's step is ~26 µs of small BLAS calls and fixed per-batch
-  costs.
+- **Ratios to PyTorch (S, L).** Both sit near their lines. Until the
+  rounds rotated (benchmarks/README.md), jitprop always ran right after
+  PyTorch and S measured 21.4-28.1x; rotated, 27.1-27.5x so far, and the
+  models built with plugins' kernels 27.9-31.1x. L: 1.13-1.29x. S's step is
+  ~26 µs of small BLAS calls and fixed per-batch costs.
 - **Peak memory (M).** jitprop's process peaks within ~10 MiB of the
   numba-floor entry below: a process that builds the same data set and
   makes one cached `@njit` call of `np.dot`. That floor (~280 MiB for the
@@ -680,6 +730,10 @@ def targets(results, peak, mem, startup):
         ratio, share = TARGETS.get(res["config"], (None, None))
         if ratio and "ratio_to_pytorch" in e:
             rows.append((f"{res['config']}: >= {ratio}x PyTorch eager", f"{e['ratio_to_pytorch']:.2f}x", e["ratio_to_pytorch"] >= ratio))
+            for name, p in res["systems"].items():  # the same target for models built with plugins' kernels
+                if name.startswith("jitprop+") and "ratio_to_pytorch" in p:
+                    rows.append((f"{res['config']} as {name}: >= {ratio}x {p['baseline']}", f"{p['ratio_to_pytorch']:.2f}x",
+                                 p["ratio_to_pytorch"] >= ratio))
         if share:
             got = peak_share(e, peak)
             rows.append((f"{res['config']}: >= {share:.0%} of the matmul peak", f"{got:.0%}", got >= share))
@@ -713,15 +767,22 @@ def main(argv=None):
     results = []
     for name in names:
         # S also runs with a plugin's loss: a plugin's kernels join the same compiled step.
-        # S is bound by fixed per-batch costs (benchmarks/README.md); M and L get profiles.
-        res = run_config(name, table[name], systems[:1] + (["jitprop+plugin-loss"] if name == "S" else []) + systems[1:],
-                         rounds, profile=name != "S", peak_sizes=peak_sizes)
+        # S also trains with plugins' kernels in the compiled step: a loss (benchmarks/plugin_loss.py)
+        # and a layer from plugins/ (against PyTorch with the same layer). S is bound by fixed
+        # per-batch costs (benchmarks/README.md); M and L get profiles.
+        with_plugins = systems[:1] + ["jitprop+plugin-loss", "jitprop+batchnorm-plugin"] + systems[1:]
+        with_plugins += ["pytorch+batchnorm"] if "pytorch" in systems else []
+        # No peak measured between S's rounds: S has no share target, and a 2 ms epoch right
+        # after a large product (its caches flushed) would be timed cold.
+        res = run_config(name, table[name], with_plugins if name == "S" else systems,
+                         rounds * table[name].get("round_factor", 1), profile=name != "S",
+                         peak_sizes=() if name == "S" else peak_sizes)
         if name != "S":
             res["profile_peak"] = matmul_peak(peak_sizes, 2)
             res["profile"] = product_profile(table[name]["sizes"], table[name]["batch"], 0.02 if args.quick else 0.15)
         results.append(res)
         for system, e in res["systems"].items():
-            ratio = f"  x{e['ratio_to_pytorch']:.2f} pytorch" if "ratio_to_pytorch" in e else ""
+            ratio = f"  x{e['ratio_to_pytorch']:.2f} {e['baseline']}" if "ratio_to_pytorch" in e else ""
             print(f"{name} {system:8s} {e['samples_per_s']:>12,.0f} samples/s  {e['gflops']:6.1f} GFLOP/s"
                   f"  loss {e['final_loss']:.4f}{ratio}", flush=True)
     mem = {} if args.quick or args.no_memory or "M" not in names else peak_memory("M", systems + ["numba-floor"], 1)

@@ -19,17 +19,25 @@ def bench():
 def test_quick_benchmark_runs_every_system_to_the_same_loss(bench):
     import jitprop.plugins
 
-    results = bench.main(["--quick", "--configs", "S,M"])
+    try:
+        results = bench.main(["--quick", "--configs", "S,M"])
+    finally:  # leave no plugin behind for other tests
+        for name in ("benchmark-plugin-loss", "jitprop-batchnorm"):
+            plugin = jitprop.plugins.pm.get_plugin(name)
+            if plugin is not None:
+                jitprop.plugins.unregister(plugin)
     assert [r["config"] for r in results] == ["S", "M"]
     for res in results:
         systems = res["systems"]
         assert {"jitprop", "numpy"} <= set(systems)
         assert systems["jitprop"]["compiled_path"]
-        if res["config"] == "S":  # a plugin's loss takes the same compiled path
+        if res["config"] == "S":  # plugins' kernels (a loss; a layer from plugins/) take the same compiled path
             assert systems["jitprop+plugin-loss"]["compiled_path"]
-        losses = [e["first_epoch_loss"] for e in systems.values()]
-        # Same weights, same batches, same optimizer: the systems agree to float32 rounding.
-        assert max(losses) - min(losses) < 1e-3 * max(1.0, abs(losses[0]))
+            assert systems["jitprop+batchnorm-plugin"]["compiled_path"]
+        # Same weights, same batches, same optimizer: each model's systems agree to float32 rounding.
+        for group in (False, True):
+            losses = [e["first_epoch_loss"] for name, e in systems.items() if ("batchnorm" in name) == group]
+            assert max(losses, default=0) - min(losses, default=0) < 1e-3 * max(1.0, abs(losses[0]) if losses else 0)
         assert all(e["samples_per_s"] > 0 for e in systems.values())
         if res["config"] == "M":  # where a step goes: each kernel in place, each product alone
             parts = dict(res["step_profile"])
@@ -39,9 +47,6 @@ def test_quick_benchmark_runs_every_system_to_the_same_loss(bench):
                 "layer 1 forward", "layer 1 weight gradient", "layer 2 forward", "layer 2 weight gradient",
                 "layer 2 input gradient"]
             assert "| all products |" in "\n".join(bench.profile_lines(res, 100.0))
-    plugin = jitprop.plugins.pm.get_plugin("benchmark-plugin-loss")
-    if plugin is not None:  # leave no plugin behind for other tests
-        jitprop.plugins.unregister(plugin)
 
 
 def test_report_names_machine_and_ratios(bench):

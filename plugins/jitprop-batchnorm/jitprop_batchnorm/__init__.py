@@ -12,7 +12,7 @@ from jitprop.components import real
 
 from .kernels import batch_norm_backward, batch_norm_forward
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"
 
 
 class BatchNorm(jitprop.Layer):

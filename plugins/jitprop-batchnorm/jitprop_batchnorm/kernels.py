@@ -6,7 +6,8 @@ Parameters ``p`` = [weight (d), bias (d)]; running state ``state`` =
 batch's own mean and biased variance normalise it and the running
 statistics move towards the batch's (unbiased variance, as torch keeps it);
 in inference the running statistics normalise. The cache keeps the
-normalised batch x_hat for the backward pass.
+normalised batch x_hat for the backward pass. Statistics are summed in the
+model's dtype, in row order.
 """
 
 import math
@@ -15,41 +16,36 @@ from numba import njit
 
 
 @njit(cache=True)
-def _column_stats(x, j):
-    """Mean and biased variance of column j of the batch."""
-    n = x.shape[0]
-    mean = 0.0
-    for i in range(n):
-        mean += x[i, j]
-    mean /= n
-    var = 0.0
-    for i in range(n):
-        var += (x[i, j] - mean) ** 2
-    return mean, var / n
-
-
-@njit(cache=True)
 def batch_norm_forward(p, h, x, out, cache, training, seed, state):
     n, d = x.shape
     momentum, eps = h[0], h[1]
     weight, bias = p[:d], p[d : 2 * d]
     running_mean, running_var = state[:d], state[d : 2 * d]
-    if training:
-        state[2 * d] += 1.0  # num_batches_tracked, kept so torch's state_dict loads both ways
-    for j in range(d):
-        if training:
-            mean, var = _column_stats(x, j)
-            # torch keeps the unbiased variance; a batch of one has none, so it keeps its value
-            unbiased = var * n / (n - 1) if n > 1 else running_var[j]
-            running_mean[j] = (1.0 - momentum) * running_mean[j] + momentum * mean
-            running_var[j] = (1.0 - momentum) * running_var[j] + momentum * unbiased
-        else:
-            mean, var = running_mean[j], running_var[j]
-        inv_std = 1.0 / math.sqrt(var + eps)
+    if not training:
         for i in range(n):
-            x_hat = (x[i, j] - mean) * inv_std
-            if training:
-                cache[i, j] = x_hat
+            for j in range(d):
+                x_hat = (x[i, j] - running_mean[j]) * (1.0 / math.sqrt(running_var[j] + eps))
+                out[i, j] = weight[j] * x_hat + bias[j]
+        return
+    state[2 * d] += 1.0  # num_batches_tracked, kept so torch's state_dict loads both ways
+    # Every pass runs along rows, so its inner loop is contiguous and vectorises (column by
+    # column it was 3-4x slower). The per-feature statistics need d numbers of scratch: row 0
+    # of out holds the means and row 0 of cache the 1/std until those rows are written, last.
+    mean, inv_std = out[0], cache[0]
+    _column_means(x, mean)
+    _column_squared_deviations(x, mean, inv_std)
+    for j in range(d):
+        var = inv_std[j] / n  # biased, for normalising
+        # torch keeps the unbiased variance; a batch of one has none, so it keeps its value
+        unbiased = var * n / (n - 1) if n > 1 else running_var[j]
+        running_mean[j] = (1.0 - momentum) * running_mean[j] + momentum * mean[j]
+        running_var[j] = (1.0 - momentum) * running_var[j] + momentum * unbiased
+        inv_std[j] = 1.0 / math.sqrt(var + eps)
+    for r in range(n):
+        i = n - 1 - r  # row 0, the scratch, last
+        for j in range(d):
+            x_hat = (x[i, j] - mean[j]) * inv_std[j]
+            cache[i, j] = x_hat
             out[i, j] = weight[j] * x_hat + bias[j]
 
 
@@ -60,18 +56,49 @@ def batch_norm_backward(p, h, x, out, cache, grad_out, grad_in, grad_p, state):
     n, d = x.shape
     eps = h[1]
     weight = p[:d]
-    grad_w, grad_b = grad_p[:d], grad_p[d : 2 * d]
+    grad_w, grad_b = grad_p[:d], grad_p[d : 2 * d]  # sum(g x_hat) and sum(g), per feature
+    grad_w[:] = 0.0
+    grad_b[:] = 0.0
+    for i in range(n):
+        for j in range(d):
+            grad_b[j] += grad_out[i, j]
+            grad_w[j] += grad_out[i, j] * cache[i, j]
+    if grad_in.shape[0] == 0:
+        return
+    # dL/dx = gamma / (n sigma) * (n g - sum(g) - x_hat * sum(g x_hat)). sigma again from x,
+    # with grad_in's rows 0 (means) and 1 (the scale) as scratch, written last; a batch of
+    # one row has variance 0.
+    scale = grad_in[min(1, n - 1)]
+    if n == 1:
+        scale[:] = 0.0
+    else:
+        _column_means(x, grad_in[0])
+        _column_squared_deviations(x, grad_in[0], scale)
     for j in range(d):
-        sum_g = 0.0
-        sum_g_xhat = 0.0
-        for i in range(n):
-            sum_g += grad_out[i, j]
-            sum_g_xhat += grad_out[i, j] * cache[i, j]
-        grad_b[j] = sum_g
-        grad_w[j] = sum_g_xhat
-        if grad_in.shape[0] > 0:
-            _, var = _column_stats(x, j)
-            scale = weight[j] / (n * math.sqrt(var + eps))
-            # dL/dx = gamma / (n sigma) * (n g - sum(g) - x_hat * sum(g x_hat))
-            for i in range(n):
-                grad_in[i, j] = scale * (n * grad_out[i, j] - sum_g - cache[i, j] * sum_g_xhat)
+        scale[j] = weight[j] / (n * math.sqrt(scale[j] / n + eps))
+    for r in range(n):
+        i = (r + 2) % n  # rows 2.., then 0, then 1 (the scale) last
+        for j in range(d):
+            grad_in[i, j] = scale[j] * (n * grad_out[i, j] - grad_b[j] - cache[i, j] * grad_w[j])
+
+
+@njit(cache=True)
+def _column_means(x, mean):
+    n, d = x.shape
+    mean[:] = 0.0
+    for i in range(n):
+        for j in range(d):
+            mean[j] += x[i, j]
+    for j in range(d):
+        mean[j] /= n
+
+
+@njit(cache=True)
+def _column_squared_deviations(x, mean, out):
+    """out[j] = sum over rows of (x[i, j] - mean[j])^2."""
+    n, d = x.shape
+    out[:] = 0.0
+    for i in range(n):
+        for j in range(d):
+            t = x[i, j] - mean[j]
+            out[j] += t * t

@@ -34,7 +34,7 @@ def test_the_entry_point_registers_batch_norm():
     assert layer.config() == {"momentum": 0.2, "eps": 1e-5}
 
 
-@pytest.mark.parametrize("batch, width", [(2, 1), (4, 5), (7, 3)])
+@pytest.mark.parametrize("batch, width", [(1, 3), (2, 1), (4, 5), (7, 3), (33, 17)])
 def test_gradients_match_finite_differences(batch, width):
     errors = check_layer("batch_norm", in_dim=width, batch=batch)
     assert max(errors.values()) < 1e-6, errors
