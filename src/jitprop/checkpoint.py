@@ -149,7 +149,9 @@ def save(path, trainer, state=None, info=None):
     meta_text = json.dumps(document, allow_nan=True)
     entries = {**views, **{f"state/{k}": v for k, v in arrays.items()}, **{f"info/{k}": v for k, v in extra.items()}}
     payload = {**entries, "meta": np.array(meta_text), "checksum": np.array(_checksum(meta_text, entries))}
-    atomic_write(path, lambda f: np.savez_compressed(f, **payload))
+    # Stored, not deflated: weights barely compress, and the history grows with the run, so
+    # compressing it again at every epoch's checkpoint made long runs slower epoch by epoch.
+    atomic_write(path, lambda f: np.savez(f, **payload))
 
 
 class Checkpoint:
