@@ -1,5 +1,6 @@
 """What layers, losses, optimizers and schedules share: options and kernels."""
 
+import functools
 import importlib
 import inspect
 
@@ -20,12 +21,7 @@ class Component:
 
     def config(self):
         """The constructor options of this instance, as a dict."""
-        params = inspect.signature(type(self).__init__).parameters
-        return {
-            k: getattr(self, k)
-            for k, p in params.items()
-            if k != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and hasattr(self, k)
-        }
+        return {k: getattr(self, k) for k in _option_names(type(self).__init__) if hasattr(self, k)}
 
     def hyper(self):
         """Scalar options the kernels need, as a float64 array (empty by default)."""
@@ -34,6 +30,13 @@ class Component:
     def __repr__(self):
         opts = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{self.name or type(self).__name__}({opts})"
+
+
+@functools.cache
+def _option_names(init):
+    """A constructor's named options (every checkpoint save asks, for each component)."""
+    params = inspect.signature(init).parameters
+    return tuple(k for k, p in params.items() if k != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
 
 
 def kernel(obj, attr):
