@@ -641,8 +641,6 @@ def report(results, peak, mem, startup, info):
     return "\n".join(lines) + "\n"
 
 
-TARGETS = {"S": (25.0, None), "M": (1.5, 0.80), "L": (1.2, 0.85)}
-
 def profile_lines(res, peak):
     """Where one step of a configuration goes: each kernel in place, then each matrix product alone."""
     batch, lines = res["batch"], []
@@ -671,6 +669,9 @@ def profile_lines(res, peak):
     gflops = batch * flops_per_sample(res["sizes"]) / products / 1e9
     lines.append(f"| all products | | {products * 1e6:,.0f} | {gflops:.0f} | {100 * gflops / peak:.0f}% |")
     return lines
+
+
+TARGETS = {"S": (25.0, None), "M": (1.5, 0.80), "L": (1.2, 0.85)}
 
 
 MISSES = """### Why a target is missed (profile and arithmetic: benchmarks/README.md)
@@ -766,18 +767,18 @@ def main(argv=None):
     peak_sizes = (256,) if args.quick else (1024, 2048)
     results = []
     for name in names:
-        # S also runs with a plugin's loss: a plugin's kernels join the same compiled step.
         # S also trains with plugins' kernels in the compiled step: a loss (benchmarks/plugin_loss.py)
-        # and a layer from plugins/ (against PyTorch with the same layer). S is bound by fixed
-        # per-batch costs (benchmarks/README.md); M and L get profiles.
+        # and a layer from plugins/ (against PyTorch with the same layer).
         with_plugins = systems[:1] + ["jitprop+plugin-loss", "jitprop+batchnorm-plugin"] + systems[1:]
         with_plugins += ["pytorch+batchnorm"] if "pytorch" in systems else []
-        # No peak measured between S's rounds: S has no share target, and a 2 ms epoch right
-        # after a large product (its caches flushed) would be timed cold.
+        # Configurations with a share target are bound by their products: they get a peak before
+        # each round and profiles. The others (S: fixed per-batch costs) get no peak between their
+        # rounds, where a 2 ms epoch right after a large product would be timed with cold caches.
+        by_products = TARGETS.get(name, (None, None))[1] is not None
         res = run_config(name, table[name], with_plugins if name == "S" else systems,
-                         rounds * table[name].get("round_factor", 1), profile=name != "S",
-                         peak_sizes=() if name == "S" else peak_sizes)
-        if name != "S":
+                         rounds * table[name].get("round_factor", 1), profile=by_products,
+                         peak_sizes=peak_sizes if by_products else ())
+        if by_products:
             res["profile_peak"] = matmul_peak(peak_sizes, 2)
             res["profile"] = product_profile(table[name]["sizes"], table[name]["batch"], 0.02 if args.quick else 0.15)
         results.append(res)

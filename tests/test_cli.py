@@ -485,3 +485,18 @@ def test_resume_may_lower_the_learning_rate(tmp_path):
     assert saved.meta["trainer"]["optimizer"]["lr"] == 0.0001 and saved.meta["trainer"]["epoch"] == 3
     result = run("train", "--resume", path, "--epochs", "4", "--batch-size", "8", ok=False)
     assert "--lr and --on-divergence may be given" in one_line_error(result)
+
+
+def test_a_checkpoint_written_deflated_as_before_still_loads_and_resumes(tmp_path, monkeypatch):
+    import zipfile
+
+    path = tmp_path / "old.npz"
+    with monkeypatch.context() as m:
+        m.setattr(np, "savez", np.savez_compressed)  # what checkpoint.save wrote until checkpoints were stored
+        run("train", "--dataset", "spirals", "--epochs", "2", "--checkpoint", path)
+    with zipfile.ZipFile(path) as z:
+        assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_DEFLATED}
+    run("train", "--resume", path, "--epochs", "3")
+    with zipfile.ZipFile(path) as z:
+        assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_STORED}
+    assert checkpoint.load(path).meta["trainer"]["epoch"] == 3
