@@ -84,7 +84,7 @@ def check_kernels(shapes=((1, 3), (7, 5), (33, 17), (130, 70))):
             kernel(opt, "kernel")(p, g, state, opt.lr, opt.hyper(), step)
             kernel(opt, "cuda_kernel")(d_p, cuda.to_device(g), d_state, opt.lr, opt.hyper(), step)
         rows.append(("optimizer", entry.name, "1001", rel(d_p.copy_to_host(), p)))
-    from jitprop.cuda_backend import scheduled_rate
+    from jitprop.backends.cuda import scheduled_rate
 
     out = cuda.device_array(1, np.float64)
     for entry in entries("schedule"):

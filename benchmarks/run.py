@@ -125,14 +125,14 @@ class Jitprop:
 
     @property
     def compiled(self):
-        return self.trainer._program is not None
+        return self.trainer.backend.name == "compiled"
 
     def profile_step(self, batches=40):
         """Each kernel of a training step timed in place, in the compiled step's order, on the
         trainer's own buffers, weights and optimizer state: [(part, seconds per batch)]. Each
         kernel is called from Python here, which adds a few µs of dispatch per call."""
         from jitprop.kernels import all_finite, gather, gather_rows
-        from jitprop.training import ACCURACY
+        from jitprop.losses import ACCURACY
 
         t, model = self.trainer, self.model
         bs = t.batch_size

@@ -118,7 +118,7 @@ PTX_SCRIPT = textwrap.dedent('''
     sigs["adagrad"] = (o._adagrad, (m1, m1, m2, F, F, F))
     sigs["rmsprop"] = (o._rmsprop, (m1, m1, m2, F, F, F, F, F, B))
     sigs["adam"] = (o._adam, (m1, m1, m2, F, F, F, F, B, F, F, F))
-    from jitprop import cuda_backend as cb
+    from jitprop.backends import cuda as cb
     i1 = types.Array(types.int64, 1, "A")
     sigs["gather_rows"] = (cb._gather_rows, (m2, i1, types.int64, m2))
     sigs["gather_items"] = (cb._gather_items, (i64, i1, types.int64, i64))
@@ -209,7 +209,7 @@ SCHEDULES = [
 @pytest.mark.parametrize("name, options", SCHEDULES)
 def test_cuda_schedule_kernels_match_the_host(name, options):
     """The rate of every epoch, warmup and the schedule's end included, computed on the device."""
-    from jitprop.cuda_backend import scheduled_rate
+    from jitprop.backends.cuda import scheduled_rate
 
     schedule = jitprop.schedule(name, **options)
     out = cuda.device_array(1, np.float64)
@@ -260,7 +260,7 @@ def test_a_short_run_on_cuda_matches_the_same_run_on_cpu():
 
 @pytest.mark.parametrize("n", [1, 7, 37])
 def test_the_device_draws_the_cpus_epoch_order(n):
-    from jitprop import cuda_backend
+    from jitprop.backends import cuda as cuda_backend
     from jitprop.kernels import feistel_bits, shuffle_key, shuffle_order
 
     expect = np.empty(n, np.int64)
@@ -273,42 +273,42 @@ def test_the_device_draws_the_cpus_epoch_order(n):
 def test_an_interrupted_cuda_run_resumes_where_it_stopped(monkeypatch):
     """The device's order comes back to the host only on an interrupt; the resumed epoch
     sees the same batches as an uninterrupted run."""
+    import jitprop.backends.base
     from conftest import spirals
-    from jitprop import cuda_backend
 
+    monkeypatch.setattr(jitprop.backends.base, "CHUNK_SECONDS", 1e-9)  # from the second call on, a batch a call
     X, y = spirals(10)
 
-    def run(interrupt=False):
+    class InterruptOnce:  # as if Ctrl-C came during the second epoch's second batch
+        fired = False
+
+        @jitprop.hookimpl
+        def on_train_chunk_end(self, trainer, batches_done):
+            if trainer.epoch == 1 and batches_done == 2 and not self.fired:
+                self.fired = True
+                trainer.request_interrupt()
+
+    def run(seed, callbacks=()):
         model = jitprop.Sequential([jitprop.layer("dense", units=5), "tanh", jitprop.layer("dense", units=3)],
-                                   input_dim=2, seed=2)
-        trainer = jitprop.Trainer(model, "cross_entropy", jitprop.optimizer("sgd", lr=0.1), batch_size=4, device="cuda")
-        if interrupt:
-            original = cuda_backend.DeviceRun.run
+                                   input_dim=2, seed=seed)
+        trainer = jitprop.Trainer(model, "cross_entropy", jitprop.optimizer("sgd", lr=0.1), batch_size=4,
+                                  device="cuda", callbacks=callbacks)
+        return model, trainer
 
-            def interrupted(self, first, last, bs):  # as if Ctrl-C came during the epoch's 2nd batch
-                if self.trainer.epoch == 1 and first == 0:
-                    self.trainer.request_interrupt()
-                    return original(self, first, 2, bs)
-                return original(self, first, last, bs)
-
-            monkeypatch.setattr(cuda_backend.DeviceRun, "run", interrupted)
-            trainer.fit(X, y, epochs=3)
-            monkeypatch.setattr(cuda_backend.DeviceRun, "run", original)
-            meta, arrays = trainer.end_state
-            assert trainer.interrupted and meta["progress"]["batch"] == 1
-            expect = np.empty(len(y), np.int64)
-            trainer.order(1, expect)
-            assert np.array_equal(arrays["progress_index"], expect)
-            model = jitprop.Sequential([jitprop.layer("dense", units=5), "tanh", jitprop.layer("dense", units=3)],
-                                       input_dim=2, seed=7)
-            trainer = jitprop.Trainer(model, "cross_entropy", jitprop.optimizer("sgd", lr=0.1), batch_size=4, device="cuda")
-            trainer.load_state(meta, arrays)
-        trainer.fit(X, y, epochs=3)
-        return model.params.copy(), trainer.history.history["loss"]
-
-    (p1, l1), (p2, l2) = run(interrupt=True), run()
-    np.testing.assert_allclose(p1, p2, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(l1, l2, rtol=1e-5)
+    model, trainer = run(2, [InterruptOnce()])
+    trainer.fit(X, y, epochs=3)
+    meta, arrays = trainer.end_state
+    assert trainer.interrupted and meta["progress"]["batch"] == 2
+    expect = np.empty(len(y), np.int64)
+    trainer.order(1, expect)
+    assert np.array_equal(arrays["progress_index"], expect)
+    resumed, trainer = run(7)
+    trainer.load_state(meta, arrays)
+    trainer.fit(X, y, epochs=3)
+    straight, again = run(2)
+    again.fit(X, y, epochs=3)
+    np.testing.assert_allclose(resumed.params, straight.params, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(trainer.history.history["loss"], again.history.history["loss"], rtol=1e-5)
 
 
 def test_divergence_on_cuda_stops_where_the_cpu_stops_with_the_same_weights():

@@ -7,7 +7,7 @@ epoch after epoch. Layers, losses, optimizers and callbacks are plugins,
 built-in ones included, and their kernels are Numba-compiled.
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 from . import numba_blas as _numba_blas, numba_cache as _numba_cache
 

@@ -19,7 +19,8 @@ import warnings
 import click
 from click.core import ParameterSource
 
-from . import __version__, api, manage, numba_cache, runconfig
+from . import api, manage, numba_cache, runconfig
+from .version import __version__
 from . import checkpoint as checkpoints
 from . import gradcheck as gradchecks
 from .errors import ConfigError, DataError, JitpropError

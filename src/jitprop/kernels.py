@@ -47,6 +47,11 @@ def seed_mix(a, b):
     return _splitmix(z + np.uint64(b) + _GOLDEN)
 
 
+def mix_seed(a, b=0):
+    """A uint64 seed from two integers, the same in the Python loop and in compiled code."""
+    return np.uint64(seed_mix(np.uint64(a), np.uint64(b)))  # numba returns a Python int
+
+
 SHUFFLE_STREAM = 0x5348554646  # keeps shuffle keys apart from the dropout seeds of the same run
 
 

@@ -72,3 +72,7 @@ def count_correct_binary(pred, y):
             if (pred[i, j] > 0) == (y[i, j] >= 0.5):
                 correct += 1
     return correct / pred.shape[1]
+
+
+#: loss target -> kernel counting the correct predictions of a batch (accuracy)
+ACCURACY = {"class": count_correct_classes, "binary": count_correct_binary}

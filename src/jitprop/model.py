@@ -14,7 +14,7 @@ from . import api
 from .components import kernel, positive_int
 from .data import as_inputs, check_fits
 from .errors import ConfigError, DataError
-from .kernels import seed_mix
+from .kernels import mix_seed
 from .layers import Layer
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -26,11 +26,6 @@ def as_dtype(dtype):
     if name not in DTYPES:
         raise ConfigError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     return DTYPES[name]
-
-
-def mix_seed(a, b=0):
-    """A uint64 seed from two integers, the same in the Python loop and in compiled code."""
-    return np.uint64(seed_mix(np.uint64(a), np.uint64(b)))  # numba returns a Python int
 
 
 class Workspace:
@@ -245,32 +240,33 @@ class Sequential:
             ws = self._workspaces[key] = Workspace(self, capacity, training)
         return ws
 
+    def forward_args(self, i, acts, caches, training=False, seed=0):
+        """Layer i's forward-kernel arguments on the host, in the layer contract's order."""
+        return (self.layer_params[i], self.hypers[i], acts[i], acts[i + 1], caches[i], training, mix_seed(seed, i),
+                *self._last_args[i])  # fmt: skip
+
+    def backward_args(self, i, acts, caches, deltas):
+        """Layer i's backward-kernel arguments on the host, in the layer contract's order."""
+        return (self.layer_params[i], self.hypers[i], acts[i], acts[i + 1], caches[i], deltas[i + 1], deltas[i],
+                self.layer_grads[i], *self._last_args[i])  # fmt: skip
+
     def forward(self, acts, caches, training=False, seed=0):
         """Run each layer's forward kernel, first to last; ``acts[0]`` holds the batch."""
         for i in range(len(self.layers)):
-            args = (self.layer_params[i], self.hypers[i], acts[i], acts[i + 1], caches[i], training, mix_seed(seed, i))
-            self.forward_kernels[i](*args, *self._last_args[i])
+            self.forward_kernels[i](*self.forward_args(i, acts, caches, training, seed))
         return acts[-1]
 
     def backward(self, acts, caches, deltas):
         """Backpropagation: from dL/d(output) in ``deltas[-1]``, each layer last to first
         writes its parameter gradients into ``self.grads`` and passes dL/d(input) down."""
         for i in range(len(self.layers) - 1, -1, -1):
-            args = (self.layer_params[i], self.hypers[i], acts[i], acts[i + 1], caches[i], deltas[i + 1], deltas[i],
-                    self.layer_grads[i])  # fmt: skip
-            self.backward_kernels[i](*args, *self._last_args[i])
+            self.backward_kernels[i](*self.backward_args(i, acts, caches, deltas))
 
     def predict(self, X, batch_size=1024):
         """The model's output for every row of ``X`` (inference mode: dropout off)."""
-        X = as_inputs(self, X)
-        out = np.empty((X.shape[0], self.output_dim), self.dtype)
-        ws = self.workspace(min(batch_size, max(X.shape[0], 1)))
-        for start in range(0, X.shape[0], ws.capacity):
-            stop = min(start + ws.capacity, X.shape[0])
-            acts, caches, _ = ws.views(stop - start)
-            acts[0][...] = X[start:stop]
-            out[start:stop] = self.forward(acts, caches)
-        return out
+        from .backends.python import predict  # the backends build on this module
+
+        return predict(self, as_inputs(self, X), batch_size)
 
     def __repr__(self):
         rows = "\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))

@@ -8,33 +8,27 @@ overfitting as they happen.
 """
 
 import math
-import os
-import re
-import time
 import warnings
 from array import array
 
-import numba
 import numpy as np
 import pluggy
 from numba.core.errors import NumbaError
 
-from . import api, compiler, hookspecs, registry
+from . import api, hookspecs
+from .backends import python
+from .backends.base import Sums, epoch_order
+from .backends.compiled import CompiledBackend
+from .backends.python import PythonBackend, compile_failure
 from .callbacks import Callback
 from .components import kernel, positive_int, real
 from .data import as_inputs, as_targets
-from .errors import ConfigError, DataError, PluginError
+from .errors import ConfigError, DataError
 from .hookspecs import hookimpl
-from .losses import count_correct_binary, count_correct_classes
-from .kernels import all_finite, feistel_bits, gather, gather_rows, shuffle_key, shuffle_order
-from .model import Workspace, mix_seed
+from .kernels import mix_seed
+from .losses import ACCURACY
+from .model import Workspace
 from .plugins import load_plugins
-
-#: Seconds of training per compiled call: interrupts and progress are served between calls.
-CHUNK_SECONDS = 0.1
-
-#: loss target -> kernel counting correct predictions in a batch
-ACCURACY = {"class": count_correct_classes, "binary": count_correct_binary}
 
 #: ``on_divergence`` choices: stop at the bad batch, or roll back the epoch and lower the rate.
 DIVERGENCE = ("stop", "rollback")
@@ -152,9 +146,9 @@ class Trainer:
             raise ConfigError(f"on_divergence must be one of {', '.join(DIVERGENCE)}, got {on_divergence!r}")
         self.on_divergence = on_divergence
         if device == "cuda":
-            from . import cuda_backend  # numba.cuda only for GPU runs
+            from .backends import cuda  # numba.cuda only for GPU runs
 
-            cuda_backend.check(model, self.loss, self.optimizer, self.lr_schedule)
+            cuda.check(model, self.loss, self.optimizer, self.lr_schedule)
 
         self.loss_kernel = kernel(self.loss, "kernel")
         self.loss_h = np.ascontiguousarray(self.loss.hyper(), dtype=np.float64)
@@ -172,17 +166,12 @@ class Trainer:
         self.divergence = None
         #: Every rollback of ``on_divergence="rollback"``: the same dicts, plus the lowered ``lr``.
         self.rollbacks = []
-        self._bad_batch = None  # set by a batch loop: the batch whose loss or gradient was not finite
-        self._state_before = None
-        self._saved = None  # (params, opt_state, state, [step]) where a rollback returns to
         self.interrupted = False
         self.end_state = None
         self._interrupt_requested = False
         self._progress = None  # position inside an epoch interrupted part-way
-        self._chunk = 8  # batches per compiled call, adapted to about CHUNK_SECONDS
-        self._program = None  # the compiled train_chunk/evaluate of the current fit, if any
-        self._device_run = None  # device buffers of the current fit on a GPU
-        self._scratch = None  # loss-gradient scratch for compiled validation
+        #: Where the last fit's batches ran (``backend.name``: "python", "compiled" or "cuda").
+        self.backend = None
         #: Train through the compiled program when possible (False: always the Python loop).
         self.compiled = True
         #: JSON-able run metadata that checkpoints keep (the command line's config, labels, ...).
@@ -236,29 +225,10 @@ class Trainer:
                 f"this run was interrupted mid-epoch on {progress['index'].shape[0]} training rows,"
                 f" but the data now has {n}; resume with the same data"
             )
-        ws = model.workspace(bs, training=True)
-        y_buf = np.zeros((bs,) + y.shape[1:], y.dtype)
-        index = np.arange(n, dtype=np.int64)
         self.batch_losses = np.zeros(n_batches)
+        backend = self.backend = self._backend(X, y, bs, None if Xv is None else (Xv, yv))
 
         hook = self.hook
-        per_batch = any(getattr(hook, h).get_hookimpls() for h in PER_BATCH_HOOKS)
-        # Without per-batch hooks, runs of batches go through one compiled function.
-        program = self._device_run = None
-        if self.device == "cuda":
-            from .cuda_backend import DeviceRun
-
-            if per_batch:
-                names = sorted({h for h in PER_BATCH_HOOKS if getattr(hook, h).get_hookimpls()})
-                raise ConfigError(f"per-batch hooks ({', '.join(names)}) do not run on --device cuda yet; train on the CPU")
-
-            self._device_run = DeviceRun(self, X, y, bs, n_batches, None if Xv is None else (Xv, yv))
-        elif self.compiled and not per_batch:
-            program = compiler.program(model, self.loss, self.optimizer, ACCURACY.get(self.loss.target))
-        self._program = program
-        # A copy of the running state before each batch, so a batch that diverges leaves none behind.
-        self._state_before = model.state.copy() if any(model.stateful) else None
-
         self.stop_training = False
         self.stop_reason = None
         self.interrupted = False
@@ -268,39 +238,26 @@ class Trainer:
         try:
             while self.epoch < epochs and not self.stop_training:
                 epoch = self.epoch
+                resumed = progress
                 if progress is None:  # a fresh epoch
-                    base_lr = self.optimizer.lr
-                    if self._device_run is not None:  # the schedule's CUDA kernel
-                        self.lr = self._device_run.rate(epoch, base_lr)
-                    else:
-                        self.lr = self.lr_schedule(epoch, base_lr) if self.lr_schedule else base_lr
+                    self.lr = backend.rate(epoch, self.optimizer.lr)
                     hook.on_epoch_begin(trainer=self, epoch=epoch, logs={})
-                    if self._device_run is not None:
-                        self._device_run.order(epoch)  # drawn where the data lives
-                    else:
-                        self.order(epoch, index)
-                    first, loss_sum, correct, seen = 0, 0.0, 0.0, 0
-                    self.batches_done = 0
-                    resumed = None
+                    backend.order(epoch)  # drawn where the data lives
+                    first, sums = 0, Sums()
                 else:  # the rest of an epoch interrupted part-way
-                    resumed = progress
-                    index[:] = progress["index"]
-                    if self._device_run is not None:
-                        self._device_run.index.copy_to_device(index)
-                    self.batch_losses[: progress["batch"]] = progress["batch_losses"][: progress["batch"]]
+                    backend.set_order(progress["index"])
+                    first = progress["batch"]
+                    self.batch_losses[:first] = progress["batch_losses"][:first]
                     self.lr = progress["lr"]
-                    first, loss_sum, correct, seen = (progress[k] for k in ("batch", "loss_sum", "correct", "seen"))
-                    self.batches_done = first
+                    sums = Sums(progress["loss_sum"], progress["correct"], progress["seen"])
                     progress = self._progress = None
-                run = self._compiled_batches if program is not None else self._python_batches
-                if self._device_run is not None:
-                    run = self._cuda_batches
+                self.batches_done = first
                 if self.on_divergence == "rollback":
-                    self._snapshot()
-                self._bad_batch = None
-                loss_sum, correct, seen = run(X, y, index, first, n_batches, bs, ws, y_buf, loss_sum, correct, seen)
-                if self._bad_batch is not None:
-                    if self._diverged(index, loss_sum, correct, seen):
+                    backend.snapshot()
+                sums, bad = self._batches(first, n_batches, sums)
+                backend.pull()  # callbacks and checkpoints read the host's arrays
+                if bad is not None:
+                    if self._diverged(bad, sums):
                         # Rolled back to where this run of the epoch began (its start, or the point it
                         # resumed from), to go again at the lowered rate.
                         progress = None if resumed is None else {**resumed, "lr": self.lr * ROLLBACK_FACTOR}
@@ -308,9 +265,9 @@ class Trainer:
                     break
                 if self._progress is not None:
                     break  # interrupted mid-epoch: the epoch is neither finished nor logged
-                logs = {"loss": loss_sum / seen}
+                logs = {"loss": sums.loss / sums.seen}
                 if self.loss.target in ACCURACY:
-                    logs["accuracy"] = correct / seen
+                    logs["accuracy"] = sums.correct / sums.seen
                 if Xv is not None:
                     for key, value in self.score(Xv, yv).items():
                         logs["val_" + key] = value
@@ -326,7 +283,7 @@ class Trainer:
             if self.interrupted or self.keep_end_state:
                 self.end_state = self.state()
         except NumbaError as exc:
-            culprit = self._compile_failure(ws, y_buf)
+            culprit = compile_failure(self, bs, y)
             if culprit is None:
                 raise
             raise culprit from exc
@@ -334,137 +291,53 @@ class Trainer:
             hook.on_train_end(trainer=self, logs={})
         return self.history
 
-    def _cuda_batches(self, X, y, index, first, n_batches, bs, ws, y_buf, loss_sum, correct, seen):
-        """Batches first.. of this epoch on the GPU; losses and the accuracy count come back once."""
-        losses, hits, done, diverged = self._device_run.run(first, n_batches, bs)
-        n = X.shape[0]
-        for b in range(first, done):  # the same running sums, in the same order, as on the CPU
-            rows = min(bs, n - b * bs)
-            self.batch_losses[b] = losses[b]
-            loss_sum += losses[b] * rows
-            seen += rows
-        correct += hits
-        self.batches_done = done
-        if self.hook.on_train_chunk_end.get_hookimpls():
-            self.hook.on_train_chunk_end(trainer=self, batches_done=done)
-        if diverged:
-            self._bad_batch = done
-            self._device_run.index.copy_to_host(index)  # the order to resume from
-            return loss_sum, correct, seen
-        if done < n_batches and self._interrupt_requested:
-            self._device_run.index.copy_to_host(index)  # the order to resume from
-        self._after_batches(done, n_batches, index, loss_sum, correct, seen)
-        return loss_sum, correct, seen
+    def _backend(self, X, y, bs, validation):
+        """Where this fit's batches run: the one place that chooses."""
+        per_batch = sorted(h for h in PER_BATCH_HOOKS if getattr(self.hook, h).get_hookimpls())
+        if self.device == "cuda":
+            if per_batch:
+                raise ConfigError(f"per-batch hooks ({', '.join(per_batch)}) do not run on --device cuda yet; train on the CPU")
+            from .backends.cuda import CudaBackend  # numba.cuda only for GPU runs
 
-    def _python_batches(self, X, y, index, first, n_batches, bs, ws, y_buf, loss_sum, correct, seen):
-        """Batches first.. of this epoch one by one from Python, dispatching per-batch hooks."""
-        model, hook, n = self.model, self.hook, X.shape[0]
-        batch_begin = bool(hook.on_train_batch_begin.get_hookimpls())
-        batch_end = bool(hook.on_train_batch_end.get_hookimpls())
-        after_backward = bool(hook.on_after_backward.get_hookimpls())
+            return CudaBackend(self, X, y, bs, validation)
+        program = CompiledBackend.program(self) if self.compiled and not per_batch else None
+        if program is not None:
+            return CompiledBackend(self, X, y, bs, validation, program)
+        return PythonBackend(self, X, y, bs, validation)
+
+    def _batches(self, first, n_batches, sums):
+        """Batches first.. of this epoch, in calls of ``backend.span`` batches; interrupts,
+        stops and progress hooks are served between calls. Returns (sums, diverged batch or None)."""
+        backend, hook = self.backend, self.hook
         chunk_end = bool(hook.on_train_chunk_end.get_hookimpls())
-        accuracy = ACCURACY.get(self.loss.target)
-        y_views = {rows: y_buf[:rows] for rows in {bs, n - (n_batches - 1) * bs} if rows <= bs}
-        for b in range(first, n_batches):
-            start = b * bs
-            rows = min(bs, n - start)
-            if batch_begin:
-                hook.on_train_batch_begin(trainer=self, batch=b, logs={"size": rows})
-            acts, caches, deltas = ws.views(rows)
-            gather_rows(X, index, start, acts[0])
-            yb = y_views[rows]
-            gather(y)(y, index, start, yb)
-            if self._state_before is not None:
-                self._state_before[...] = model.state
-            # prediction -> loss -> backpropagation -> (hooks) -> update
-            model.forward(acts, caches, True, mix_seed(self.seed, self.step))
-            value = self.loss_kernel(acts[-1], yb, deltas[-1], self.loss_h)
-            hits = accuracy(acts[-1], yb) if accuracy is not None else 0
-            model.backward(acts, caches, deltas)
-            if after_backward:
-                hook.on_after_backward(trainer=self, grads=model.grads)
-            if not (math.isfinite(value) and all_finite(model.grads)):
-                self.batch_losses[b] = value
-                self._bad_batch = b  # caught before the update: the weights stay as they were
-                if self._state_before is not None:
-                    model.state[...] = self._state_before  # nor does the running state keep that batch
-                break
-            correct += hits
-            self.step += 1
-            self.opt_kernel(model.params, model.grads, self.opt_state, self.lr, self.opt_h, self.step)
-            self.batch_losses[b] = value
-            self.batches_done = b + 1
-            loss_sum += value * rows
-            seen += rows
-            if batch_end:
-                hook.on_train_batch_end(trainer=self, batch=b, logs={"loss": float(value), "size": rows})
-            if chunk_end:
-                hook.on_train_chunk_end(trainer=self, batches_done=b + 1)
-            if self._after_batches(b + 1, n_batches, index, loss_sum, correct, seen):
-                break
-        return loss_sum, correct, seen
-
-    def _after_batches(self, done, n_batches, index, loss_sum, correct, seen):
-        """True when the epoch must stop here; on an interrupt, keep where it stopped."""
-        if self._interrupt_requested and done < n_batches:
-            self._progress = {
-                "batch": done, "loss_sum": loss_sum, "correct": correct, "seen": seen,
-                "index": index.copy(), "batch_losses": self.batch_losses.copy(), "lr": self.lr,
-            }  # fmt: skip
-        return self.stop_training or self._interrupt_requested
-
-    def _compiled_batches(self, X, y, index, first, n_batches, bs, ws, y_buf, loss_sum, correct, seen):
-        """Batches first.. of this epoch through the compiled ``train_chunk``, in runs of about
-        ``CHUNK_SECONDS`` so that interrupts and progress hooks are served between them."""
-        model, program = self.model, self._program
-        layer_args = [a for i in range(len(model.layers)) for a in
-                      (model.layer_params[i], model.hypers[i], model.layer_grads[i], ws.caches[i], model.layer_state[i])]  # fmt: skip
-        chunk_end = bool(self.hook.on_train_chunk_end.get_hookimpls())
         b = first
         while b < n_batches:
-            last = min(n_batches, b + self._chunk)
-            started = time.perf_counter()
-            loss_sum, correct, seen, self.step, done, diverged = program.train_chunk(
-                X, y, index, b, last, bs, model.params, model.grads, self.opt_state, self.lr, self.opt_h,
-                self.step, self.seed, self.loss_h, self.batch_losses, y_buf, model.state,
-                model.state if self._state_before is None else self._state_before,
-                float(loss_sum), float(correct), int(seen), *layer_args, *ws.acts, *ws.deltas,
-            )
-            elapsed = time.perf_counter() - started
+            sums, done, bad = backend.run(b, min(n_batches, b + backend.span), sums)
             self.batches_done = done
             if chunk_end:
-                self.hook.on_train_chunk_end(trainer=self, batches_done=done)
-            if diverged:
-                self._bad_batch = done
-                break
-            ratio = CHUNK_SECONDS / max(elapsed, 1e-6)
-            self._chunk = max(1, min(int(self._chunk * min(ratio, 4.0)), 1 << 20))
-            if self._after_batches(done, n_batches, index, loss_sum, correct, seen):
+                hook.on_train_chunk_end(trainer=self, batches_done=done)
+            if bad is not None:
+                return sums, bad
+            if self._interrupt_requested and done < n_batches:
+                self._progress = self._position(done, sums)
+            if self.stop_training or self._interrupt_requested:
                 break
             b = done
-        return loss_sum, correct, seen
+        return sums, None
 
-    def _snapshot(self):
-        """Keep the weights, optimizer state and running state at an epoch's start (rollback)."""
-        model = self.model
-        if self._saved is None or self._saved[0].shape != model.params.shape:
-            self._saved = (np.empty_like(model.params), np.empty_like(self.opt_state), np.empty_like(model.state), [0])
-        params, opt_state, state, step = self._saved
-        params[...], opt_state[...], state[...], step[0] = model.params, self.opt_state, model.state, self.step
+    def _position(self, batch, sums):
+        """Where an epoch stopped part-way: enough to continue it exactly."""
+        return {"batch": batch, "loss_sum": sums.loss, "correct": sums.correct, "seen": sums.seen,
+                "index": self.backend.host_order(), "batch_losses": self.batch_losses.copy(), "lr": self.lr}  # fmt: skip
 
-    def _diverged(self, index, loss_sum, correct, seen):
-        """Batch ``self._bad_batch`` gave a non-finite loss or gradient, caught before its update.
+    def _diverged(self, b, sums):
+        """Batch ``b`` gave a non-finite loss or gradient, caught before its update.
         Roll back and return True (the epoch runs again), or stop where it went bad."""
-        b = self._bad_batch
-        where = {"epoch": self.epoch + 1, "iteration": self.step + 1, "reason": self._divergence_reason(b)}
+        where = {"epoch": self.epoch + 1, "iteration": self.step + 1, "reason": self.backend.why_diverged(b)}
         if self.on_divergence == "rollback" and len(self.rollbacks) < MAX_ROLLBACKS:
-            params, opt_state, state, step = self._saved
-            self.model.params[...], self.opt_state[...], self.model.state[...] = params, opt_state, state
-            self.step = step[0]
+            self.backend.restore()
             self.optimizer.lr *= ROLLBACK_FACTOR
             self.rollbacks.append({**where, "lr": self.optimizer.lr})
-            if self._device_run is not None:
-                self._device_run.push()
             return True
         self.divergence = where
         self.stop_training = True
@@ -474,63 +347,12 @@ class Trainer:
             " stopped before that update, so the weights are the last good ones"
         )
         # Where it stopped, like an interrupt: --resume (with a lower rate, say) continues from this batch.
-        self._progress = {
-            "batch": b, "loss_sum": loss_sum, "correct": correct, "seen": seen,
-            "index": index.copy(), "batch_losses": self.batch_losses.copy(), "lr": self.lr,
-        }  # fmt: skip
+        self._progress = self._position(b, sums)
         return False
 
-    def _divergence_reason(self, b):
-        """What went non-finite in batch ``b``: the loss, or the gradient of which layer."""
-        model = self.model
-        if self._device_run is not None:
-            self._device_run.probe(b, self.batch_size)  # that batch again on the device, without its update
-        value = self.batch_losses[b]  # the batch loops leave its loss and gradients in place
-        if not math.isfinite(value):
-            return f"the loss became {value}"
-        for i in range(len(model.layers) - 1, -1, -1):  # backpropagation's order: the first to go bad
-            if not np.all(np.isfinite(model.layer_grads[i])):
-                return f"the gradient of layer {i} ({model.layers[i].name}) holds NaN or infinite values"
-        return "a gradient became NaN or infinite"
-
-    def _compile_failure(self, ws, y_buf):
-        """The kernel behind a Numba compile error, as a one-line PluginError naming its
-        plugin (None when every kernel compiles on its own: the error lies elsewhere)."""
-        from numba.core.dispatcher import Dispatcher
-
-        model = self.model
-        acts, caches, deltas = ws.views(ws.capacity)
-        calls = [("loss", self.loss, "kernel", (acts[-1], y_buf, deltas[-1], self.loss_h)),
-                 ("optimizer", self.optimizer, "kernel",
-                  (model.params, model.grads, self.opt_state, float(self.lr), self.opt_h, int(self.step)))]  # fmt: skip
-        for i, layer in enumerate(model.layers):
-            last = (model.layer_state[i],) if model.stateful[i] else ()
-            calls.append(("layer", layer, "forward_kernel",
-                          (model.layer_params[i], model.hypers[i], acts[i], acts[i + 1], caches[i], True, mix_seed(0), *last)))
-            calls.append(("layer", layer, "backward_kernel",
-                          (model.layer_params[i], model.hypers[i], acts[i], acts[i + 1], caches[i], deltas[i + 1],
-                           deltas[i], model.layer_grads[i], *last)))  # fmt: skip
-        for what, component, attr, args in calls:
-            fn = kernel(component, attr)
-            if not isinstance(fn, Dispatcher):
-                continue
-            try:
-                fn.compile(tuple(numba.typeof(a) for a in args))
-            except NumbaError as exc:
-                try:
-                    origin = f" from plugin {registry.lookup(what, component.name).plugin!r}"
-                except ConfigError:
-                    origin = ""
-                return PluginError(f"{what} {component.name!r}{origin}: its {attr} does not compile: {numba_summary(exc)}")
-        return None
-
     def order(self, epoch, index):
-        """Fill ``index`` with epoch ``epoch``'s row order: a permutation drawn from (seed, epoch)
-        alone (kernels.shuffle_order), so resuming needs no random state and a GPU draws the same."""
-        if self.shuffle:
-            shuffle_order(shuffle_key(self.seed, epoch), feistel_bits(index.shape[0]), index)
-        else:
-            index[:] = np.arange(index.shape[0])
+        """Fill ``index`` with epoch ``epoch``'s row order (the same on every backend)."""
+        epoch_order(self.seed, epoch, self.shuffle, index)
 
     def set_learning_rate(self, lr):
         """Train on at ``lr`` from here (a resumed run at a lower rate, say); schedules scale from it."""
@@ -604,35 +426,9 @@ class Trainer:
 
     def score(self, X, y):
         """Mean loss (and accuracy) over checked arrays X, y, in inference mode."""
-        run = self._device_run
-        if run is not None and run.val is not None and X is run.val_host:
-            return run.score()  # the validation rows already live on the GPU
-        bs = min(max(self.batch_size, 256), X.shape[0])
-        program = self._program
-        if program is None:
-            return score(self.model, self.loss, X, y, bs)
-        model = self.model
-        ws = model.workspace(bs)
-        if self._scratch is None or self._scratch.shape[0] < bs:
-            self._scratch = np.zeros((bs, model.output_dim), model.dtype)
-        args = [a for i in range(len(model.layers))
-                for a in (model.layer_params[i], model.hypers[i], ws.caches[i], model.layer_state[i])]  # fmt: skip
-        total, correct = program.evaluate(X, y, bs, self.loss_h, self._scratch, *args, *ws.acts)
-        result = {"loss": total / X.shape[0]}
-        if self.loss.target in ACCURACY:
-            result["accuracy"] = correct / X.shape[0]
-        return result
-
-
-def numba_summary(exc):
-    """The one line of a Numba compile error that says what is wrong, and where."""
-    lines = [line.strip() for line in str(exc).splitlines()]
-    body = [line for line in lines[1:] if line and not line.startswith("During:")] or lines[:1]
-    summary = body[0]
-    if summary.endswith("signature:"):  # "No implementation of function ... found for signature:"
-        summary += " " + next((line for line in body if line.startswith(">>>")), "").lstrip("> ")
-    where = re.search(r'File "([^"]+)", line (\d+)', str(exc))
-    return summary + (f" ({os.path.basename(where.group(1))}, line {where.group(2)})" if where else "")
+        if self.backend is not None:
+            return self.backend.score(X, y)
+        return python.score(self.model, self.loss, X, y, max(self.batch_size, 256))
 
 
 def split_indices(n, fraction, seed):
@@ -645,29 +441,6 @@ def split_indices(n, fraction, seed):
         raise DataError(f"validation_split={fraction} of {n} rows leaves no validation or no training rows")
     order = np.random.default_rng([seed, 1]).permutation(n)
     return np.sort(order[:-n_val]), np.sort(order[-n_val:])
-
-
-def score(model, loss, X, y, batch_size=256):
-    """Mean loss, and accuracy for classification, over arrays already checked by ``data``."""
-    bs = min(batch_size, X.shape[0])
-    ws = model.workspace(bs)
-    scratch = np.zeros((bs, model.output_dim), model.dtype)  # the loss kernel writes a gradient here
-    loss_kernel = kernel(loss, "kernel")
-    h = np.ascontiguousarray(loss.hyper(), dtype=np.float64)
-    accuracy = ACCURACY.get(loss.target)
-    total = correct = 0.0
-    for start in range(0, X.shape[0], bs):
-        stop = min(start + bs, X.shape[0])
-        acts, caches, _ = ws.views(stop - start)
-        acts[0][...] = X[start:stop]
-        out = model.forward(acts, caches)
-        total += loss_kernel(out, y[start:stop], scratch[: stop - start], h) * (stop - start)
-        if accuracy is not None:
-            correct += accuracy(out, y[start:stop])
-    result = {"loss": total / X.shape[0]}
-    if accuracy is not None:
-        result["accuracy"] = correct / X.shape[0]
-    return result
 
 
 def fit(
@@ -733,7 +506,7 @@ def evaluate(model, X, y, loss="mse", batch_size=256):
     loss = api.loss(loss)
     X = as_inputs(model, X)
     y = as_targets(model, loss, y, X.shape[0])
-    return score(model, loss, X, y, positive_int("batch_size", batch_size, "evaluate"))
+    return python.score(model, loss, X, y, positive_int("batch_size", batch_size, "evaluate"))
 
 
 def value_and_grad(model, loss, X, y, training=False, seed=0):

@@ -10,14 +10,17 @@ kernels' order. Per-batch losses and the accuracy count stay on the device
 until the end of the epoch's run of batches.
 """
 
+import time
+
 import numpy as np
 from numba import cuda, uint64
 
-from . import cuda_launch, registry
-from .components import kernel
-from .errors import ConfigError
-from .kernels import feistel_bits, shuffle_key
-from .model import mix_seed
+from .. import cuda_launch, registry
+from ..components import kernel
+from ..errors import ConfigError
+from ..kernels import feistel_bits, mix_seed, shuffle_key
+from . import base, python
+from .base import Backend
 
 
 @cuda.jit
@@ -158,13 +161,16 @@ def scheduled_rate(schedule, epoch, base_lr, out):
     return float(out.copy_to_host()[0])
 
 
-class DeviceRun:
-    """Device copies of everything one fit needs, made once."""
+class CudaBackend(Backend):
+    """Device copies of everything one fit needs, made once; the batch loop launches kernels."""
 
-    def __init__(self, trainer, X, y, bs, n_batches, validation=None):
-        model = trainer.model
+    name = "cuda"
+
+    def __init__(self, trainer, X, y, batch_size, validation=None):
+        super().__init__(trainer, X, y, batch_size, validation)
+        model, bs = self.model, batch_size
         check(model, trainer.loss, trainer.optimizer, trainer.lr_schedule)
-        self.model, self.trainer = model, trainer
+        self.span = 8  # batches per call, adapted to about base.CHUNK_SECONDS like the compiled path's
         self.fwd = [kernel(layer, "cuda_forward") for layer in model.layers]
         self.bwd = [kernel(layer, "cuda_backward") for layer in model.layers]
         self.loss_kernel = kernel(trainer.loss, "cuda_kernel")
@@ -174,28 +180,19 @@ class DeviceRun:
         self.params = cuda.to_device(model.params)
         self.grads = cuda.to_device(model.grads)
         self.opt_state = cuda.to_device(trainer.opt_state)
-        base = model.params.__array_interface__["data"][0]
-        item = model.params.itemsize
-        bounds = []
-        for view in model.layer_params:
-            start = (view.__array_interface__["data"][0] - base) // item if view.size else 0
-            bounds.append((start, start + view.size))
-        self.layer_params = [self.params[a:b] for a, b in bounds]
-        self.layer_grads = [self.grads[a:b] for a, b in bounds]
         self.state = cuda.to_device(model.state)
-        self.last = []  # per layer: the running state, for layers whose kernels take it
-        offset = 0
-        for view, stateful in zip(model.layer_state, model.stateful):
-            self.last.append((self.state[offset : offset + view.size],) if stateful else ())
-            offset += view.size
+        self.layer_params = _slices(self.params, model.layer_params, model.params)
+        self.layer_grads = _slices(self.grads, model.layer_grads, model.grads)
+        layer_state = _slices(self.state, model.layer_state, model.state)
+        self.last = [(s,) if stateful else () for s, stateful in zip(layer_state, model.stateful)]
         dt = model.dtype
         self.acts = [cuda.device_array((bs, d), dt) for d in model.dims]
         self.caches = [cuda.device_array((bs, layer.cache_dim()), dt) for layer in model.layers]
         self.deltas = [cuda.device_array((0, model.dims[0]), dt)] + [cuda.device_array((bs, d), dt) for d in model.dims[1:]]
-        self.X, self.y = cuda.to_device(X), cuda.to_device(y)
+        self.dX, self.dy = cuda.to_device(X), cuda.to_device(y)
         self.ybuf = cuda.device_array((bs,) + y.shape[1:], y.dtype)
-        self.index = cuda.device_array(X.shape[0], np.int64)
-        self.batch_losses = cuda.device_array(n_batches, np.float64)
+        self.dindex = cuda.device_array(X.shape[0], np.int64)
+        self.batch_losses = cuda.device_array(trainer.batch_losses.shape[0], np.float64)
         self.correct = cuda.device_array(1, np.float64)
         self.flag = cuda.device_array(1, np.int64)  # the first batch of a run that went non-finite
         # Where a run of batches started: a divergence rolls back here and replays up to the bad batch.
@@ -205,8 +202,7 @@ class DeviceRun:
         self.val = None
         if validation is not None:  # scored on the device too: only the sums come back
             Xv, yv = validation
-            vbs = min(max(bs, 256), Xv.shape[0])
-            self.val_host = Xv
+            vbs = min(max(trainer.batch_size, 256), Xv.shape[0])
             self.val = {
                 "X": cuda.to_device(Xv), "y": cuda.to_device(yv), "bs": vbs,
                 "acts": [cuda.device_array((vbs, d), dt) for d in model.dims[1:]],
@@ -228,11 +224,17 @@ class DeviceRun:
 
     def order(self, epoch):
         """Draw the row order of ``epoch`` on the device, as the CPU would."""
-        n = self.index.shape[0]
+        n = self.dindex.shape[0]
         if self.trainer.shuffle:
-            _shuffle_order[cuda_launch.grid_1d(n)](shuffle_key(self.trainer.seed, epoch), feistel_bits(n), self.index)
+            _shuffle_order[cuda_launch.grid_1d(n)](shuffle_key(self.trainer.seed, epoch), feistel_bits(n), self.dindex)
         else:
-            _arange[cuda_launch.grid_1d(n)](self.index)
+            _arange[cuda_launch.grid_1d(n)](self.dindex)
+
+    def set_order(self, index):
+        self.dindex.copy_to_device(np.ascontiguousarray(index, dtype=np.int64))
+
+    def host_order(self):
+        return self.dindex.copy_to_host()
 
     def rate(self, epoch, base_lr):
         """The learning rate of ``epoch``, computed on the device by the schedule's CUDA kernel.
@@ -243,54 +245,57 @@ class DeviceRun:
         schedule = self.trainer.lr_schedule
         return base_lr if schedule is None else scheduled_rate(schedule, epoch, base_lr, self.rate_out)
 
-    def run(self, first, last, bs):
-        """Train batches first..last of this epoch in the order ``self.index`` holds; return
-        (per-batch mean losses as a host array, correct count, batches done, diverged).
+    def run(self, first, last, sums):
+        """Train batches first..last of this epoch in the order on the device.
 
-        Every batch's loss and gradients are checked on the device as it goes; the flag comes
-        back once, at the end. If a batch went non-finite, the run is rolled back to its start
-        and replayed up to that batch, so the weights are those before its update.
+        Every batch's loss and gradients are checked on the device as it goes; the flag, the
+        losses and the accuracy count come back once, at the end. If a batch went non-finite,
+        the run is rolled back to its start and replayed up to that batch, so the weights are
+        those before its update.
         """
         t = self.trainer
+        started = time.perf_counter()
         for copy, live in zip(self.saved, (self.params, self.opt_state, self.state)):
             copy.copy_to_device(live)
         step = t.step
         self.flag.copy_to_device(np.array([last], dtype=np.int64))
-        done = self._batches(first, last, bs, check=True)
+        self._batches(first, last, check=True)
         bad = int(self.flag.copy_to_host()[0])
-        diverged = bad < done
-        if diverged:
+        done = last
+        if bad < last:
             for copy, live in zip(self.saved, (self.params, self.opt_state, self.state)):
                 live.copy_to_device(copy)
             t.step = step
-            done = self._batches(first, bad, bs, check=False)
+            done = bad
+            self._batches(first, bad, check=False)
         losses = self.batch_losses.copy_to_host()
-        self.sync()
-        return losses, float(self.correct.copy_to_host()[0]), done, diverged
+        for b in range(first, done):  # the same running sums, in the same order, as on the CPU
+            t.batch_losses[b] = losses[b]
+            sums.loss += losses[b] * self.rows(b)
+            sums.seen += self.rows(b)
+        sums.correct += float(self.correct.copy_to_host()[0])
+        ratio = base.CHUNK_SECONDS / max(time.perf_counter() - started, 1e-6)
+        self.span = max(1, min(int(self.span * min(ratio, 4.0)), 1 << 20))
+        return sums, done, None if done == last else done
 
-    def _batches(self, first, last, bs, check):
-        """The batch loop: gather, forward, loss, backward, (check), update; returns batches done."""
+    def _batches(self, first, last, check):
+        """The batch loop: gather, forward, loss, backward, (check), update."""
         t = self.trainer
         self.correct.copy_to_device(np.zeros(1))
         for b in range(first, last):
-            self._step(b, bs)
+            self._step(b)
             if check:
                 _flag_nonfinite[cuda_launch.grid_1d(self.grads.shape[0])](self.batch_losses, b, self.grads, self.flag)
             t.step += 1
             self.opt_kernel(self.params, self.grads, self.opt_state, t.lr, t.opt_h, t.step)
-            if t._interrupt_requested:
-                return b + 1
-        return last
 
-    def _step(self, b, bs):
+    def _step(self, b):
         """Batch b up to its gradients: gather, forward, loss (and hits), backward."""
         t, model = self.trainer, self.model
-        n = self.X.shape[0]
-        start = b * bs
-        rows = min(bs, n - start)
+        start, rows = b * self.bs, self.rows(b)
         acts, caches, deltas, yb = self.views(rows)
-        _gather_rows[cuda_launch.grid_1d(rows * self.X.shape[1])](self.X, self.index, start, acts[0])
-        self.gather_y[cuda_launch.grid_1d(rows * (yb.shape[1] if yb.ndim == 2 else 1))](self.y, self.index, start, yb)
+        _gather_rows[cuda_launch.grid_1d(rows * self.dX.shape[1])](self.dX, self.dindex, start, acts[0])
+        self.gather_y[cuda_launch.grid_1d(rows * (yb.shape[1] if yb.ndim == 2 else 1))](self.dy, self.dindex, start, yb)
         s = mix_seed(t.seed, t.step)
         for i, f in enumerate(self.fwd):
             f(self.layer_params[i], model.hypers[i], acts[i], acts[i + 1], caches[i], True, mix_seed(s, i),
@@ -302,23 +307,32 @@ class DeviceRun:
             self.bwd[i](self.layer_params[i], model.hypers[i], acts[i], acts[i + 1], caches[i], deltas[i + 1],
                         deltas[i], self.layer_grads[i], *self.last[i])  # fmt: skip
 
-    def probe(self, b, bs):
-        """Batch b's loss and gradients (not its update) into the host's batch_losses and grads;
-        the running state is left as it was."""
+    def why_diverged(self, b):
+        """Batch b's loss and gradients (not its update) computed again into the host's arrays,
+        the running state left as it was; then the host's answer."""
         state = self.state.copy_to_host()
-        self._step(b, min(bs, self.X.shape[0]))
+        self._step(b)
         self.trainer.batch_losses[b] = self.batch_losses[b : b + 1].copy_to_host()[0]
         self.grads.copy_to_host(self.model.grads)
         self.state.copy_to_device(state)
+        return super().why_diverged(b)
 
     def push(self):
-        """Copy the host's weights, optimizer state and running state to the device (after a rollback)."""
         self.params.copy_to_device(self.model.params)
         self.opt_state.copy_to_device(self.trainer.opt_state)
         self.state.copy_to_device(self.model.state)
 
-    def score(self):
-        """Mean loss (and accuracy) over the validation rows, in inference mode, on the device."""
+    def pull(self):
+        self.params.copy_to_host(self.model.params)
+        self.state.copy_to_host(self.model.state)
+        self.opt_state.copy_to_host(self.trainer.opt_state)
+
+    def score(self, X, y):
+        """Mean loss (and accuracy) in inference mode: on the device for the validation rows
+        (already there), through the Python loop on the host's weights otherwise."""
+        if self.val is None or X is not self.validation[0]:
+            self.pull()
+            return python.score(self.model, self.trainer.loss, X, y, max(self.trainer.batch_size, 256))
         v, t, model = self.val, self.trainer, self.model
         n, bs = v["X"].shape[0], v["bs"]
         self.correct.copy_to_device(np.zeros(1))
@@ -342,8 +356,12 @@ class DeviceRun:
             result["accuracy"] = float(self.correct.copy_to_host()[0]) / n
         return result
 
-    def sync(self):
-        """Copy weights and optimizer state back to the host arrays (callbacks, checkpoints read them)."""
-        self.params.copy_to_host(self.model.params)
-        self.state.copy_to_host(self.model.state)
-        self.opt_state.copy_to_host(self.trainer.opt_state)
+
+def _slices(device, views, host):
+    """Device slices at the offsets the host ``views`` have in their flat buffer ``host``."""
+    base_address, item = host.__array_interface__["data"][0], host.itemsize
+    out = []
+    for view in views:
+        start = (view.__array_interface__["data"][0] - base_address) // item if view.size else 0
+        out.append(device[start : start + view.size])
+    return out

@@ -1,0 +1,141 @@
+"""The seam between the trainer's epoch loop and where the batches run.
+
+A backend is made for one ``Trainer.fit``: it holds the training data where
+its kernels read it, every workspace, and the order of kernel arguments
+(written once per backend). The trainer keeps what is the same on every
+device: epochs, hooks, the divergence policy, interrupts and resume. It
+asks its backend for five things:
+
+``order(epoch)`` / ``set_order(index)`` / ``host_order()``
+    draw an epoch's row order where the data lives; continue from a saved
+    one; copy the current one to the host (to save a part-way epoch).
+``run(first, last, sums) -> (sums, done, bad)``
+    train batches ``first..last`` of the epoch, adding to the running
+    ``Sums``; ``done`` batches were trained; ``bad`` is the batch whose loss
+    or gradient was not finite (caught before its update, its loss in
+    ``trainer.batch_losses`` and gradients in ``model.grads`` once
+    ``why_diverged`` is asked), or None. ``span`` says how many batches a
+    call should take: interrupts and progress hooks are served between calls.
+``score(X, y)``
+    mean loss (and accuracy) over checked arrays, in inference mode.
+``snapshot()`` / ``restore()``
+    keep the training state (weights, optimizer state, running state,
+    step) and go back to it: a rollback after divergence.
+``pull()``
+    bring the host's arrays up to date (the trainer calls it before
+    epoch-end hooks, checkpoints and callbacks read them).
+
+``PythonBackend`` (every kernel called from Python, per-batch hooks
+dispatched), ``CompiledBackend`` (one generated njit function per model) and
+``CudaBackend`` (numba.cuda) implement it.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..kernels import feistel_bits, shuffle_key, shuffle_order
+from ..losses import ACCURACY
+
+#: Seconds of training per call of ``run`` where one call can take many batches.
+CHUNK_SECONDS = 0.1
+
+
+def epoch_order(seed, epoch, shuffle, index):
+    """Fill ``index`` with an epoch's row order: a permutation drawn from (seed, epoch) alone
+    (kernels.shuffle_order), so resuming needs no random state and a GPU draws the same."""
+    if shuffle:
+        shuffle_order(shuffle_key(seed, epoch), feistel_bits(index.shape[0]), index)
+    else:
+        index[:] = np.arange(index.shape[0])
+
+
+@dataclass
+class Sums:
+    """An epoch's running totals, carried across calls so they do not depend on chunking."""
+
+    loss: float = 0.0  # sum over rows of each batch's mean loss times its rows
+    correct: float = 0.0
+    seen: int = 0
+
+
+class Backend:
+    """Base of the three backends: the host-side parts they share."""
+
+    #: ``"python"``, ``"compiled"`` or ``"cuda"``: which backend a trainer chose.
+    name = None
+
+    def __init__(self, trainer, X, y, batch_size, validation=None):
+        self.trainer, self.model = trainer, trainer.model
+        self.X, self.y, self.bs = X, y, batch_size
+        self.validation = validation
+        self.index = np.arange(X.shape[0], dtype=np.int64)
+        self.accuracy = ACCURACY.get(trainer.loss.target)
+        self.span = 1
+        self._saved = None
+
+    # -- the epoch's order -------------------------------------------------
+
+    def order(self, epoch):
+        """Draw epoch ``epoch``'s row order."""
+        epoch_order(self.trainer.seed, epoch, self.trainer.shuffle, self.index)
+
+    def set_order(self, index):
+        """Continue an epoch in a saved order."""
+        self.index[:] = index
+
+    def host_order(self):
+        """The current epoch's order, as a host array (a copy)."""
+        return self.index.copy()
+
+    def rate(self, epoch, base_lr):
+        """Epoch ``epoch``'s learning rate (the schedule's, else the base rate)."""
+        schedule = self.trainer.lr_schedule
+        return schedule(epoch, base_lr) if schedule else base_lr
+
+    # -- training state ----------------------------------------------------
+
+    def snapshot(self):
+        """Keep the weights, optimizer state, running state and step (to roll back to)."""
+        t, model = self.trainer, self.model
+        if self._saved is None:
+            self._saved = [np.empty_like(model.params), np.empty_like(t.opt_state), np.empty_like(model.state), 0]
+        saved = self._saved
+        saved[0][...], saved[1][...], saved[2][...], saved[3] = model.params, t.opt_state, model.state, t.step
+
+    def restore(self):
+        """Back to the last ``snapshot``."""
+        t, model = self.trainer, self.model
+        params, opt_state, state, t.step = self._saved
+        model.params[...], t.opt_state[...], model.state[...] = params, opt_state, state
+        self.push()
+
+    def push(self):
+        """The host's training state to wherever the kernels read it (nothing to do on the CPU)."""
+
+    def pull(self):
+        """The host's arrays up to date with the kernels' (nothing to do on the CPU)."""
+
+    def why_diverged(self, b):
+        """What went non-finite in batch ``b``: the loss, or the gradient of which layer."""
+        model = self.model
+        value = self.trainer.batch_losses[b]  # the batch loops leave its loss and gradients in place
+        if not math.isfinite(value):
+            return f"the loss became {value}"
+        for i in range(len(model.layers) - 1, -1, -1):  # backpropagation's order: the first to go bad
+            if not np.all(np.isfinite(model.layer_grads[i])):
+                return f"the gradient of layer {i} ({model.layers[i].name}) holds NaN or infinite values"
+        return "a gradient became NaN or infinite"
+
+    # -- running -----------------------------------------------------------
+
+    def rows(self, b):
+        """Rows in batch ``b`` (the last may be smaller)."""
+        return min(self.bs, self.X.shape[0] - b * self.bs)
+
+    def run(self, first, last, sums):
+        raise NotImplementedError
+
+    def score(self, X, y):
+        raise NotImplementedError

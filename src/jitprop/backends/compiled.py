@@ -1,0 +1,66 @@
+"""The compiled CPU path: runs of batches inside one generated njit function (codegen.py).
+
+Bit-identical to the Python loop, which calls the same kernels; taken
+whenever no per-batch hook is implemented and every kernel can be named
+from generated code (``CompiledBackend.program`` returns None otherwise).
+"""
+
+import time
+
+import numpy as np
+
+from ..model import Workspace
+from . import base, codegen
+from .base import Backend
+
+
+class CompiledBackend(Backend):
+    name = "compiled"
+
+    @staticmethod
+    def program(trainer):
+        """The compiled program for the trainer's model, loss and optimizer, or None."""
+        return codegen.program(trainer.model, trainer.loss, trainer.optimizer)
+
+    def __init__(self, trainer, X, y, batch_size, validation=None, program=None):
+        super().__init__(trainer, X, y, batch_size, validation)
+        model = self.model
+        self.program = program or self.program(trainer)
+        self.span = self.program.span
+        ws = self.ws = Workspace(model, batch_size, training=True)
+        self.y_buf = np.zeros((batch_size,) + y.shape[1:], y.dtype)
+        # The running state as it was before the batch in flight, should that batch diverge.
+        self.state_before = model.state.copy() if any(model.stateful) else model.state
+        self.layer_args = [a for i in range(len(model.layers)) for a in
+                           (model.layer_params[i], model.hypers[i], model.layer_grads[i], ws.caches[i],
+                            model.layer_state[i])]  # fmt: skip
+        self.buffers = (*ws.acts, *ws.deltas)
+        self._scratch = None  # the loss gradient of scoring, which nothing reads
+
+    def run(self, first, last, sums):
+        t, model = self.trainer, self.model
+        started = time.perf_counter()
+        sums.loss, sums.correct, sums.seen, t.step, done, diverged = self.program.train_chunk(
+            self.X, self.y, self.index, first, last, self.bs, model.params, model.grads, t.opt_state, t.lr, t.opt_h,
+            t.step, t.seed, t.loss_h, t.batch_losses, self.y_buf, model.state, self.state_before,
+            float(sums.loss), float(sums.correct), int(sums.seen), *self.layer_args, *self.buffers,
+        )
+        elapsed = time.perf_counter() - started
+        ratio = base.CHUNK_SECONDS / max(elapsed, 1e-6)
+        # Kept with the program: the next fit of the same model starts at the right size.
+        self.span = self.program.span = max(1, min(int(self.span * min(ratio, 4.0)), 1 << 20))
+        return sums, done, done if diverged else None
+
+    def score(self, X, y):
+        model, t = self.model, self.trainer
+        bs = min(max(t.batch_size, 256), X.shape[0])
+        ws = model.workspace(bs)
+        if self._scratch is None or self._scratch.shape[0] < bs:
+            self._scratch = np.zeros((bs, model.output_dim), model.dtype)
+        args = [a for i in range(len(model.layers))
+                for a in (model.layer_params[i], model.hypers[i], ws.caches[i], model.layer_state[i])]  # fmt: skip
+        total, correct = self.program.evaluate(X, y, bs, t.loss_h, self._scratch, *args, *ws.acts)
+        result = {"loss": total / X.shape[0]}
+        if self.accuracy is not None:
+            result["accuracy"] = correct / X.shape[0]
+        return result
