@@ -221,7 +221,9 @@ def train(ctx, config_path, dataset, target, normalize, hidden, activation, drop
             )
         saved = checkpoints.load(resume)
         config = runconfig.check(_run_config(saved), resume)
-        config["checkpoint"] = checkpoint or config.get("checkpoint") or resume
+        # Saved where it was read from (or --checkpoint), never to the path the run was first saved
+        # under: resuming a copy must not overwrite the original.
+        config["checkpoint"] = checkpoint or resume
     else:
         saved = None
         config = runconfig.load(config_path) if config_path else {}
