@@ -3,8 +3,8 @@
     python benchmarks/gpu_check.py              # on a machine with an NVIDIA GPU (< 5 minutes)
     python benchmarks/gpu_check.py --quick      # tiny shapes, no throughput (also runs on the simulator)
 
-Part 1 compares every registered layer's, loss's, optimizer's and schedule's
-CUDA kernels with its CPU kernel (a schedule's with its host rate) on fresh random inputs of awkward shapes (float32
+Part 1 compares every registered layer's, loss's, optimizer's, schedule's and
+gradient transform's CUDA kernels with its CPU kernel (a schedule's with its host rate) on fresh random inputs of awkward shapes (float32
 tolerance). Part 2 trains the configurations of shared/guide/PERF.md with
 jitprop on the GPU and, when PyTorch with CUDA is installed, with PyTorch on
 the same GPU in the same run, and prints a table with the card's name
@@ -12,6 +12,7 @@ the same GPU in the same run, and prints a table with the card's name
 """
 
 import argparse
+import inspect
 import sys
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 
-def check_kernels(shapes=((1, 3), (7, 5), (33, 17), (130, 70))):
+def check_kernels(shapes=((1, 3), (7, 5), (33, 17), (130, 70)), lengths=(1, 1001, 300_017)):
     """Largest relative error of each CUDA kernel against its CPU kernel."""
     from numba import cuda
 
@@ -34,11 +35,20 @@ def check_kernels(shapes=((1, 3), (7, 5), (33, 17), (130, 70))):
 
     rng = np.random.default_rng(int(time.time()))
     rows = []
+    skipped = []  # plugins' parts that train on the CPU only
+
+    def on_gpu(kind, entry, attr):
+        if inspect.getattr_static(entry.cls, attr, None) is None:
+            skipped.append(f"{kind} {entry.name} (plugin {entry.plugin}): no {attr}")
+            return False
+        return True
 
     def rel(a, b):
         return float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-12))
 
     for entry in entries("layer"):
+        if not on_gpu("layer", entry, "cuda_forward"):
+            continue
         for batch, width in shapes:
             options = getattr(entry.cls, "example_options", {})
             model = jitprop.Sequential([jitprop.layer(entry.name, **options)], input_dim=width, seed=1)
@@ -50,16 +60,20 @@ def check_kernels(shapes=((1, 3), (7, 5), (33, 17), (130, 70))):
             cache = np.zeros((batch, layer.cache_dim()), np.float32)
             gi, gp = np.zeros_like(x), np.zeros_like(p)
             seed = mix_seed(3, 1)
-            kernel(layer, "forward_kernel")(p, h, x, out, cache, True, seed)
-            kernel(layer, "backward_kernel")(p, h, x, out, cache, go, gi, gp)
+            state = model.layer_state[0]  # running state, for layers that keep it (their kernels' last argument)
+            last, d_last = ((state,), (cuda.to_device(state),)) if model.stateful[0] else ((), ())
+            kernel(layer, "forward_kernel")(p, h, x, out, cache, True, seed, *last)
+            kernel(layer, "backward_kernel")(p, h, x, out, cache, go, gi, gp, *last)
             d_out, d_cache, d_gi, d_gp = (cuda.device_array_like(a) for a in (out, cache, gi, gp))
             d_p, d_x, d_go = cuda.to_device(p), cuda.to_device(x), cuda.to_device(go)
-            kernel(layer, "cuda_forward")(d_p, h, d_x, d_out, d_cache, True, seed)
-            kernel(layer, "cuda_backward")(d_p, h, d_x, d_out, d_cache, d_go, d_gi, d_gp)
+            kernel(layer, "cuda_forward")(d_p, h, d_x, d_out, d_cache, True, seed, *d_last)
+            kernel(layer, "cuda_backward")(d_p, h, d_x, d_out, d_cache, d_go, d_gi, d_gp, *d_last)
             err = max(rel(d_out.copy_to_host(), out), rel(d_gi.copy_to_host(), gi),
                       rel(d_gp.copy_to_host(), gp) if p.size else 0.0)  # fmt: skip
             rows.append(("layer", entry.name, f"{batch}x{width}", err))
     for entry in entries("loss"):
+        if not on_gpu("loss", entry, "cuda_kernel"):
+            continue
         for batch, k in shapes:
             loss = entry.cls()
             if loss.target == "class" and k < 2:
@@ -74,6 +88,8 @@ def check_kernels(shapes=((1, 3), (7, 5), (33, 17), (130, 70))):
             err = max(rel(d_grad.copy_to_host(), grad), abs(d_out.copy_to_host()[0] - value) / (abs(value) + 1e-12))
             rows.append(("loss", entry.name, f"{batch}x{k}", err))
     for entry in entries("optimizer"):
+        if not on_gpu("optimizer", entry, "cuda_kernel"):
+            continue
         opt = entry.cls()
         p = rng.normal(size=1001).astype(np.float32)
         state = np.zeros((opt.n_state, p.size), np.float32)
@@ -88,11 +104,26 @@ def check_kernels(shapes=((1, 3), (7, 5), (33, 17), (130, 70))):
 
     out = cuda.device_array(1, np.float64)
     for entry in entries("schedule"):
+        if not on_gpu("schedule", entry, "cuda_kernel"):
+            continue
         schedule = entry.cls()
         schedule.warmup = 2  # the core's warmup kernel too
         err = max(abs(scheduled_rate(schedule, e, 0.1, out) - schedule(e, 0.1)) / 0.1 for e in range(40))
         rows.append(("schedule", entry.name, "40 epochs", err))
-    return rows
+    for entry in entries("transform"):
+        if not on_gpu("transform", entry, "cuda_kernel"):
+            continue
+        transform = entry.cls(**getattr(entry.cls, "example_options", {}))
+        for n in lengths:
+            g, p = rng.normal(0, 0.3, n).astype(np.float32), rng.normal(size=n).astype(np.float32)
+            offsets = np.array([0, n // 3, n // 3, n], np.int64)  # a layer without parameters between two
+            stats = rng.uniform(size=(3, len(transform.stat_names)))
+            d_g, d_p, d_offsets, d_stats = (cuda.to_device(a) for a in (g, p, offsets, stats))
+            kernel(transform, "kernel")(g, p, offsets, 0.01, transform.hyper(), stats)
+            kernel(transform, "cuda_kernel")(d_g, d_p, d_offsets, 0.01, transform.hyper(), d_stats)
+            err = max(rel(d_g.copy_to_host(), g), rel(d_stats.copy_to_host(), stats) if stats.size else 0.0)
+            rows.append(("transform", entry.name, str(n), err))
+    return rows, skipped
 
 
 def throughput(configs, epochs=3):
@@ -174,8 +205,10 @@ def main(argv=None):
     name = cuda.get_current_device().name if hasattr(cuda, "get_current_device") else "numba CUDA simulator"
     card = name.decode() if isinstance(name, bytes) else str(name)
     print(f"device: {card}")
-    rows = check_kernels(((1, 3), (7, 5)) if args.quick else ((1, 3), (7, 5), (33, 17), (130, 70)))
+    rows, skipped = check_kernels(((1, 3), (7, 5)), (1, 37)) if args.quick else check_kernels()
     worst = max(r[3] for r in rows)
+    for line in skipped:
+        print(f"skipped   {line}")
     for kind, name, shape, err in rows:
         print(f"{kind:9s} {name:22s} {shape:8s} max rel. error {err:.2e}  {'ok' if err < 1e-4 else 'FAIL'}")
     print(f"kernels: {len(rows)} checked, worst relative error {worst:.2e}")

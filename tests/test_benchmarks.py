@@ -34,6 +34,8 @@ def test_quick_benchmark_runs_every_system_to_the_same_loss(bench):
         if res["config"] == "S":  # plugins' kernels (a loss; a layer from plugins/) take the same compiled path
             assert systems["jitprop+plugin-loss"]["compiled_path"]
             assert systems["jitprop+batchnorm-plugin"]["compiled_path"]
+            assert systems["jitprop+gradient-norms"]["compiled_path"]  # and gradient transforms
+            assert systems["jitprop+gradient-norms"]["baseline"] == "jitprop"
         # Same weights, same batches, same optimizer: each model's systems agree to float32 rounding.
         for with_batch_norm in (False, True):
             losses = [e["first_epoch_loss"] for name, e in systems.items() if ("batchnorm" in name) == with_batch_norm]
@@ -72,7 +74,8 @@ def test_the_real_gpu_check_runs_on_the_simulator():
     out = subprocess.run([sys.executable, "-W", "ignore", str(script), "--quick"], capture_output=True, text=True,
                          env=env, timeout=600)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "kernels: 34 checked" in out.stdout and " FAIL" not in out.stdout
+    assert "kernels: 38 checked" in out.stdout and " FAIL" not in out.stdout
+    assert "transform gradient_clipping" in out.stdout and "transform gradient_norms" in out.stdout
 
 
 def test_the_memory_floor_probe_runs(bench, capsys, monkeypatch, tmp_path):

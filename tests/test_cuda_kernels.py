@@ -133,6 +133,12 @@ PTX_SCRIPT = textwrap.dedent('''
     sigs["step_schedule"] = (sc._step, (f64, I, F, I, F))
     sigs["exponential_schedule"] = (sc._exponential, (f64, I, F, F))
     sigs["cosine_schedule"] = (sc._cosine, (f64, I, F, I, F))
+    from jitprop.default_plugins import transforms_cuda as t
+    i2 = types.Array(types.float64, 2, "A")
+    sigs["layer_squares"] = (t._layer_squares, (m1, m1, i1, i2, types.boolean))
+    sigs["clip_value"] = (t._clip_value, (m1, F))
+    sigs["clip_norm"] = (t._clip_norm, (m1, i2, F))
+    sigs["accumulate_norms"] = (t._accumulate_norms, (i2, F, i2))
     for i, k in enumerate(l._matmuls("float32", 16)):
         sigs[f"matmul_{i}"] = (k, (m2, m2, m1, m2) if i == 0 else (m2, m2, m2))
     for name, (k, sig) in sigs.items():
@@ -335,9 +341,64 @@ def test_cuda_refuses_what_it_cannot_run():
     with pytest.raises(jitprop.ConfigError, match=r"layer 'no_cuda_test' has no CUDA kernel \(cuda_forward\).*--device cpu"):
         jitprop.Trainer(model, "mse", device="cuda")
     model = jitprop.Sequential([jitprop.layer("dense", units=2)], input_dim=2)
-    trainer = jitprop.Trainer(model, "mse", device="cuda", callbacks=["gradient_clipping"])
+
+    class AfterBackward:
+        @jitprop.hookimpl
+        def on_after_backward(self, grads):
+            pass
+
+    trainer = jitprop.Trainer(model, "mse", device="cuda", callbacks=[AfterBackward()])
     with pytest.raises(jitprop.ConfigError, match="on_after_backward.*train on the CPU"):
         trainer.fit(np.ones((4, 2)), np.ones((4, 2)))
+
+
+def test_a_transform_without_a_cuda_kernel_is_refused_naming_its_plugin(register_plugin):
+    from test_transforms import Squares
+
+    class Plugin:
+        @jitprop.hookimpl
+        def register_transforms(self, register):
+            register(Squares)
+
+    register_plugin(Plugin(), name="squares-plugin")
+    model = jitprop.Sequential([jitprop.layer("dense", units=2)], input_dim=2)
+    with pytest.raises(jitprop.ConfigError, match=r"^transform 'squares_test' \(from plugin 'squares-plugin'\) has no"
+                       r" CUDA kernel \(cuda_kernel\).*--device cpu$"):
+        jitprop.Trainer(model, "mse", device="cuda", transforms=["squares_test"])
+
+
+@pytest.mark.parametrize("name, options", [("gradient_clipping", {"max_norm": 0.4, "clip_value": 0.2}),
+                                           ("gradient_clipping", {"max_norm": 100.0}), ("gradient_norms", {})])
+def test_cuda_transform_kernels_match_cpu(name, options):
+    tr = jitprop.transform(name, **options)
+    rng = np.random.default_rng(3)
+    g = rng.normal(0, 0.3, 45).astype(np.float32)
+    p = rng.normal(0, 1.0, 45).astype(np.float32)
+    offsets = np.array([0, 20, 20, 33, 45], np.int64)  # a layer without parameters; not multiples of a block
+    stats = rng.uniform(0, 1, (4, len(tr.stat_names)))  # accumulating onto an earlier batch's
+    d_g, d_p, d_offsets, d_stats = (cuda.to_device(a) for a in (g, p, offsets, stats))
+    kernel(tr, "kernel")(g, p, offsets, 0.05, tr.hyper(), stats)
+    kernel(tr, "cuda_kernel")(d_g, d_p, d_offsets, 0.05, tr.hyper(), d_stats)
+    np.testing.assert_allclose(d_g.copy_to_host(), g, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(d_stats.copy_to_host(), stats, rtol=1e-6)
+
+
+def test_a_cuda_run_with_transforms_matches_the_cpu():
+    from conftest import spirals
+
+    X, y = spirals(20)
+    runs = {}
+    for device in ("cpu", "cuda"):
+        model = jitprop.Sequential([jitprop.layer("dense", units=6), "tanh", jitprop.layer("dense", units=3)],
+                                   input_dim=2, seed=4)
+        trainer = jitprop.Trainer(model, "cross_entropy", jitprop.optimizer("adam", lr=0.05), batch_size=16, device=device,
+                                  transforms=["gradient_norms", jitprop.transform("gradient_clipping", max_norm=0.3)])
+        trainer.fit(X, y, epochs=2)
+        runs[device] = (model.params.copy(), trainer.transforms[0].history)
+    np.testing.assert_allclose(runs["cuda"][0], runs["cpu"][0], rtol=1e-4, atol=1e-5)
+    for gpu, cpu in zip(runs["cuda"][1], runs["cpu"][1]):
+        for key in cpu:
+            np.testing.assert_allclose(gpu[key], cpu[key], rtol=1e-4, atol=1e-7, err_msg=key)
 
 
 def test_a_schedule_without_a_cuda_kernel_is_refused_naming_its_plugin(register_plugin):

@@ -7,7 +7,6 @@ from numba.core.runtime import rtsys
 
 import jitprop
 from jitprop.components import kernel
-from jitprop.default_plugins.callbacks import clip_by_norm
 from jitprop.gradcheck import example_targets
 from jitprop.model import mix_seed
 from jitprop.registry import entries
@@ -67,7 +66,12 @@ def test_no_kernel_allocates_per_call(dtype):
     src = rng.normal(size=(10, 3)).astype(dtype)
     assert allocations_per_call(gather_rows, (src, np.arange(10), 2, np.zeros((4, 3), dtype))) == 0
     assert allocations_per_call(gather_items, (np.arange(10), np.arange(10), 2, np.zeros(4, np.int64))) == 0
-    assert allocations_per_call(clip_by_norm, (src[0].copy(), 0.5)) == 0
+    for entry in entries("transform"):
+        tr = entry.cls()
+        g = rng.normal(size=40).astype(dtype)
+        stats = np.zeros((3, len(tr.stat_names)))
+        args = (g, g.copy(), np.array([0, 10, 10, 40], np.int64), 0.01, tr.hyper(), stats)
+        assert allocations_per_call(kernel(tr, "kernel"), args) == 0, entry.name
 
 
 def test_kernels_are_cached_to_disk():
@@ -75,7 +79,7 @@ def test_kernels_are_cached_to_disk():
         layer = entry.cls(**getattr(entry.cls, "example_options", {}))
         for attr in ("forward_kernel", "backward_kernel"):
             assert kernel(layer, attr)._cache.__class__.__name__ != "NullCache", (entry.name, attr)
-    for kind in ("loss", "optimizer"):
+    for kind in ("loss", "optimizer", "transform"):
         for entry in entries(kind):
             assert kernel(entry.cls(), "kernel")._cache.__class__.__name__ != "NullCache", entry.name
 

@@ -22,7 +22,8 @@ from .layers import Layer
 from .losses import Loss
 from .optimizers import Optimizer
 from .schedules import Schedule
-from .api import callback, layer, loss, optimizer, schedule
+from .transforms import GradientTransform
+from .api import callback, layer, loss, optimizer, schedule, transform
 from .model import Sequential
 from .training import History, Trainer, evaluate, fit, value_and_grad
 from . import checkpoint, gradcheck, plugins  # noqa: F401  (jitprop.checkpoint.save, jitprop.gradcheck.check_loss, ...)
@@ -32,6 +33,7 @@ __all__ = [
     "Dataset",
     "ConfigError",
     "DataError",
+    "GradientTransform",
     "History",
     "JitpropError",
     "Layer",
@@ -49,5 +51,6 @@ __all__ = [
     "loss",
     "optimizer",
     "schedule",
+    "transform",
     "value_and_grad",
 ]

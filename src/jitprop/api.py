@@ -38,6 +38,11 @@ def callback(name, **options):
     return _make("callback", name, options)
 
 
+def transform(name, **options):
+    """A gradient transform by registered name, e.g. ``transform("gradient_clipping", max_norm=1.0)``."""
+    return _make("transform", name, options)
+
+
 def schedule(name, **options):
     """A learning-rate schedule by registered name, e.g. ``schedule("cosine", T_max=20, warmup=2)``."""
     return _make("schedule", name, options)

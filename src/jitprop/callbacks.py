@@ -6,6 +6,10 @@ and so on); each implements only what it needs. ``fit(callbacks=[...])``
 registers them for that run alone. Per-batch hooks are dispatched only when
 some callback or plugin implements them, so a callback that doesn't costs
 nothing per batch.
+
+A callback may also bring gradient transforms (``jitprop.GradientTransform``)
+from a ``transforms()`` method: they join the run's and run compiled, as
+the ``gradient_clipping`` callback does.
 """
 
 from .components import Component

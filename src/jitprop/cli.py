@@ -31,7 +31,7 @@ from .run import inputs_for, plan
 from .training import evaluate as evaluate_model
 
 KINDS = {"layers": "layer", "losses": "loss", "optimizers": "optimizer", "callbacks": "callback",
-         "schedules": "schedule", "datasets": "dataset"}  # fmt: skip
+         "schedules": "schedule", "transforms": "transform", "datasets": "dataset"}  # fmt: skip
 
 
 class JitpropGroup(click.Group):
@@ -185,11 +185,14 @@ RESUMABLE = {"resume", "epochs", "checkpoint", "callbacks", "print_config", "lr"
 @click.option("--checkpoint", help="Save the run here (.npz) at the end and on Ctrl-C.")
 @click.option("--resume", help="Continue the run saved in this checkpoint.")
 @click.option("--callback", "callbacks", multiple=True, help="Callback NAME[:k=v,...]; repeatable.")
+@click.option("--transform", "transforms", multiple=True,
+              help="Gradient transform NAME[:k=v,...] between backward and update, e.g."
+                   " gradient_clipping:max_norm=1; repeatable, run in order.")  # fmt: skip
 @click.option("--print-config", is_flag=True, help="Print the resolved run as TOML and exit.")
 @click.pass_context
 def train(ctx, config_path, dataset, target, normalize, hidden, activation, dropout, loss, optimizer, lr, schedule,
           epochs, batch_size, validation_split, seed, dtype, device, on_divergence, checkpoint, resume, callbacks,
-          print_config):  # fmt: skip
+          transforms, print_config):  # fmt: skip
     """Train a model and report loss and accuracy per epoch.
 
     \b
@@ -199,6 +202,7 @@ def train(ctx, config_path, dataset, target, normalize, hidden, activation, drop
       jitprop train --dataset spirals --optimizer sgd:momentum=0.9 --lr 0.1
       jitprop train --dataset data.csv --target species --checkpoint model.npz
       jitprop train --callback early_stopping:patience=3,restore_best_weights=true
+      jitprop train --transform gradient_clipping:max_norm=1
       jitprop train --print-config > run.toml && jitprop train --config run.toml
       jitprop train --resume model.npz --epochs 40    # continue to 40 epochs in all
       jitprop train --resume model.npz --lr 1e-4      # ... at a lower learning rate
@@ -248,6 +252,8 @@ def train(ctx, config_path, dataset, target, normalize, hidden, activation, drop
     if epochs is not None:
         config["epochs"] = epochs
     config["callbacks"] = list(config.get("callbacks", [])) + [runconfig.parse_spec(c) for c in callbacks]
+    if transforms:
+        config["transforms"] = list(config.get("transforms", [])) + [runconfig.parse_spec(t) for t in transforms]
     config = runconfig.check(config, "run")
 
     p = plan(config, saved)

@@ -39,6 +39,11 @@ def register_callbacks(register):
 
 
 @hookspec
+def register_transforms(register):
+    """Register gradient-transform classes: ``register(TransformClass, name=None, aliases=())``."""
+
+
+@hookspec
 def register_schedules(register):
     """Register learning-rate schedule classes: ``register(ScheduleClass, name=None)``."""
 

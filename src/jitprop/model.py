@@ -103,6 +103,8 @@ class Sequential:
         self.layer_params = self._slices(self.params, self._shapes)
         self.layer_grads = self._slices(self.grads, self._shapes)
         self.layer_state = self._slices(self.state, self._state_shapes)
+        #: Layer i's parameters are ``params[offsets[i]:offsets[i + 1]]`` (int64, for gradient transforms).
+        self.offsets = np.cumsum([0] + [sum(e[4] for e in entries) for entries in self._shapes], dtype=np.int64)
         #: Per layer: its kernels take the running state as a last argument.
         self.stateful = [bool(layer.state_names) for layer in self.layers]
         self._last_args = [(view,) if flag else () for view, flag in zip(self.layer_state, self.stateful)]

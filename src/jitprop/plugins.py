@@ -22,6 +22,7 @@ DEFAULT_PLUGINS = (
     "jitprop.default_plugins.losses",
     "jitprop.default_plugins.optimizers",
     "jitprop.default_plugins.schedules",
+    "jitprop.default_plugins.transforms",
     "jitprop.default_plugins.callbacks",
     "jitprop.default_plugins.datasets",
 )

@@ -35,6 +35,7 @@ KINDS = {
     "optimizer": "register_optimizers",
     "callback": "register_callbacks",
     "schedule": "register_schedules",
+    "transform": "register_transforms",
     "dataset": "register_datasets",
 }
 
@@ -49,8 +50,10 @@ def base_classes():
     from .losses import Loss
     from .optimizers import Optimizer
     from .schedules import Schedule
+    from .transforms import GradientTransform
 
-    return {"layer": Layer, "loss": Loss, "optimizer": Optimizer, "callback": Callback, "schedule": Schedule, "dataset": Dataset}
+    return {"layer": Layer, "loss": Loss, "optimizer": Optimizer, "callback": Callback, "schedule": Schedule,
+            "dataset": Dataset, "transform": GradientTransform}  # fmt: skip
 
 
 def _build(pm):

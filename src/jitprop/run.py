@@ -61,6 +61,7 @@ class Plan:
             lr_schedule=api.schedule(**c["schedule"]) if c.get("schedule") else None,
             device=c["device"],
             on_divergence=c["on_divergence"],
+            transforms=[api.transform(**spec) for spec in c.get("transforms", [])],
         )
         trainer.run_info = self.info
         trainer.keep_end_state = True  # the final checkpoint continues from the weights before any restore
@@ -152,6 +153,7 @@ def plan(config, checkpoint=None):
         resolved["schedule"] = {"name": s.name, **s.config()}
     resolved["layers"] = model.config()["layers"]
     resolved["callbacks"] = [{"name": (cb := api.callback(**spec)).name, **cb.config()} for spec in c["callbacks"]]
+    resolved["transforms"] = [{"name": (tr := api.transform(**spec)).name, **tr.config()} for spec in c.get("transforms", [])]
 
     info = {
         "config": resolved,

@@ -38,6 +38,7 @@ SCHEMA = {
     "dropout": ((int, float), "shorthand: dropout rate after each hidden activation (0 for none)"),
     "layers": (list, "the full stack: a list of tables, each with name and options"),
     "callbacks": (list, "callbacks: names, or tables with name and options"),
+    "transforms": (list, "gradient transforms, run in order between backward and update: names or tables"),
 }
 
 DEFAULTS = {
@@ -114,8 +115,8 @@ def check(config, source="config"):
             value = component(value, f"{source}: {key}")
         elif key == "layers":
             value = [component(v, f"{source}: layers[{i}]") for i, v in enumerate(value)]
-        elif key == "callbacks":
-            value = [component(v, f"{source}: callbacks[{i}]") for i, v in enumerate(value)]
+        elif key in ("callbacks", "transforms"):
+            value = [component(v, f"{source}: {key}[{i}]") for i, v in enumerate(value)]
         elif key == "hidden":
             if not all(_is(v, int) and v > 0 for v in value):
                 raise ConfigError(f"{source}: 'hidden' must be a list of positive integers, got {value}")
@@ -242,7 +243,7 @@ def dumps(config):
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             for spec in value:
                 tables.append(["", f"[[{key}]]", *_table(spec)])
-        elif isinstance(value, list) and not value and key in ("callbacks", "layers"):
+        elif isinstance(value, list) and not value and key in ("callbacks", "transforms", "layers"):
             lines.append(f"{key} = []")
         else:
             lines.append(f"{key} = {_toml_value(value)}")

@@ -127,6 +127,7 @@ class Trainer:
         lr_schedule=None,
         device="cpu",
         on_divergence="stop",
+        transforms=(),
     ):
         self.model = model
         self.loss = api.loss(loss)
@@ -145,10 +146,6 @@ class Trainer:
         if on_divergence not in DIVERGENCE:
             raise ConfigError(f"on_divergence must be one of {', '.join(DIVERGENCE)}, got {on_divergence!r}")
         self.on_divergence = on_divergence
-        if device == "cuda":
-            from .backends import cuda  # numba.cuda only for GPU runs
-
-            cuda.check(model, self.loss, self.optimizer, self.lr_schedule)
 
         self.loss_kernel = kernel(self.loss, "kernel")
         self.loss_h = np.ascontiguousarray(self.loss.hyper(), dtype=np.float64)
@@ -184,6 +181,20 @@ class Trainer:
         self.history = History()
         self.callbacks = [self.history] + [api.callback(cb) for cb in callbacks]
         self.hook = _hook_relay(self.callbacks)
+        #: Gradient transforms, in the order they run: the given ones, then the callbacks' (``cb.transforms()``).
+        self.transforms = [api.transform(tr) for tr in transforms]
+        self.transforms += [tr for cb in self.callbacks if hasattr(cb, "transforms") for tr in cb.transforms()]
+        self.transform_kernels = [kernel(tr, "kernel") for tr in self.transforms]
+        self.transform_h = [np.ascontiguousarray(tr.hyper(), dtype=np.float64) for tr in self.transforms]
+        # Every transform's per-layer statistics in one flat buffer, each a (layers, stats) view of it.
+        widths = [len(tr.stat_names) for tr in self.transforms]
+        self.stats = np.zeros(len(model.layers) * sum(widths))
+        bounds = np.cumsum([0] + [len(model.layers) * w for w in widths])
+        self.transform_stats = [self.stats[a:b].reshape(len(model.layers), w) for a, b, w in zip(bounds, bounds[1:], widths)]
+        if device == "cuda":
+            from .backends import cuda  # numba.cuda only for GPU runs
+
+            cuda.check(model, self.loss, self.optimizer, self.lr_schedule, self.transforms)
 
     @property
     def classification(self):
@@ -242,10 +253,10 @@ class Trainer:
                 if progress is None:  # a fresh epoch
                     self.lr = backend.rate(epoch, self.optimizer.lr)
                     hook.on_epoch_begin(trainer=self, epoch=epoch, logs={})
-                    backend.order(epoch)  # drawn where the data lives
+                    backend.start_epoch(epoch)
                     first, sums = 0, Sums()
                 else:  # the rest of an epoch interrupted part-way
-                    backend.set_order(progress["index"])
+                    backend.resume_epoch(progress["index"], progress["stats"])
                     first = progress["batch"]
                     self.batch_losses[:first] = progress["batch_losses"][:first]
                     self.lr = progress["lr"]
@@ -272,6 +283,9 @@ class Trainer:
                     for key, value in self.score(Xv, yv).items():
                         logs["val_" + key] = value
                 logs["lr"] = self.lr
+                for tr, stats in zip(self.transforms, self.transform_stats):
+                    if tr.stat_names:
+                        tr.epoch_end(epoch, stats.copy())
                 self.epoch += 1
                 hook.on_epoch_end(trainer=self, epoch=epoch, logs=logs)
                 if self._interrupt_requested:
@@ -327,8 +341,10 @@ class Trainer:
 
     def _position(self, batch, sums):
         """Where an epoch stopped part-way: enough to continue it exactly."""
+        self.backend.pull()
         return {"batch": batch, "loss_sum": sums.loss, "correct": sums.correct, "seen": sums.seen,
-                "index": self.backend.host_order(), "batch_losses": self.batch_losses.copy(), "lr": self.lr}  # fmt: skip
+                "index": self.backend.host_order(), "batch_losses": self.batch_losses.copy(), "lr": self.lr,
+                "stats": self.stats.copy()}  # fmt: skip
 
     def _diverged(self, b, sums):
         """Batch ``b`` gave a non-finite loss or gradient, caught before its update.
@@ -389,6 +405,7 @@ class Trainer:
             meta["progress"] = {k: p[k] for k in ("batch", "loss_sum", "correct", "seen", "lr")}
             arrays["progress_index"] = p["index"].copy()
             arrays["progress_batch_losses"] = p["batch_losses"].copy()
+            arrays["progress_stats"] = p["stats"].copy()
         for key, cb in self._stateful_callbacks():
             cb_meta, cb_arrays = cb.get_state()
             meta["callbacks"][key] = cb_meta
@@ -411,8 +428,10 @@ class Trainer:
         self.history.iteration_loss = array("d", np.asarray(arrays["iteration_loss"], dtype=np.float64).tobytes())
         self._progress = None
         if meta.get("progress"):
+            stats = arrays.get("progress_stats")  # checkpoints before gradient transforms have none
             self._progress = dict(
-                meta["progress"], index=arrays["progress_index"], batch_losses=arrays["progress_batch_losses"]
+                meta["progress"], index=arrays["progress_index"], batch_losses=arrays["progress_batch_losses"],
+                stats=stats if stats is not None and stats.shape == self.stats.shape else np.zeros_like(self.stats),
             )
         for key, cb in self._stateful_callbacks():
             if key in meta.get("callbacks", {}):
@@ -460,6 +479,7 @@ def fit(
     lr_schedule=None,
     device="cpu",
     on_divergence="stop",
+    transforms=(),
 ):
     """Train ``model`` on (X, y) and return its History.
 
@@ -478,6 +498,10 @@ def fit(
     ``device="cuda"`` runs every kernel on an NVIDIA GPU (numba.cuda), the
     same batches in the same order as on the CPU.
 
+    ``transforms`` (``jitprop.transform("gradient_clipping", max_norm=1.0)``,
+    say) change or measure each batch's gradients before the update, inside
+    the compiled step.
+
     A batch whose loss or gradient is NaN or infinite stops training before
     its update, with a RuntimeWarning that says where (``on_divergence="stop"``),
     or rolls the epoch back and halves the learning rate (``"rollback"``).
@@ -494,6 +518,7 @@ def fit(
         lr_schedule=lr_schedule,
         device=device,
         on_divergence=on_divergence,
+        transforms=transforms,
     )
     history = trainer.fit(X, y, epochs=epochs, validation_data=validation_data, validation_split=validation_split)
     if trainer.divergence is not None:

@@ -6,9 +6,10 @@ its kernels read it, every workspace, and the order of kernel arguments
 device: epochs, hooks, the divergence policy, interrupts and resume. It
 asks its backend for five things:
 
-``order(epoch)`` / ``set_order(index)`` / ``host_order()``
-    draw an epoch's row order where the data lives; continue from a saved
-    one; copy the current one to the host (to save a part-way epoch).
+``start_epoch(epoch)`` / ``resume_epoch(index, stats)`` / ``host_order()``
+    draw an epoch's row order where the data lives and zero the gradient
+    transforms' statistics; continue from a saved order and statistics;
+    copy the current order to the host (to save a part-way epoch).
 ``run(first, last, sums) -> (sums, done, bad)``
     train batches ``first..last`` of the epoch, adding to the running
     ``Sums``; ``done`` batches were trained; ``bad`` is the batch whose loss
@@ -20,7 +21,8 @@ asks its backend for five things:
     mean loss (and accuracy) over checked arrays, in inference mode.
 ``snapshot()`` / ``restore()``
     keep the training state (weights, optimizer state, running state,
-    step) and go back to it: a rollback after divergence.
+    transforms' statistics, step) and go back to it: a rollback after
+    divergence.
 ``pull()``
     bring the host's arrays up to date (the trainer calls it before
     epoch-end hooks, checkpoints and callbacks read them).
@@ -77,13 +79,15 @@ class Backend:
 
     # -- the epoch's order -------------------------------------------------
 
-    def order(self, epoch):
-        """Draw epoch ``epoch``'s row order."""
+    def start_epoch(self, epoch):
+        """Draw epoch ``epoch``'s row order; the transforms' statistics start again from zero."""
         epoch_order(self.trainer.seed, epoch, self.trainer.shuffle, self.index)
+        self.trainer.stats[...] = 0.0
 
-    def set_order(self, index):
-        """Continue an epoch in a saved order."""
+    def resume_epoch(self, index, stats):
+        """Continue an epoch in a saved order, with the statistics it had gathered."""
         self.index[:] = index
+        self.trainer.stats[...] = stats
 
     def host_order(self):
         """The current epoch's order, as a host array (a copy)."""
@@ -99,16 +103,19 @@ class Backend:
     def snapshot(self):
         """Keep the weights, optimizer state, running state and step (to roll back to)."""
         t, model = self.trainer, self.model
+        live = (model.params, t.opt_state, model.state, t.stats)
         if self._saved is None:
-            self._saved = [np.empty_like(model.params), np.empty_like(t.opt_state), np.empty_like(model.state), 0]
-        saved = self._saved
-        saved[0][...], saved[1][...], saved[2][...], saved[3] = model.params, t.opt_state, model.state, t.step
+            self._saved = [np.empty_like(a) for a in live]
+        for copy, a in zip(self._saved, live):
+            copy[...] = a
+        self._saved_step = t.step
 
     def restore(self):
         """Back to the last ``snapshot``."""
         t, model = self.trainer, self.model
-        params, opt_state, state, t.step = self._saved
-        model.params[...], t.opt_state[...], model.state[...] = params, opt_state, state
+        for copy, a in zip(self._saved, (model.params, t.opt_state, model.state, t.stats)):
+            a[...] = copy
+        t.step = self._saved_step
         self.push()
 
     def push(self):

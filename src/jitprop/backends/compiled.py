@@ -20,7 +20,7 @@ class CompiledBackend(Backend):
     @staticmethod
     def program(trainer):
         """The compiled program for the trainer's model, loss and optimizer, or None."""
-        return codegen.program(trainer.model, trainer.loss, trainer.optimizer)
+        return codegen.program(trainer.model, trainer.loss, trainer.optimizer, trainer.transforms)
 
     def __init__(self, trainer, X, y, batch_size, validation=None, program=None):
         super().__init__(trainer, X, y, batch_size, validation)
@@ -31,9 +31,11 @@ class CompiledBackend(Backend):
         self.y_buf = np.zeros((batch_size,) + y.shape[1:], y.dtype)
         # The running state as it was before the batch in flight, should that batch diverge.
         self.state_before = model.state.copy() if any(model.stateful) else model.state
+        self.stats_before = trainer.stats.copy()
         self.layer_args = [a for i in range(len(model.layers)) for a in
                            (model.layer_params[i], model.hypers[i], model.layer_grads[i], ws.caches[i],
                             model.layer_state[i])]  # fmt: skip
+        self.layer_args += [a for pair in zip(trainer.transform_h, trainer.transform_stats) for a in pair]
         self.buffers = (*ws.acts, *ws.deltas)
         self._scratch = None  # the loss gradient of scoring, which nothing reads
 
@@ -42,8 +44,8 @@ class CompiledBackend(Backend):
         started = time.perf_counter()
         sums.loss, sums.correct, sums.seen, t.step, done, diverged = self.program.train_chunk(
             self.X, self.y, self.index, first, last, self.bs, model.params, model.grads, t.opt_state, t.lr, t.opt_h,
-            t.step, t.seed, t.loss_h, t.batch_losses, self.y_buf, model.state, self.state_before,
-            float(sums.loss), float(sums.correct), int(sums.seen), *self.layer_args, *self.buffers,
+            t.step, t.seed, t.loss_h, t.batch_losses, self.y_buf, model.state, self.state_before, model.offsets,
+            t.stats, self.stats_before, float(sums.loss), float(sums.correct), int(sums.seen), *self.layer_args, *self.buffers,
         )
         elapsed = time.perf_counter() - started
         ratio = base.CHUNK_SECONDS / max(elapsed, 1e-6)

@@ -137,7 +137,7 @@ def _launcher(component, attr, what):
         ) from None
 
 
-def check(model, loss, optimizer, schedule=None):
+def check(model, loss, optimizer, schedule=None, transforms=()):
     """Fail in one line, before training, when no GPU is present or a part lacks CUDA kernels."""
     if not cuda.is_available():
         raise ConfigError("--device cuda: no CUDA GPU is available here; run on the CPU with --device cpu")
@@ -148,6 +148,8 @@ def check(model, loss, optimizer, schedule=None):
     _launcher(optimizer, "cuda_kernel", "optimizer")
     if schedule is not None:
         _launcher(schedule, "cuda_kernel", "schedule")
+    for transform in transforms:
+        _launcher(transform, "cuda_kernel", "transform")
 
 
 def scheduled_rate(schedule, epoch, base_lr, out):
@@ -169,7 +171,7 @@ class CudaBackend(Backend):
     def __init__(self, trainer, X, y, batch_size, validation=None):
         super().__init__(trainer, X, y, batch_size, validation)
         model, bs = self.model, batch_size
-        check(model, trainer.loss, trainer.optimizer, trainer.lr_schedule)
+        check(model, trainer.loss, trainer.optimizer, trainer.lr_schedule, trainer.transforms)
         self.span = 8  # batches per call, adapted to about base.CHUNK_SECONDS like the compiled path's
         self.fwd = [kernel(layer, "cuda_forward") for layer in model.layers]
         self.bwd = [kernel(layer, "cuda_backward") for layer in model.layers]
@@ -181,6 +183,12 @@ class CudaBackend(Backend):
         self.grads = cuda.to_device(model.grads)
         self.opt_state = cuda.to_device(trainer.opt_state)
         self.state = cuda.to_device(model.state)
+        self.stats = cuda.to_device(trainer.stats)
+        self.offsets = cuda.to_device(model.offsets)
+        stats = _slices(self.stats, trainer.transform_stats, trainer.stats)
+        self.transforms = [(kernel(tr, "cuda_kernel"), h, s.reshape(host.shape))
+                           for tr, h, s, host in zip(trainer.transforms, trainer.transform_h, stats, trainer.transform_stats)]  # fmt: skip
+        self.live = (self.params, self.opt_state, self.state, self.stats)  # what a run may roll back
         self.layer_params = _slices(self.params, model.layer_params, model.params)
         self.layer_grads = _slices(self.grads, model.layer_grads, model.grads)
         layer_state = _slices(self.state, model.layer_state, model.state)
@@ -196,7 +204,7 @@ class CudaBackend(Backend):
         self.correct = cuda.device_array(1, np.float64)
         self.flag = cuda.device_array(1, np.int64)  # the first batch of a run that went non-finite
         # Where a run of batches started: a divergence rolls back here and replays up to the bad batch.
-        self.saved = [cuda.device_array_like(a) for a in (self.params, self.opt_state, self.state)]
+        self.saved = [cuda.device_array_like(a) for a in self.live]
         self.gather_y = _gather_items if y.ndim == 1 else _gather_rows
         self._views = {}
         self.val = None
@@ -222,16 +230,20 @@ class CudaBackend(Backend):
             )
         return v
 
-    def order(self, epoch):
-        """Draw the row order of ``epoch`` on the device, as the CPU would."""
+    def start_epoch(self, epoch):
+        """Draw the row order of ``epoch`` on the device, as the CPU would; statistics from zero."""
         n = self.dindex.shape[0]
         if self.trainer.shuffle:
             _shuffle_order[cuda_launch.grid_1d(n)](shuffle_key(self.trainer.seed, epoch), feistel_bits(n), self.dindex)
         else:
             _arange[cuda_launch.grid_1d(n)](self.dindex)
+        self.trainer.stats[...] = 0.0
+        self.stats.copy_to_device(self.trainer.stats)
 
-    def set_order(self, index):
+    def resume_epoch(self, index, stats):
         self.dindex.copy_to_device(np.ascontiguousarray(index, dtype=np.int64))
+        self.trainer.stats[...] = stats
+        self.stats.copy_to_device(self.trainer.stats)
 
     def host_order(self):
         return self.dindex.copy_to_host()
@@ -255,7 +267,7 @@ class CudaBackend(Backend):
         """
         t = self.trainer
         started = time.perf_counter()
-        for copy, live in zip(self.saved, (self.params, self.opt_state, self.state)):
+        for copy, live in zip(self.saved, self.live):
             copy.copy_to_device(live)
         step = t.step
         self.flag.copy_to_device(np.array([last], dtype=np.int64))
@@ -263,7 +275,7 @@ class CudaBackend(Backend):
         bad = int(self.flag.copy_to_host()[0])
         done = last
         if bad < last:
-            for copy, live in zip(self.saved, (self.params, self.opt_state, self.state)):
+            for copy, live in zip(self.saved, self.live):
                 live.copy_to_device(copy)
             t.step = step
             done = bad
@@ -284,6 +296,8 @@ class CudaBackend(Backend):
         self.correct.copy_to_device(np.zeros(1))
         for b in range(first, last):
             self._step(b)
+            for transform, h, stats in self.transforms:
+                transform(self.grads, self.params, self.offsets, t.lr, h, stats)
             if check:
                 _flag_nonfinite[cuda_launch.grid_1d(self.grads.shape[0])](self.batch_losses, b, self.grads, self.flag)
             t.step += 1
@@ -309,23 +323,27 @@ class CudaBackend(Backend):
 
     def why_diverged(self, b):
         """Batch b's loss and gradients (not its update) computed again into the host's arrays,
-        the running state left as it was; then the host's answer."""
-        state = self.state.copy_to_host()
+        the running state and statistics left as they were; then the host's answer."""
+        state, stats = self.state.copy_to_host(), self.stats.copy_to_host()
         self._step(b)
+        for transform, h, s in self.transforms:
+            transform(self.grads, self.params, self.offsets, self.trainer.lr, h, s)
         self.trainer.batch_losses[b] = self.batch_losses[b : b + 1].copy_to_host()[0]
         self.grads.copy_to_host(self.model.grads)
         self.state.copy_to_device(state)
+        self.stats.copy_to_device(stats)
         return super().why_diverged(b)
 
+    def _host(self):
+        return self.model.params, self.trainer.opt_state, self.model.state, self.trainer.stats
+
     def push(self):
-        self.params.copy_to_device(self.model.params)
-        self.opt_state.copy_to_device(self.trainer.opt_state)
-        self.state.copy_to_device(self.model.state)
+        for device, host in zip(self.live, self._host()):
+            device.copy_to_device(host)
 
     def pull(self):
-        self.params.copy_to_host(self.model.params)
-        self.state.copy_to_host(self.model.state)
-        self.opt_state.copy_to_host(self.trainer.opt_state)
+        for device, host in zip(self.live, self._host()):
+            device.copy_to_host(host)
 
     def score(self, X, y):
         """Mean loss (and accuracy) in inference mode: on the device for the validation rows

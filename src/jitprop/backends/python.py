@@ -35,8 +35,10 @@ class PythonBackend(Backend):
         n = X.shape[0]
         self.y_views = {rows: y_buf[:rows] for rows in {batch_size, n - (n - 1) // batch_size * batch_size}}
         self.gather_y = gather(y)
-        # A copy of the running state before each batch, so a batch that diverges leaves none behind.
+        # Running state and statistics as they were before each batch: a batch that diverges leaves none behind.
         self.state_before = model.state.copy() if any(model.stateful) else None
+        self.stats_before = trainer.stats.copy() if trainer.stats.size else None
+        self.transforms = list(zip(trainer.transform_kernels, trainer.transform_h, trainer.transform_stats))
         hook = trainer.hook
         self.batch_begin = bool(hook.on_train_batch_begin.get_hookimpls())
         self.batch_end = bool(hook.on_train_batch_end.get_hookimpls())
@@ -54,17 +56,23 @@ class PythonBackend(Backend):
             self.gather_y(self.y, self.index, b * self.bs, yb)
             if self.state_before is not None:
                 self.state_before[...] = model.state
-            # prediction -> loss -> backpropagation -> (hooks) -> update
+            if self.stats_before is not None:
+                self.stats_before[...] = t.stats
+            # prediction -> loss -> backpropagation -> (hooks, transforms) -> update
             model.forward(acts, caches, True, mix_seed(t.seed, t.step))
             value = t.loss_kernel(acts[-1], yb, deltas[-1], t.loss_h)
             hits = self.accuracy(acts[-1], yb) if self.accuracy is not None else 0
             model.backward(acts, caches, deltas)
             if self.after_backward:
                 hook.on_after_backward(trainer=t, grads=model.grads)
+            for transform, h, stats in self.transforms:
+                transform(model.grads, model.params, model.offsets, t.lr, h, stats)
             t.batch_losses[b] = value
             if not (math.isfinite(value) and all_finite(model.grads)):
                 if self.state_before is not None:
                     model.state[...] = self.state_before  # nor does the running state keep that batch
+                if self.stats_before is not None:
+                    t.stats[...] = self.stats_before
                 return sums, b, b  # caught before the update: the weights stay as they were
             t.step += 1
             t.opt_kernel(model.params, model.grads, t.opt_state, t.lr, t.opt_h, t.step)

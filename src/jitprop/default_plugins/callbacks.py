@@ -5,10 +5,10 @@ import math
 import os
 
 import numpy as np
-from numba import njit
 
 import jitprop
 from jitprop.components import check, positive_int, real
+from jitprop.default_plugins.transforms import GradientClipping as GradientClippingTransform
 
 
 class Monitor:
@@ -301,30 +301,17 @@ class TerminateOnNaN(jitprop.Callback):
             trainer.stop_reason = f"terminate_on_nan: {', '.join(bad)} became NaN or infinite in epoch {epoch + 1}"
 
 
-@njit(cache=True)
-def clip_by_norm(grads, max_norm):
-    total = 0.0
-    for i in range(grads.shape[0]):
-        total += grads[i] * grads[i]
-    norm = math.sqrt(total)
-    if norm > max_norm:
-        scale = max_norm / (norm + 1e-6)  # torch.nn.utils.clip_grad_norm_
-        for i in range(grads.shape[0]):
-            grads[i] *= scale
-    return norm
-
-
 class GradientClipping(jitprop.Callback):
-    """Scale each batch's gradients so their global L2 norm is at most max_norm (torch clip_grad_norm_)."""
+    """Clip each batch's gradients: the gradient_clipping transform, as a callback (run files, --callback)."""
 
     name = "gradient_clipping"
 
-    def __init__(self, max_norm=1.0):
-        self.max_norm = real("max_norm", max_norm, "gradient_clipping", low=0.0, low_open=True)
+    def __init__(self, max_norm=1.0, clip_value=None):
+        self._transform = GradientClippingTransform(max_norm, clip_value)  # checks the options
+        self.max_norm, self.clip_value = max_norm, clip_value
 
-    @jitprop.hookimpl
-    def on_after_backward(self, grads):
-        clip_by_norm(grads, self.max_norm)
+    def transforms(self):
+        return [self._transform]
 
 
 @jitprop.hookimpl

@@ -1,0 +1,44 @@
+"""The gradient-transform contract: change or measure gradients between backward and update.
+
+Every batch, after backpropagation has filled the model's flat gradient
+buffer and before the divergence check and the optimizer's update, each of
+a run's transforms calls its kernel, in the order given, inside the
+compiled step (and on the GPU):
+
+``kernel(g, p, offsets, lr, h, stats)``
+    ``g`` the flat gradient buffer (1-D; change it in place: clip, scale,
+    average across processes), ``p`` the flat parameters (read them, don't
+    write), ``offsets`` an int64 array of ``n_layers + 1`` entries, layer
+    i's parameters being ``g[offsets[i]:offsets[i + 1]]`` (``state_dict``
+    order inside), ``lr`` this step's learning rate, ``h`` the float64
+    options from ``hyper()``, ``stats`` a float64 (n_layers, len(stat_names))
+    array to accumulate per-layer statistics in.
+
+``stats`` is zeroed at the start of each epoch and comes back to the host
+once, at its end, when ``epoch_end(epoch, stats)`` records it (in
+``history``, by default). A batch whose loss or gradient turns out not
+finite leaves ``stats`` as it was before that batch, like the weights.
+
+Optionally ``cuda_kernel``: a launcher with the same arguments, ``g``,
+``p``, ``offsets`` and ``stats`` as numba.cuda device arrays and ``h`` on
+the host, usually a ``"module:function"`` string so that numba.cuda is
+imported only for GPU runs. A transform without one trains on the CPU only.
+
+``on_after_backward`` (a lifecycle hook) stays for arbitrary Python between
+backward and update; it runs before the transforms, on the Python loop.
+"""
+
+from .components import Component
+
+
+class GradientTransform(Component):
+    """Base class of gradient transforms. Subclass, set ``name`` and ``kernel``."""
+
+    #: Per-layer statistics the kernel accumulates over an epoch: the columns of ``stats``.
+    stat_names = ()
+
+    def epoch_end(self, epoch, stats):
+        """Epoch ``epoch``'s statistics (a (n_layers, len(stat_names)) copy): kept in ``history``."""
+        if not hasattr(self, "history"):
+            self.history = []
+        self.history.append(stats)
