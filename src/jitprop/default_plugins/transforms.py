@@ -54,14 +54,27 @@ class GradientClipping(jitprop.GradientTransform):
         return h
 
 
+@njit(cache=True, fastmath={"reassoc"})
+def squares(g, p):
+    """(sum of g[i]^2, sum of p[i]^2), in float64.
+
+    Reassociation (and only that) lets the sums vectorise: as a chain of
+    dependent adds they cost S's step a quarter of its time. Indices from 0
+    on a slice, not from an offset, so no negative-index check stops it.
+    """
+    gg = 0.0
+    pp = 0.0
+    for i in range(g.shape[0]):
+        gg += np.float64(g[i]) * g[i]
+        pp += np.float64(p[i]) * p[i]
+    return gg, pp
+
+
 @njit(cache=True)
 def norms_kernel(g, p, offsets, lr, h, stats):
     for layer in range(offsets.shape[0] - 1):
-        gg = 0.0
-        pp = 0.0
-        for i in range(offsets[layer], offsets[layer + 1]):
-            gg += np.float64(g[i]) * g[i]
-            pp += np.float64(p[i]) * p[i]
+        a, b = offsets[layer], offsets[layer + 1]
+        gg, pp = squares(g[a:b], p[a:b])
         gn, pn = math.sqrt(gg), math.sqrt(pp)
         s = stats[layer]
         s[BATCHES] += 1.0
