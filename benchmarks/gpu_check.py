@@ -30,7 +30,7 @@ def check_kernels(shapes=((1, 3), (7, 5), (33, 17), (130, 70)), lengths=(1, 1001
     import jitprop
     from jitprop.components import kernel
     from jitprop.gradcheck import example_targets
-    from jitprop.model import mix_seed
+    from jitprop.kernels import mix_seed
     from jitprop.registry import entries
 
     rng = np.random.default_rng(int(time.time()))

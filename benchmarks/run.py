@@ -133,7 +133,7 @@ class Jitprop:
         trainer's own buffers, weights and optimizer state: [(part, seconds per batch)]. Each
         kernel is called from Python here, which adds a few µs of dispatch per call."""
         from jitprop.kernels import all_finite, gather, gather_rows
-        from jitprop.losses import ACCURACY
+        from jitprop.contracts.losses import ACCURACY
 
         t, model = self.trainer, self.model
         bs = t.batch_size

@@ -450,7 +450,7 @@ def test_saved_files_get_the_usual_permissions_and_keep_changed_ones(tmp_path):
 
 
 def test_option_values_may_hold_commas_inside_lists_and_quotes():
-    from jitprop.runconfig import parse_spec
+    from jitprop.data.runconfig import parse_spec
 
     assert parse_spec("adam:betas=[0.95,0.98],lr=0.01") == {"name": "adam", "betas": [0.95, 0.98], "lr": 0.01}
     assert parse_spec('csv_logger:path="a,b.csv",append=true') == {"name": "csv_logger", "path": "a,b.csv", "append": True}

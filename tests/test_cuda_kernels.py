@@ -15,7 +15,7 @@ import pytest
 
 import jitprop
 from jitprop.components import kernel
-from jitprop.model import mix_seed
+from jitprop.kernels import mix_seed
 
 cuda = pytest.importorskip("numba.cuda")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numba
 import pytest
 
-from jitprop import numba_cache
+from jitprop.runtime import caches as numba_cache
 
 JITPROP = os.path.join(os.path.dirname(sys.executable), "jitprop")
 TRAIN = [JITPROP, "train", "--epochs", "1", "--hidden", "24"]

@@ -35,10 +35,12 @@ from hypothesis.control import currently_in_test_context
 from hypothesis.extra import numpy as hnp
 
 import jitprop
-from jitprop import checkpoint, datasets, runconfig
-from jitprop import data as jdata
+from jitprop import checkpoint
+from jitprop.data import arrays as jdata
+from jitprop.data import runconfig
+from jitprop.data import tables as datasets
 from jitprop.cli import cli
-from jitprop.run import plan
+from jitprop.cli.run import plan
 
 JITPROP = str(Path(sys.executable).with_name("jitprop"))
 

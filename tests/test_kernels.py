@@ -8,7 +8,7 @@ from numba.core.runtime import rtsys
 import jitprop
 from jitprop.components import kernel
 from jitprop.gradcheck import example_targets
-from jitprop.model import mix_seed
+from jitprop.kernels import mix_seed
 from jitprop.registry import entries
 from jitprop.kernels import gather_items, gather_rows
 

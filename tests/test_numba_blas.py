@@ -5,7 +5,7 @@ import subprocess
 import sys
 import textwrap
 
-from jitprop import numba_blas
+from jitprop.runtime import numba_blas
 
 SCRIPT = textwrap.dedent("""
     import sys

@@ -15,7 +15,7 @@ from scipy import special
 
 import jitprop
 from jitprop.components import kernel
-from jitprop.model import mix_seed
+from jitprop.kernels import mix_seed
 
 DTYPES = [np.float32, np.float64]
 

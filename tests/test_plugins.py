@@ -160,12 +160,12 @@ def fresh_manager(monkeypatch, tmp_path):
     '''))
     monkeypatch.syspath_prepend(str(tmp_path))
     eps = [metadata.EntryPoint(name=n, value=f"jp_{n}", group="jitprop") for n in ("broken", "good", "typo")]
-    monkeypatch.setattr(plugins.metadata, "entry_points", lambda group: eps if group == "jitprop" else [])
+    monkeypatch.setattr(plugins.manager.metadata, "entry_points", lambda group: eps if group == "jitprop" else [])
     pm = pluggy.PluginManager("jitprop")
-    pm.add_hookspecs(jitprop.hookspecs)
-    monkeypatch.setattr(plugins, "pm", pm)
-    monkeypatch.setattr(plugins, "_loaded", False)
-    monkeypatch.setattr(plugins, "failed_plugins", {})
+    pm.add_hookspecs(jitprop.plugins.hookspecs)
+    monkeypatch.setattr(plugins.manager, "pm", pm)
+    monkeypatch.setattr(plugins.manager, "_loaded", False)
+    monkeypatch.setattr(plugins.manager, "failed_plugins", {})
     return pm
 
 
@@ -177,7 +177,7 @@ def test_a_broken_entry_point_is_reported_in_one_line_and_the_rest_load(fresh_ma
     assert len(messages) == 2 and all("\n" not in m for m in messages)
     assert "plugin 'broken' (jp_broken) failed to load and was skipped: RuntimeError: this package is broken" in messages[0]
     assert "'typo'" in messages[1] and "register_layer" in messages[1]
-    assert set(plugins.failed_plugins) == {"broken", "typo"}
+    assert set(plugins.manager.failed_plugins) == {"broken", "typo"}
     assert lookup("layer", "cube").plugin == "good"
     assert lookup("layer", "dense").plugin == "jitprop.default_plugins.layers"
 
@@ -188,7 +188,7 @@ def test_jitprop_load_plugins_limits_what_loads(fresh_manager, monkeypatch):
         warnings.simplefilter("error")
         plugins.load_plugins()
     assert lookup("layer", "cube").plugin == "good"
-    assert not plugins.failed_plugins
+    assert not plugins.manager.failed_plugins
 
 
 def test_strict_mode_turns_a_broken_plugin_into_an_error(fresh_manager, monkeypatch):

@@ -280,7 +280,7 @@ def test_divergence_stops_before_the_update_and_names_where(compiled):
     record = Record()
     again, _, _ = exploding(compiled)
     again.callbacks.append(record)
-    again.hook = jitprop.training._hook_relay(again.callbacks)
+    again.hook = jitprop.training.trainer._hook_relay(again.callbacks)
     again.fit(X, y, epochs=50)
     assert again.divergence == d and np.array_equal(record.params, trainer.model.params)
 
@@ -324,7 +324,7 @@ def test_rollback_restores_the_epoch_and_lowers_the_rate_until_training_holds():
 def test_rollback_gives_up_after_a_few_tries():
     trainer, X, y = exploding(on_divergence="rollback", lr=1e30)
     trainer.fit(X, y, epochs=3)
-    assert len(trainer.rollbacks) == jitprop.training.MAX_ROLLBACKS
+    assert len(trainer.rollbacks) == jitprop.training.trainer.MAX_ROLLBACKS
     assert "after 5 rollbacks" in trainer.stop_reason
     assert np.all(np.isfinite(trainer.model.params))
 

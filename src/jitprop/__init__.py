@@ -7,26 +7,34 @@ epoch after epoch. Layers, losses, optimizers and callbacks are plugins,
 built-in ones included, and their kernels are Numba-compiled.
 """
 
-from .version import __version__
+import sys
 
-from . import numba_blas as _numba_blas, numba_cache as _numba_cache
+from .version import __version__  # noqa: F401
+from .runtime import caches as _caches, numba_blas as _numba_blas
 
-_numba_cache.configure()  # before any kernel is defined: cache=True needs a place to write
+_caches.configure()  # before any kernel is defined: cache=True needs a place to write
 _numba_blas.preload()  # before Numba's first compile or cache load imports all of scipy.linalg
 
-from .callbacks import Callback
-from .datasets import Dataset
-from .errors import ConfigError, DataError, JitpropError, PluginError
-from .hookspecs import hookimpl
-from .layers import Layer
-from .losses import Loss
-from .optimizers import Optimizer
-from .schedules import Schedule
-from .transforms import GradientTransform
+from . import gradcheck, plugins  # noqa: F401  (jitprop.gradcheck.check_loss, jitprop.plugins.register, ...)
 from .api import callback, layer, loss, optimizer, schedule, transform
+from .contracts.callbacks import Callback
+from .contracts.datasets import Dataset
+from .contracts.layers import Layer
+from .contracts.losses import Loss
+from .contracts.optimizers import Optimizer
+from .contracts.schedules import Schedule
+from .contracts.transforms import GradientTransform
+from .data import checkpoint
+from .errors import ConfigError, DataError, JitpropError, PluginError
 from .model import Sequential
+from .plugins import registry
+from .plugins.hookspecs import hookimpl
 from .training import History, Trainer, evaluate, fit, value_and_grad
-from . import checkpoint, gradcheck, plugins  # noqa: F401  (jitprop.checkpoint.save, jitprop.gradcheck.check_loss, ...)
+
+# Modules plugins import by their 0.1 paths, before the core moved into subpackages:
+# ``import jitprop.checkpoint`` and ``from jitprop.registry import lookup`` still work.
+sys.modules[__name__ + ".checkpoint"] = checkpoint
+sys.modules[__name__ + ".registry"] = registry
 
 __all__ = [
     "Callback",

@@ -1,7 +1,7 @@
 """Factories that build registered components by name: ``jitprop.layer("dense", units=64)``."""
 
-from . import registry
 from .errors import ConfigError
+from .plugins import registry
 
 
 def _make(kind, spec, options):

@@ -10,7 +10,8 @@ import numpy as np
 
 from . import api
 from .components import kernel
-from .model import Sequential, mix_seed
+from .kernels import mix_seed
+from .model import Sequential
 
 TOLERANCE = 1e-6
 
@@ -76,7 +77,7 @@ def check_layer(layer, in_dim=5, batch=4, seed=0, eps=1e-6, training=True):
 
 
 def _example(name):
-    from .registry import lookup
+    from .plugins.registry import lookup
 
     return getattr(lookup("layer", name).cls, "example_options", {})
 

@@ -17,7 +17,8 @@ import os
 import subprocess
 import sys
 
-from . import cuda_launch, plugins
+from . import cuda_launch
+from .plugins import manager as plugins
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ from jitprop.cli import cli  # noqa: E402
 
 import jitprop_plot  # noqa: E402
 
+jitprop.plugins.load_plugins()  # importing jitprop or its CLI loads no plugin: the first use does
 if "plot" in jitprop.plugins.failed_plugins:
     raise AssertionError(f"the plot entry point failed to load: {jitprop.plugins.failed_plugins['plot']}")
 if jitprop.plugins.pm.get_plugin("plot") is None:
@@ -94,7 +95,8 @@ def in_run(trained, monkeypatch):
 
 
 def test_loaded_from_its_entry_point_without_importing_matplotlib():
-    code = "import sys, jitprop.cli as c; assert 'plot' in c.cli.commands; assert 'matplotlib' not in sys.modules"
+    code = ("import sys, click, jitprop.cli as c; assert 'plot' in c.cli.list_commands(click.Context(c.cli));"
+            " assert 'matplotlib' not in sys.modules")
     env = {**os.environ, "JITPROP_LOAD_PLUGINS": "plot"}
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
     rows = {r["name"]: r for r in json.loads(run("plugins", "--json").output)}
@@ -258,8 +260,8 @@ def test_callback_on_a_resumed_run(in_run, tmp_path, monkeypatch):
     assert result.output.splitlines()[-1].startswith("Error: plot: cannot write no/dir/x.png: directory ")
     run("train", "--resume", "copy.npz", "--epochs", "4", "--callback", "plot:path=resumed.png")
     check_png("resumed.png")
-    # saved where the run was first saved (model.npz): the whole run, not just the resumed epoch
-    assert jitprop_plot.read("model.npz").epochs == [1, 2, 3, 4]
+    # saved where it was resumed from: the whole run, not just the resumed epoch
+    assert jitprop_plot.read("copy.npz").epochs == [1, 2, 3, 4]
 
 
 def test_an_existing_png_survives_a_failed_redraw(in_run, monkeypatch):

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..contracts.losses import ACCURACY
 from ..kernels import feistel_bits, shuffle_key, shuffle_order
-from ..losses import ACCURACY
 
 #: Seconds of training per call of ``run`` where one call can take many batches.
 CHUNK_SECONDS = 0.1

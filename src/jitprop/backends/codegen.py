@@ -20,38 +20,18 @@ import importlib
 import importlib.util
 import os
 import sys
-import tempfile
-from pathlib import Path
 
 import numba
 from numba.core.registry import CPUDispatcher
 
 from ..components import kernel
+from ..contracts.losses import ACCURACY
 from ..kernels import all_finite
-from ..losses import ACCURACY
+from ..runtime import caches
 from ..version import __version__
 
 TEMPLATE_VERSION = 7
 _programs = {}
-
-
-def cache_dir():
-    """Where generated modules (and Numba's cache of them) live: ``JITPROP_CACHE_DIR``,
-    else ``$XDG_CACHE_HOME/jitprop`` or ``~/.cache/jitprop``, else a temporary directory."""
-    candidates = []
-    if os.environ.get("JITPROP_CACHE_DIR"):
-        candidates.append(Path(os.environ["JITPROP_CACHE_DIR"]))
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    candidates.append(Path(base) / "jitprop")
-    candidates.append(Path(tempfile.gettempdir()) / f"jitprop-{os.getuid() if hasattr(os, 'getuid') else 'user'}")
-    for path in candidates:
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            if os.access(path, os.W_OK):
-                return path
-        except OSError:
-            continue
-    return None
 
 
 def importable(fn):
@@ -111,7 +91,7 @@ def program(model, loss, optimizer, transforms=()):
     key = hashlib.sha256(key_text.encode()).hexdigest()[:20]
     if key in _programs:
         return _programs[key]
-    directory = cache_dir()
+    directory = caches.generated_dir()
     if directory is None:
         return None
     path = directory / f"jitprop_program_{key}.py"

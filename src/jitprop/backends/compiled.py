@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from ..model import Workspace
+from ..model.sequential import Workspace
 from . import base, codegen
 from .base import Backend
 

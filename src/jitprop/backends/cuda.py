@@ -15,10 +15,11 @@ import time
 import numpy as np
 from numba import cuda, uint64
 
-from .. import cuda_launch, registry
+from .. import cuda_launch
 from ..components import kernel
 from ..errors import ConfigError
 from ..kernels import feistel_bits, mix_seed, shuffle_key
+from ..plugins import registry
 from . import base, python
 from .base import Backend
 

@@ -15,12 +15,12 @@ import numba
 import numpy as np
 from numba.core.errors import NumbaError
 
-from .. import registry
 from ..components import kernel
+from ..contracts.losses import ACCURACY
 from ..errors import ConfigError, PluginError
 from ..kernels import all_finite, gather, gather_rows, mix_seed
-from ..losses import ACCURACY
-from ..model import Workspace
+from ..model.sequential import Workspace
+from ..plugins import registry
 from .base import Backend
 
 

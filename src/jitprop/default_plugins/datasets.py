@@ -5,7 +5,7 @@ from importlib import resources
 import numpy as np
 
 import jitprop
-from jitprop.datasets import Table
+from jitprop.contracts.datasets import Table
 
 
 class Digits(jitprop.Dataset):

@@ -5,7 +5,7 @@ from numba import njit
 
 import jitprop
 from jitprop.components import check, positive_int, real
-from jitprop.initializers import CHOICES, resolve
+from jitprop.model.initializers import CHOICES, resolve
 
 
 @njit(cache=True)

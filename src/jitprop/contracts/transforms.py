@@ -28,7 +28,7 @@ imported only for GPU runs. A transform without one trains on the CPU only.
 backward and update; it runs before the transforms, on the Python loop.
 """
 
-from .components import Component
+from ..components import Component
 
 
 class GradientTransform(Component):

@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 from string import Template
 
-from .checkpoint import current_umask
-from .errors import ConfigError
+from ..data.checkpoint import current_umask
+from ..errors import ConfigError
 
 KINDS = ("loss", "layer")
 
@@ -217,7 +217,8 @@ FILES = {
 
 def write(name, kind, directory):
     """Create ``directory/jitprop-NAME`` for a ``kind`` plugin registering ``name``; return its path."""
-    from .registry import KINDS as REGISTRY_KINDS, tables
+    from ..plugins.registry import KINDS as REGISTRY_KINDS
+    from ..plugins.registry import tables
 
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name or ""):
         raise ConfigError(f"plugin name {name!r} must be lower case letters, digits and underscores, starting with a letter")

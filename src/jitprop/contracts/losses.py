@@ -24,7 +24,7 @@ runs; ``jitprop.cuda_launch`` sizes the grids.
 import numpy as np
 from numba import njit
 
-from .components import Component
+from ..components import Component
 
 TARGETS = ("class", "binary", "regression")
 

@@ -12,7 +12,7 @@ from a ``transforms()`` method: they join the run's and run compiled, as
 the ``gradient_clipping`` callback does.
 """
 
-from .components import Component
+from ..components import Component
 
 
 class Callback(Component):

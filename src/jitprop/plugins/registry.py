@@ -7,8 +7,8 @@ name taken twice, and "did you mean" for a name nobody registered.
 import difflib
 from dataclasses import dataclass, field
 
-from .errors import ConfigError, PluginError
-from .plugins import load_plugins, plugin_name, report
+from ..errors import ConfigError, PluginError
+from .manager import load_plugins, plugin_name, report
 
 
 @dataclass(frozen=True)
@@ -44,13 +44,13 @@ _tables_key = None
 
 
 def base_classes():
-    from .callbacks import Callback
-    from .datasets import Dataset
-    from .layers import Layer
-    from .losses import Loss
-    from .optimizers import Optimizer
-    from .schedules import Schedule
-    from .transforms import GradientTransform
+    from ..contracts.callbacks import Callback
+    from ..contracts.datasets import Dataset
+    from ..contracts.layers import Layer
+    from ..contracts.losses import Loss
+    from ..contracts.optimizers import Optimizer
+    from ..contracts.schedules import Schedule
+    from ..contracts.transforms import GradientTransform
 
     return {"layer": Layer, "loss": Loss, "optimizer": Optimizer, "callback": Callback, "schedule": Schedule,
             "dataset": Dataset, "transform": GradientTransform}  # fmt: skip

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import click
 
+from ..errors import ConfigError, JitpropError
+from ..plugins.manager import ENTRY_POINT_GROUP
 from . import scaffold
-from .errors import ConfigError, JitpropError
-from .plugins import ENTRY_POINT_GROUP
 
 
 def _plugins_installed():

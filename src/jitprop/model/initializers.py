@@ -6,7 +6,7 @@ He et al. 2015, "Delving Deep into Rectifiers"; Glorot & Bengio 2010,
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 def he_normal(rng, fan_in, fan_out, shape):

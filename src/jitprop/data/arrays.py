@@ -16,7 +16,7 @@ import zlib
 import numpy as np
 from numpy.lib import format as npy_format
 
-from .errors import DataError
+from ..errors import DataError
 
 #: What a damaged zip archive or .npy header raises: zipfile's errors (NotImplementedError for an
 #: unknown compression method and RuntimeError for an encrypted entry are both RuntimeErrors),

@@ -31,7 +31,7 @@ it; ``state_dict()`` and checkpoints keep it under ``"i.<name>"`` as torch
 keeps buffers.
 """
 
-from .components import Component
+from ..components import Component
 
 
 class Layer(Component):

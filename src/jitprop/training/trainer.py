@@ -15,20 +15,21 @@ import numpy as np
 import pluggy
 from numba.core.errors import NumbaError
 
-from . import api, hookspecs
-from .backends import python
-from .backends.base import Sums, epoch_order
-from .backends.compiled import CompiledBackend
-from .backends.python import PythonBackend, compile_failure
-from .callbacks import Callback
-from .components import kernel, positive_int, real
-from .data import as_inputs, as_targets
-from .errors import ConfigError, DataError
-from .hookspecs import hookimpl
-from .kernels import mix_seed
-from .losses import ACCURACY
-from .model import Workspace
-from .plugins import load_plugins
+from .. import api
+from ..backends import python
+from ..backends.base import Sums, epoch_order
+from ..backends.compiled import CompiledBackend
+from ..backends.python import PythonBackend, compile_failure
+from ..components import kernel, positive_int, real
+from ..contracts.callbacks import Callback
+from ..contracts.losses import ACCURACY
+from ..data.arrays import as_inputs, as_targets
+from ..errors import ConfigError, DataError
+from ..kernels import mix_seed
+from ..model.sequential import Workspace
+from ..plugins import hookspecs
+from ..plugins.hookspecs import hookimpl
+from ..plugins.manager import load_plugins
 
 #: ``on_divergence`` choices: stop at the bad batch, or roll back the epoch and lower the rate.
 DIVERGENCE = ("stop", "rollback")
@@ -192,7 +193,7 @@ class Trainer:
         bounds = np.cumsum([0] + [len(model.layers) * w for w in widths])
         self.transform_stats = [self.stats[a:b].reshape(len(model.layers), w) for a, b, w in zip(bounds, bounds[1:], widths)]
         if device == "cuda":
-            from .backends import cuda  # numba.cuda only for GPU runs
+            from ..backends import cuda  # numba.cuda only for GPU runs
 
             cuda.check(model, self.loss, self.optimizer, self.lr_schedule, self.transforms)
 
@@ -311,7 +312,7 @@ class Trainer:
         if self.device == "cuda":
             if per_batch:
                 raise ConfigError(f"per-batch hooks ({', '.join(per_batch)}) do not run on --device cuda yet; train on the CPU")
-            from .backends.cuda import CudaBackend  # numba.cuda only for GPU runs
+            from ..backends.cuda import CudaBackend  # numba.cuda only for GPU runs
 
             return CudaBackend(self, X, y, bs, validation)
         program = CompiledBackend.program(self) if self.compiled and not per_batch else None

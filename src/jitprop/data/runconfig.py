@@ -12,7 +12,7 @@ import math
 import tomllib
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 #: key -> (expected type(s), description); the order is the order of --print-config.
 SCHEMA = {

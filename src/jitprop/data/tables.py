@@ -1,9 +1,8 @@
 """Data sets and data files: what ``--dataset`` names and what ``.csv`` / ``.npz`` files hold.
 
-A ``Table`` is features X, raw targets, and the names needed to read
-predictions back: feature names, the target's name, class labels. Built-in
-and plugin data sets subclass ``Dataset``; user files are read here, with
-every problem reported as one DataError sentence.
+Built-in and plugin data sets (``contracts/datasets.py``) load a ``Table``;
+user files are read here into one, with every problem reported as one
+DataError sentence.
 """
 
 import csv
@@ -14,50 +13,16 @@ import re
 import zipfile
 from array import array
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from . import registry
-from .components import Component
-from .data import check_fits, first_nonfinite_row, load_npz
-from .errors import ConfigError, DataError
+from ..contracts.datasets import Dataset, Table  # noqa: F401  (Dataset for the readers' users, Table they return)
+from ..errors import ConfigError, DataError
+from ..plugins import registry
+from .arrays import check_fits, first_nonfinite_row, load_npz
 
 FILE_SUFFIXES = (".csv", ".npz")
-
-
-@dataclass
-class Table:
-    """Rows of features and (optionally) their targets, as read from a data set or file."""
-
-    X: np.ndarray
-    y: np.ndarray = None  # numbers, or strings for class labels; None when a file has no targets
-    source: str = ""
-    feature_names: list = field(default_factory=list)
-    target_name: str = "y"
-
-    def __post_init__(self):
-        if not self.feature_names:
-            self.feature_names = [f"x{i}" for i in range(self.X.shape[1])]
-
-    @property
-    def numeric_target(self):
-        return self.y is not None and self.y.dtype.kind in "iufb"
-
-    def default_loss(self):
-        """cross_entropy for labels (text or whole numbers), mse for real-valued targets."""
-        if self.y is None or not self.numeric_target:
-            return "cross_entropy"
-        y = self.y
-        return "cross_entropy" if y.ndim == 1 and np.all(np.mod(y, 1) == 0) else "mse"
-
-
-class Dataset(Component):
-    """Base class of registered data sets: set ``name``, implement ``load() -> Table``."""
-
-    def load(self):
-        raise NotImplementedError
 
 
 def is_file_spec(spec):

@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import api, runconfig
-from .datasets import encode_targets, load_table
-from .errors import ConfigError, DataError
-from .model import Sequential
-from .training import Trainer, split_indices
+from .. import api
+from ..data import runconfig
+from ..data.tables import encode_targets, load_table
+from ..errors import ConfigError, DataError
+from ..model.sequential import Sequential
+from ..training.trainer import Trainer, split_indices
 
 DEVICES = ("cpu", "cuda")
 

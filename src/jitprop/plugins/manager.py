@@ -13,8 +13,8 @@ from importlib import metadata
 
 import pluggy
 
+from ..errors import PluginError
 from . import hookspecs
-from .errors import PluginError
 
 DEFAULT_PLUGINS = (
     "jitprop.default_plugins.layers",

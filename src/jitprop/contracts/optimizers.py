@@ -17,7 +17,7 @@ only for GPU runs. ``jitprop.cuda_launch.grid_1d(len(p))`` sizes a
 grid-stride loop over the parameters.
 """
 
-from .components import Component, real
+from ..components import Component, real
 
 
 class Optimizer(Component):

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import load_npz, one_line
-from .errors import DataError, JitpropError
+from ..errors import DataError, JitpropError
+from .arrays import load_npz, one_line
 
 FORMAT = "jitprop-checkpoint"
 VERSION = 1
@@ -178,7 +178,7 @@ class Checkpoint:
 
     def build_model(self):
         """The model with its saved weights."""
-        from .model import Sequential
+        from ..model.sequential import Sequential
 
         try:
             model = Sequential.from_config(self.meta["model"])

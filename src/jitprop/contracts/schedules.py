@@ -15,7 +15,7 @@ that numba.cuda is imported only for GPU runs. A schedule without one
 trains on the CPU only.
 """
 
-from .components import Component, positive_int
+from ..components import Component, positive_int
 
 
 class Schedule(Component):

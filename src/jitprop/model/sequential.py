@@ -10,12 +10,12 @@ state that is not trained (batch norm's statistics) lives the same way in
 
 import numpy as np
 
-from . import api
-from .components import kernel, positive_int
-from .data import as_inputs, check_fits
-from .errors import ConfigError, DataError
-from .kernels import mix_seed
-from .layers import Layer
+from .. import api
+from ..components import kernel, positive_int
+from ..contracts.layers import Layer
+from ..data.arrays import as_inputs, check_fits
+from ..errors import ConfigError, DataError
+from ..kernels import mix_seed
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -266,7 +266,7 @@ class Sequential:
 
     def predict(self, X, batch_size=1024):
         """The model's output for every row of ``X`` (inference mode: dropout off)."""
-        from .backends.python import predict  # the backends build on this module
+        from ..backends.python import predict  # the backends build on this module
 
         return predict(self, as_inputs(self, X), batch_size)
 

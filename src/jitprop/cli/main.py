@@ -13,29 +13,52 @@ import json
 import os
 import signal
 import sys
-import time
 import warnings
 
 import click
 from click.core import ParameterSource
 
-from . import api, manage, numba_cache, runconfig
-from .version import __version__
-from . import checkpoint as checkpoints
-from . import gradcheck as gradchecks
-from .errors import ConfigError, DataError, JitpropError
-from .hookspecs import hookimpl
-from .plugins import PluginLoadWarning, distribution_of, failed_plugins, load_plugins, plugin_name, plugin_problems, strict
-from .registry import entries
+from .. import api
+from .. import gradcheck as gradchecks
+from ..data import checkpoint as checkpoints
+from ..data import runconfig
+from ..errors import ConfigError, DataError, JitpropError
+from ..plugins.manager import (
+    PluginLoadWarning,
+    distribution_of,
+    failed_plugins,
+    load_plugins,
+    plugin_name,
+    plugin_problems,
+    strict,
+)
+from ..plugins.registry import entries
+from ..runtime import caches
+from ..training.trainer import evaluate as evaluate_model
+from ..version import __version__
+from . import manage
+from .progress import EpochPrinter, ProgressBar
 from .run import inputs_for, plan
-from .training import evaluate as evaluate_model
 
 KINDS = {"layers": "layer", "losses": "loss", "optimizers": "optimizer", "callbacks": "callback",
          "schedules": "schedule", "transforms": "transform", "datasets": "dataset"}  # fmt: skip
 
 
 class JitpropGroup(click.Group):
-    """Turns jitprop's own errors into one-line messages."""
+    """Turns jitprop's own errors into one-line messages; adds the plugins' commands when first asked.
+
+    Importing this module only defines commands: plugins load, and warnings
+    are shown as jitprop shows them, while a command runs.
+    """
+
+    plugin_commands_added = False
+
+    def main(self, *args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            if caches.notice:
+                click.echo(caches.notice, err=True)
+            return super().main(*args, **kwargs)
 
     def invoke(self, ctx):
         try:
@@ -44,6 +67,22 @@ class JitpropGroup(click.Group):
             if os.environ.get("JITPROP_DEBUG"):
                 raise
             raise click.ClickException(str(exc)) from None
+
+    def _with_plugins(self):
+        if not self.plugin_commands_added:
+            self.plugin_commands_added = True
+            try:
+                add_plugin_commands(self)
+            except JitpropError as exc:  # strict mode: a broken plugin stops the command line
+                raise click.ClickException(str(exc)) from None
+
+    def list_commands(self, ctx):
+        self._with_plugins()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx, name):
+        self._with_plugins()
+        return super().get_command(ctx, name)
 
 
 @click.group(cls=JitpropGroup)
@@ -62,59 +101,6 @@ def cli():
 
 
 # -- train -----------------------------------------------------------------
-
-
-class EpochPrinter:
-    """One summary line per epoch."""
-
-    def __init__(self, epochs):
-        self.epochs = epochs
-        self.started = time.perf_counter()
-
-    @hookimpl
-    def on_epoch_begin(self):
-        self.started = time.perf_counter()
-
-    @hookimpl
-    def on_epoch_end(self, epoch, logs):
-        parts = [f"epoch {epoch + 1:>{len(str(self.epochs))}}/{self.epochs}"]
-        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-            if key in logs:
-                parts.append(f"{key} {logs[key]:.4f}")
-        parts.append(f"{time.perf_counter() - self.started:.2f}s")
-        click.echo("  ".join(parts))
-
-
-class ProgressBar:
-    """A live bar over the batches of each epoch, updated between compiled runs of batches."""
-
-    def __init__(self, epochs):
-        self.epochs = epochs
-        self.bar = None
-
-    @hookimpl
-    def on_epoch_begin(self, trainer, epoch):
-        self.bar = click.progressbar(length=trainer.n_batches, label=f"epoch {epoch + 1}/{self.epochs}")
-        self.bar.__enter__()
-
-    @hookimpl
-    def on_train_chunk_end(self, batches_done):
-        if self.bar is not None:
-            self.bar.update(batches_done - self.bar.pos)
-
-    @hookimpl
-    def on_epoch_end(self):
-        self._close()
-
-    @hookimpl
-    def on_train_end(self):
-        self._close()
-
-    def _close(self):
-        if self.bar is not None:
-            # Erase the bar and show the cursor again: the epoch's summary line takes its place.
-            click.echo("\r\x1b[2K\x1b[?25h", nl=False)
-            self.bar = None
 
 
 def _spec_option(config, key, text):
@@ -516,16 +502,21 @@ def gradcheck(names, tolerance, seed):
 
 
 def add_plugin_commands(group=cli):
-    """Let every plugin add commands (``register_commands(cli)``); a failing one is reported, not fatal."""
+    """Let every plugin add commands (``register_commands(cli)``); a failing one is reported, not fatal
+    (a JitpropError in strict mode)."""
     for impl in load_plugins().hook.register_commands.get_hookimpls():
         try:
             impl.function(group)
         except Exception as exc:
             message = f"plugin {impl.plugin_name!r} failed to add its commands: {type(exc).__name__}: {exc}".splitlines()[0]
             if strict():
-                click.echo(f"Error: {message} (JITPROP_STRICT_PLUGINS is set)", err=True)
-                sys.exit(1)
+                raise JitpropError(f"{message} (JITPROP_STRICT_PLUGINS is set)") from None
             click.echo(f"jitprop: {message}", err=True)
+
+
+def main():
+    """The ``jitprop`` command."""
+    cli()
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
@@ -536,13 +527,5 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, _de
         _default(message, category, filename, lineno, file, line)
 
 
-warnings.showwarning = _show_warning
-if numba_cache.notice:
-    click.echo(numba_cache.notice, err=True)
 for command in manage.COMMANDS:
     cli.add_command(command)
-try:
-    add_plugin_commands()
-except JitpropError as exc:  # strict mode: a broken plugin stops the command line
-    click.echo(f"Error: {exc}", err=True)
-    sys.exit(1)

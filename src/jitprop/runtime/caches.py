@@ -1,7 +1,10 @@
-"""Where Numba keeps compiled kernels, and what happens when that place is unusable.
+"""Where compiled code is kept: Numba's cache of the kernels, and the generated steps.
 
-Runs before any kernel is defined (``@njit(cache=True)`` looks for a cache
-directory at definition time). Three deployments need help:
+The one place that decides. ``configure()`` runs before any kernel is
+defined (``@njit(cache=True)`` looks for a cache directory at definition
+time); ``generated_dir()`` is where the compiled backend writes the step it
+generates for each model (Numba caches those beside them). For Numba's
+cache, three deployments need help:
 
 - ``JITPROP_CACHE_DIR`` set: Numba's cache goes there too (``.../numba``),
   unless ``NUMBA_CACHE_DIR`` says otherwise, so one setting moves every
@@ -49,10 +52,11 @@ def configure():
     if os.environ.get("JITPROP_CACHE_DIR"):
         numba.config.CACHE_DIR = str(Path(os.environ["JITPROP_CACHE_DIR"]) / "numba")
         return
-    package = Path(__file__).resolve().parent
-    in_tree = all(_writable(p / "__pycache__") for p in (package, package / "default_plugins"))
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    if in_tree or _writable(Path(base) / "numba"):
+    package = Path(__file__).resolve().parents[1]
+    folders = [package] + [p for p in package.iterdir() if (p / "__init__.py").exists()]  # kernels live in each
+    in_tree = all(_writable(p / "__pycache__") for p in folders)
+    base = base_dir()
+    if in_tree or _writable(base / "numba"):
         return  # Numba's own locators find one of these
     global notice
     numba.config.CACHE_DIR = tempfile.mkdtemp(prefix="jitprop-numba-")
@@ -62,6 +66,30 @@ def configure():
     )
     if Path(sys.argv[0]).name != "jitprop":  # the command line prints it its own way
         warnings.warn(notice, CacheWarning, stacklevel=3)
+
+
+def base_dir():
+    """``$XDG_CACHE_HOME``, else ``~/.cache``: where per-user caches go by default."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"))
+
+
+def generated_dir():
+    """Where generated modules (and Numba's cache of them) live: ``JITPROP_CACHE_DIR``,
+    else ``$XDG_CACHE_HOME/jitprop`` or ``~/.cache/jitprop``, else a temporary directory;
+    None when nothing is writable (training then takes the Python loop)."""
+    candidates = []
+    if os.environ.get("JITPROP_CACHE_DIR"):
+        candidates.append(Path(os.environ["JITPROP_CACHE_DIR"]))
+    candidates.append(base_dir() / "jitprop")
+    candidates.append(Path(tempfile.gettempdir()) / f"jitprop-{os.getuid() if hasattr(os, 'getuid') else 'user'}")
+    for path in candidates:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            if os.access(path, os.W_OK):
+                return path
+        except OSError:
+            continue
+    return None
 
 
 _load_index = caching.IndexDataCacheFile._load_index
