@@ -60,8 +60,8 @@ def check_kernels(shapes=((1, 3), (7, 5), (33, 17), (130, 70)), lengths=(1, 1001
             cache = np.zeros((batch, layer.cache_dim()), np.float32)
             gi, gp = np.zeros_like(x), np.zeros_like(p)
             seed = mix_seed(3, 1)
-            state = model.layer_state[0]  # running state, for layers that keep it (their kernels' last argument)
-            last, d_last = ((state,), (cuda.to_device(state),)) if model.stateful[0] else ((), ())
+            last = model.last_args(0)  # running state and scratch memory, for layers that have them
+            d_last = tuple(cuda.to_device(a) for a in last)
             kernel(layer, "forward_kernel")(p, h, x, out, cache, True, seed, *last)
             kernel(layer, "backward_kernel")(p, h, x, out, cache, go, gi, gp, *last)
             d_out, d_cache, d_gi, d_gp = (cuda.device_array_like(a) for a in (out, cache, gi, gp))

@@ -619,12 +619,13 @@ def test_a_declared_size_beyond_the_memory_available_is_refused(tmp_path, monkey
 @pytest.mark.parametrize(
     "X, y, message",
     [
-        (np.zeros((2, 2), complex), np.zeros(2), "X must be a 2-D numeric array, got complex128"),
-        (np.array([["a", "b"]]), np.zeros(1), "X must be a 2-D numeric array, got <U1"),
-        (np.zeros(2, [("a", "f8"), ("b", "i4")]), np.zeros(2), "X must be a 2-D numeric array"),
+        (np.zeros((2, 2), complex), np.zeros(2), "X must be a numeric array of rows (2-D, or one shaped sample per row), got complex128"),
+        (np.array([["a", "b"]]), np.zeros(1), "X must be a numeric array of rows (2-D, or one shaped sample per row), got <U1"),
+        (np.zeros(2, [("a", "f8"), ("b", "i4")]), np.zeros(2), "X must be a numeric array of rows"),
         (np.zeros((2, 2), "M8[s]"), np.zeros(2), "got datetime64[s]"),
         (np.float64(3), np.zeros(1), "of shape ()"),
-        (np.zeros((2, 2, 2)), np.zeros(2), "of shape (2, 2, 2)"),
+        (np.zeros(3), np.zeros(3), "of shape (3,)"),
+        (np.zeros((2, 2, 0)), np.zeros(2), "X has no columns (shape (2, 2, 0))"),
         (np.zeros((0, 3)), np.zeros(0), "X has no rows"),
         (np.zeros((3, 0)), np.zeros(3), "X has no columns"),
         (np.array([[1.0, np.nan], [0, 0]]), np.zeros(2), "X holds NaN or infinite values (first in row 0)"),

@@ -3,6 +3,7 @@
 import functools
 import importlib
 import inspect
+import math
 
 import numpy as np
 
@@ -45,7 +46,9 @@ def kernel(obj, attr):
     A ``"module:function"`` string names a kernel imported on first use: CUDA
     launchers are referred to so, keeping numba.cuda out of CPU runs.
     """
-    fn = inspect.getattr_static(type(obj), attr, None)
+    fn = vars(obj).get(attr) if hasattr(obj, "__dict__") else None  # set on the instance: built per option
+    if fn is None:
+        fn = inspect.getattr_static(type(obj), attr, None)
     if isinstance(fn, staticmethod):
         fn = fn.__func__
     if fn is None:
@@ -54,6 +57,41 @@ def kernel(obj, attr):
         module, _, name = fn.partition(":")
         fn = getattr(importlib.import_module(module), name)
     return fn
+
+
+#: What a kernel factory may be called with: values the generated step can write as literals.
+LITERALS = (bool, int, float, str, type(None))
+
+
+def kernel_factory(build):
+    """Decorate a module-level function that builds kernels for some options (a kernel size,
+    say), so that the compiled step can name what it builds.
+
+    ``build(*options)`` returns one njit kernel or a tuple of them; it runs once per
+    distinct options, which must be ints, floats, strings, booleans, None or tuples of
+    them. Each kernel remembers how it was made, and generated code makes it the same way.
+    """
+
+    made = {}
+
+    @functools.wraps(build)
+    def factory(*options):
+        if not _literal(options):
+            raise ConfigError(f"{build.__qualname__}: kernel options must be numbers, strings or tuples of them, got {options!r}")
+        if options not in made:
+            kernels = build(*options)
+            for i, k in enumerate(kernels if isinstance(kernels, tuple) else (kernels,)):
+                k.jitprop_factory = (build.__module__, build.__qualname__, options, i if isinstance(kernels, tuple) else None)
+            made[options] = kernels
+        return made[options]
+
+    return factory
+
+
+def _literal(value):
+    if isinstance(value, tuple):
+        return all(_literal(v) for v in value)
+    return isinstance(value, LITERALS) and not (isinstance(value, float) and not math.isfinite(value))
 
 
 def check(condition, message):

@@ -38,18 +38,20 @@ def _numeric(f, values, eps):
     return grad
 
 
-def check_layer(layer, in_dim=5, batch=4, seed=0, eps=1e-6, training=True):
+def check_layer(layer, in_dim=5, batch=4, seed=0, eps=1e-6, training=True, in_shape=None):
     """Relative errors of a layer's input and parameter gradients: ``{"input": e, "0.weight": e, ...}``.
 
     ``layer`` is a name or a class registered as a layer; its
     ``example_options`` (class attribute) supply required options.
+    ``in_shape`` gives samples a shape (``(2, 5, 5)``, say) instead of ``in_dim`` flat features.
     """
     if isinstance(layer, str):
         layer = api.layer(layer, **_example(layer))
     elif isinstance(layer, type):
         layer = layer(**getattr(layer, "example_options", {}))
     rng = np.random.default_rng(seed)
-    model = Sequential([layer], input_dim=in_dim, dtype="float64", seed=seed)
+    model = Sequential([layer], input_dim=None if in_shape else in_dim, input_shape=in_shape, dtype="float64", seed=seed)
+    in_dim = model.input_dim
     model.params[...] = rng.normal(0.0, 0.5, model.n_params)  # away from init's special values
     x = rng.normal(size=(batch, in_dim))
     x += np.where(x >= 0, 0.05, -0.05)  # keep clear of kinks at 0 (relu, mae)
@@ -59,7 +61,7 @@ def check_layer(layer, in_dim=5, batch=4, seed=0, eps=1e-6, training=True):
     fwd, bwd = kernel(layer, "forward_kernel"), kernel(layer, "backward_kernel")
     p, h = model.layer_params[0], model.hypers[0]
     s = mix_seed(seed)
-    last = (model.layer_state[0],) if model.stateful[0] else ()  # running state, if the layer keeps any
+    last = model.last_args(0)  # running state and scratch memory, if the layer has them
 
     def value():
         fwd(p, h, x, out, cache, training, s, *last)

@@ -12,7 +12,7 @@ from jitprop.components import real
 
 from .kernels import batch_norm_backward, batch_norm_forward
 
-__version__ = "0.1.1"
+__version__ = "0.2.0"
 
 
 class BatchNorm(jitprop.Layer):
@@ -53,6 +53,9 @@ class BatchNorm(jitprop.Layer):
 
     def cache_dim(self):
         return self.in_dim  # x_hat, for the backward pass
+
+    def scratch_size(self):
+        return 2 * self.in_dim  # the batch's per-feature mean and 1/std (the backward: mean and scale)
 
 
 @jitprop.hookimpl

@@ -6,8 +6,9 @@ Parameters ``p`` = [weight (d), bias (d)]; running state ``state`` =
 batch's own mean and biased variance normalise it and the running
 statistics move towards the batch's (unbiased variance, as torch keeps it);
 in inference the running statistics normalise. The cache keeps the
-normalised batch x_hat for the backward pass. Statistics are summed in the
-model's dtype, in row order.
+normalised batch x_hat for the backward pass; ``scratch`` (2 d numbers,
+jitprop's per-layer scratch memory) holds the per-feature statistics of the
+batch in hand. Statistics are summed in the model's dtype, in row order.
 """
 
 import math
@@ -16,7 +17,7 @@ from numba import njit
 
 
 @njit(cache=True)
-def batch_norm_forward(p, h, x, out, cache, training, seed, state):
+def batch_norm_forward(p, h, x, out, cache, training, seed, state, scratch):
     n, d = x.shape
     momentum, eps = h[0], h[1]
     weight, bias = p[:d], p[d : 2 * d]
@@ -29,9 +30,8 @@ def batch_norm_forward(p, h, x, out, cache, training, seed, state):
         return
     state[2 * d] += 1.0  # num_batches_tracked, kept so torch's state_dict loads both ways
     # Every pass runs along rows, so its inner loop is contiguous and vectorises (column by
-    # column it was 3-4x slower). The per-feature statistics need d numbers of scratch: row 0
-    # of out holds the means and row 0 of cache the 1/std until those rows are written, last.
-    mean, inv_std = out[0], cache[0]
+    # column it was 3-4x slower).
+    mean, inv_std = scratch[:d], scratch[d : 2 * d]
     _column_means(x, mean)
     _column_squared_deviations(x, mean, inv_std)
     for j in range(d):
@@ -41,8 +41,7 @@ def batch_norm_forward(p, h, x, out, cache, training, seed, state):
         running_mean[j] = (1.0 - momentum) * running_mean[j] + momentum * mean[j]
         running_var[j] = (1.0 - momentum) * running_var[j] + momentum * unbiased
         inv_std[j] = 1.0 / math.sqrt(var + eps)
-    for r in range(n):
-        i = n - 1 - r  # row 0, the scratch, last
+    for i in range(n):
         for j in range(d):
             x_hat = (x[i, j] - mean[j]) * inv_std[j]
             cache[i, j] = x_hat
@@ -50,7 +49,7 @@ def batch_norm_forward(p, h, x, out, cache, training, seed, state):
 
 
 @njit(cache=True)
-def batch_norm_backward(p, h, x, out, cache, grad_out, grad_in, grad_p, state):
+def batch_norm_backward(p, h, x, out, cache, grad_out, grad_in, grad_p, state, scratch):
     # Called after a training forward: the batch statistics were used, so the
     # gradient flows through the mean and variance as well as through x directly.
     n, d = x.shape
@@ -65,19 +64,17 @@ def batch_norm_backward(p, h, x, out, cache, grad_out, grad_in, grad_p, state):
             grad_w[j] += grad_out[i, j] * cache[i, j]
     if grad_in.shape[0] == 0:
         return
-    # dL/dx = gamma / (n sigma) * (n g - sum(g) - x_hat * sum(g x_hat)). sigma again from x,
-    # with grad_in's rows 0 (means) and 1 (the scale) as scratch, written last; a batch of
-    # one row has variance 0.
-    scale = grad_in[min(1, n - 1)]
+    # dL/dx = gamma / (n sigma) * (n g - sum(g) - x_hat * sum(g x_hat)). sigma again from x;
+    # a batch of one row has variance 0.
+    mean, scale = scratch[:d], scratch[d : 2 * d]
     if n == 1:
         scale[:] = 0.0
     else:
-        _column_means(x, grad_in[0])
-        _column_squared_deviations(x, grad_in[0], scale)
+        _column_means(x, mean)
+        _column_squared_deviations(x, mean, scale)
     for j in range(d):
         scale[j] = weight[j] / (n * math.sqrt(scale[j] / n + eps))
-    for r in range(n):
-        i = (r + 2) % n  # rows 2.., then 0, then 1 (the scale) last
+    for i in range(n):
         for j in range(d):
             grad_in[i, j] = scale[j] * (n * grad_out[i, j] - grad_b[j] - cache[i, j] * grad_w[j])
 

@@ -34,7 +34,7 @@ class CompiledBackend(Backend):
         self.stats_before = trainer.stats.copy()
         self.layer_args = [a for i in range(len(model.layers)) for a in
                            (model.layer_params[i], model.hypers[i], model.layer_grads[i], ws.caches[i],
-                            model.layer_state[i])]  # fmt: skip
+                            model.layer_state[i], model.layer_scratch[i])]  # fmt: skip
         self.layer_args += [a for pair in zip(trainer.transform_h, trainer.transform_stats) for a in pair]
         self.buffers = (*ws.acts, *ws.deltas)
         self._scratch = None  # the loss gradient of scoring, which nothing reads
@@ -60,7 +60,8 @@ class CompiledBackend(Backend):
         if self._scratch is None or self._scratch.shape[0] < bs:
             self._scratch = np.zeros((bs, model.output_dim), model.dtype)
         args = [a for i in range(len(model.layers))
-                for a in (model.layer_params[i], model.hypers[i], ws.caches[i], model.layer_state[i])]  # fmt: skip
+                for a in (model.layer_params[i], model.hypers[i], ws.caches[i], model.layer_state[i],
+                          model.layer_scratch[i])]  # fmt: skip
         total, correct = self.program.evaluate(X, y, bs, t.loss_h, self._scratch, *args, *ws.acts)
         result = {"loss": total / X.shape[0]}
         if self.accuracy is not None:

@@ -193,7 +193,11 @@ class CudaBackend(Backend):
         self.layer_params = _slices(self.params, model.layer_params, model.params)
         self.layer_grads = _slices(self.grads, model.layer_grads, model.grads)
         layer_state = _slices(self.state, model.layer_state, model.state)
-        self.last = [(s,) if stateful else () for s, stateful in zip(layer_state, model.stateful)]
+        self.scratch = cuda.to_device(model.scratch)
+        layer_scratch = _slices(self.scratch, model.layer_scratch, model.scratch)
+        # Per layer: the arguments after the contract's, as on the host (model.last_args).
+        self.last = [((s,) if stateful else ()) + ((w,) if wants else ()) for s, stateful, w, wants
+                     in zip(layer_state, model.stateful, layer_scratch, model.has_scratch)]  # fmt: skip
         dt = model.dtype
         self.acts = [cuda.device_array((bs, d), dt) for d in model.dims]
         self.caches = [cuda.device_array((bs, layer.cache_dim()), dt) for layer in model.layers]

@@ -109,7 +109,7 @@ def plan(config, checkpoint=None):
     else:
         specs = given["layers"] if "layers" in given else shorthand_layers(c, outputs)
         layers = [api.layer(**spec) for spec in specs]
-        model = Sequential(layers, input_dim=table.X.shape[1], dtype=c["dtype"], seed=c["seed"])
+        model = Sequential(layers, input_shape=table.shape or (table.X.shape[1],), dtype=c["dtype"], seed=c["seed"])
     if model.input_dim != table.X.shape[1]:
         raise DataError(f"{table.source} has {table.X.shape[1]} features per row, but the model takes {model.input_dim}")
     if model.output_dim != outputs:

@@ -16,11 +16,12 @@ from ..components import Component
 class Table:
     """Rows of features and (optionally) their targets, as read from a data set or file."""
 
-    X: np.ndarray
+    X: np.ndarray  # (rows, features): each row one sample, flat in C order whatever its shape
     y: np.ndarray = None  # numbers, or strings for class labels; None when a file has no targets
     source: str = ""
     feature_names: list = field(default_factory=list)
     target_name: str = "y"
+    shape: tuple = None  # a sample's shape, (1, 8, 8) say; None: flat, (features,)
 
     def __post_init__(self):
         if not self.feature_names:

@@ -168,16 +168,27 @@ def _cast(a, dtype, what):
 
 
 def as_inputs(model, X, what="X"):
-    """X as a C-contiguous (n, input_dim) array of the model's dtype, or a DataError."""
+    """X as a C-contiguous (n, input_dim) array of the model's dtype, or a DataError.
+
+    A model with a per-sample shape (``input_shape=(1, 8, 8)``) takes X of shape
+    (n, 1, 8, 8), or already flat, (n, 64); every row is one sample in C order.
+    """
     X = _numeric(X, what)
+    shape = model.input_shape
     if X.ndim == 1 and model.input_dim == 1:
         X = X.reshape(-1, 1)
+    if len(shape) > 1 and X.ndim == len(shape) + 1:
+        if X.shape[1:] != shape:
+            raise DataError(f"{what} holds samples of shape {X.shape[1:]}, but the model expects input_shape={shape}")
+        X = X.reshape(X.shape[0], -1)
     if X.ndim != 2:
-        raise DataError(f"{what} must be 2-D (samples, features), got shape {X.shape}")
+        expected = "2-D (samples, features)" if len(shape) == 1 else f"of shape (samples, {', '.join(map(str, shape))})"
+        raise DataError(f"{what} must be {expected}, got shape {X.shape}")
     if X.shape[0] == 0:
         raise DataError(f"{what} has no rows")
     if X.shape[1] != model.input_dim:
-        raise DataError(f"{what} has {X.shape[1]} features per row, but the model expects input_dim={model.input_dim}")
+        expects = f"input_dim={model.input_dim}" if len(shape) == 1 else f"input_shape={shape}, {model.input_dim} values"
+        raise DataError(f"{what} has {X.shape[1]} features per row, but the model expects {expects}")
     bad = first_nonfinite_row(X)
     if bad is not None:
         raise DataError(f"{what} holds NaN or infinite values (first in row {bad}); clean or impute them first")

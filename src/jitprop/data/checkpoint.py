@@ -11,6 +11,7 @@ corrupt file from a good one, and a structure check a crafted one.
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -264,6 +265,10 @@ def _problem(meta, arrays):
             return f"{where} is {type(value).__name__}"
     if not all(isinstance(spec, dict) and isinstance(spec.get("name"), str) for spec in meta["model"]["layers"]):
         return "model.layers must be tables with a name"
+    shape = meta["model"].get("input_shape")  # absent in checkpoints of 0.1.0: flat
+    if shape is not None and not (isinstance(shape, list) and shape and all(_is(d, int) and d > 0 for d in shape)
+                                  and math.prod(shape) == meta["model"]["input_dim"]):  # fmt: skip
+        return "model.input_shape does not fit model.input_dim"
     for key, kinds in _INFO.items():
         value = meta["info"].get(key)
         if value is not None and not _is(value, kinds):

@@ -72,10 +72,13 @@ def read_npz(path, need_target=True):
     X, y = data["X"], data.get("y")
     if need_target and y is None:
         raise DataError(f"{path}: an .npz training file needs an array named 'y' beside 'X'")
-    if X.dtype.kind not in "iufb" or X.ndim != 2:
-        raise DataError(f"{path}: X must be a 2-D numeric array, got {X.dtype} of shape {X.shape}")
-    if X.shape[0] == 0 or X.shape[1] == 0:
+    if X.dtype.kind not in "iufb" or X.ndim < 2:
+        raise DataError(f"{path}: X must be a numeric array of rows (2-D, or one shaped sample per row), got {X.dtype}"
+                        f" of shape {X.shape}")  # fmt: skip
+    if X.shape[0] == 0 or 0 in X.shape[1:]:
         raise DataError(f"{path}: X has no {'rows' if X.shape[0] == 0 else 'columns'} (shape {X.shape})")
+    shape = X.shape[1:] if X.ndim > 2 else None  # images (n, C, H, W), say: kept flat, their shape noted
+    X = X.reshape(X.shape[0], -1)
     with np.errstate(over="ignore"):  # a float128 beyond float64's range becomes inf, refused below
         X = np.asarray(X, np.float64)
     bad = first_nonfinite_row(X)
@@ -89,7 +92,7 @@ def read_npz(path, need_target=True):
         bad = first_nonfinite_row(y.reshape(len(y), -1)) if y.dtype.kind == "f" else None
         if bad is not None:
             raise DataError(f"{path}: y holds NaN or infinite values (first in row {bad})")
-    return Table(X, y, source=str(path))
+    return Table(X, y, source=str(path), shape=shape)
 
 
 def read_csv(path, target=None, need_target=True, features=None):

@@ -8,6 +8,8 @@ state that is not trained (batch norm's statistics) lives the same way in
 ``model.state``, out of the optimizer's reach.
 """
 
+import math
+
 import numpy as np
 
 from .. import api
@@ -26,6 +28,24 @@ def as_dtype(dtype):
     if name not in DTYPES:
         raise ConfigError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     return DTYPES[name]
+
+
+def _input_shape(input_dim, input_shape):
+    """A sample's shape from ``input_dim`` (flat) or ``input_shape``, checked."""
+    if input_shape is None:
+        if input_dim is None:
+            raise ConfigError("Sequential needs input_dim (features per sample) or input_shape (e.g. (1, 8, 8) for images)")
+        return (positive_int("input_dim", input_dim, "Sequential"),)
+    if isinstance(input_shape, (int, np.integer)) and not isinstance(input_shape, bool):
+        input_shape = (input_shape,)
+    ok = isinstance(input_shape, (tuple, list)) and len(input_shape) > 0
+    ok = ok and all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0 for d in input_shape)
+    if not ok:
+        raise ConfigError(f"Sequential: input_shape must be a tuple of positive sizes like (1, 8, 8), got {input_shape!r}")
+    shape = tuple(int(d) for d in input_shape)
+    if input_dim is not None and input_dim != math.prod(shape):
+        raise ConfigError(f"Sequential: input_dim={input_dim} does not match input_shape={shape} ({math.prod(shape)} values)")
+    return shape
 
 
 class Workspace:
@@ -67,11 +87,17 @@ class Sequential:
     ...     [jitprop.layer("dense", units=64), "relu", jitprop.layer("dense", units=10)],
     ...     input_dim=64, dtype="float32", seed=0)
 
+    ``input_dim`` is the number of features of a flat sample;
+    ``input_shape`` a sample's shape, such as ``(1, 8, 8)`` for one-channel
+    images (torch's channels-first order). ``shapes[i]`` is the per-sample
+    shape layer i receives (``shapes[-1]`` the output's), ``dims[i]`` its
+    size: activations travel as flat (n, dims[i]) rows whatever the shape.
+
     Layer i's parameters appear in ``state_dict()`` as ``"i.weight"``,
     ``"i.bias"`` with torch's shapes, so weights move to and from PyTorch.
     """
 
-    def __init__(self, layers, input_dim, dtype="float32", seed=0):
+    def __init__(self, layers, input_dim=None, dtype="float32", seed=0, input_shape=None):
         if isinstance(layers, (str, Layer)) or not hasattr(layers, "__iter__"):
             raise ConfigError("Sequential takes a list of layers, e.g. [jitprop.layer('dense', units=10)]")
         self.layers = [api.layer(item) if isinstance(item, str) else item for item in layers]
@@ -82,13 +108,19 @@ class Sequential:
                 raise ConfigError(f"layer {i} is {item!r}, not a jitprop layer or layer name")
         if len({id(layer) for layer in self.layers}) != len(self.layers):
             raise ConfigError("the same layer object appears twice in the model; create one per position")
-        self.input_dim = positive_int("input_dim", input_dim, "Sequential")
+        self.input_shape = _input_shape(input_dim, input_shape)
+        self.input_dim = math.prod(self.input_shape)
         self.dtype = as_dtype(dtype)
         self.seed = positive_int("seed", seed, "Sequential", minimum=0)
 
-        self.dims = [self.input_dim]
-        for layer in self.layers:
-            self.dims.append(layer.build(self.dims[-1]))
+        self.shapes = [self.input_shape]
+        for i, layer in enumerate(self.layers):
+            shape = layer.build(self.shapes[-1])
+            shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+            if not shape or not all(isinstance(d, (int, np.integer)) and d > 0 for d in shape):
+                raise ConfigError(f"layer {i} ({layer.name}) gives an output of shape {shape} from {self.shapes[-1]}")
+            self.shapes.append(tuple(int(d) for d in shape))
+        self.dims = [math.prod(shape) for shape in self.shapes]
 
         # Lay every parameter of every layer out in one flat buffer, running state in another.
         self._shapes = self._layout(lambda layer: (layer.param_names, layer.param_shapes()))
@@ -105,9 +137,17 @@ class Sequential:
         self.layer_state = self._slices(self.state, self._state_shapes)
         #: Layer i's parameters are ``params[offsets[i]:offsets[i + 1]]`` (int64, for gradient transforms).
         self.offsets = np.cumsum([0] + [sum(e[4] for e in entries) for entries in self._shapes], dtype=np.int64)
-        #: Per layer: its kernels take the running state as a last argument.
+        #: Per layer: its kernels take the running state after their contract's arguments.
         self.stateful = [bool(layer.state_names) for layer in self.layers]
-        self._last_args = [(view,) if flag else () for view, flag in zip(self.layer_state, self.stateful)]
+        # Scratch memory of the layers that ask for it: one flat buffer, a slice each, never saved.
+        sizes = [int(layer.scratch_size()) for layer in self.layers]
+        self.scratch = np.zeros(sum(sizes), self.dtype)
+        bounds = np.cumsum([0] + sizes)
+        self.layer_scratch = [self.scratch[a:b] for a, b in zip(bounds, bounds[1:])]
+        #: Per layer: its kernels take scratch memory last.
+        self.has_scratch = [size > 0 for size in sizes]
+        self._last_args = [((state,) if stateful else ()) + ((scratch,) if wants else ()) for state, stateful, scratch, wants
+                           in zip(self.layer_state, self.stateful, self.layer_scratch, self.has_scratch)]  # fmt: skip
         self.hypers = [np.ascontiguousarray(layer.hyper(), dtype=np.float64) for layer in self.layers]
         self.forward_kernels = [kernel(layer, "forward_kernel") for layer in self.layers]
         self.backward_kernels = [kernel(layer, "backward_kernel") for layer in self.layers]
@@ -142,6 +182,14 @@ class Sequential:
     @property
     def output_dim(self):
         return self.dims[-1]
+
+    @property
+    def output_shape(self):
+        return self.shapes[-1]
+
+    def last_args(self, i):
+        """The arguments layer i's kernels take after their contract's: (state,) and/or (scratch,)."""
+        return self._last_args[i]
 
     @property
     def n_params(self):
@@ -221,6 +269,7 @@ class Sequential:
         """The model's structure as plain data: ``Sequential.from_config`` rebuilds it."""
         return {
             "input_dim": self.input_dim,
+            "input_shape": list(self.input_shape),
             "dtype": np.dtype(self.dtype).name,
             "seed": self.seed,
             "layers": [{"name": layer.name, **layer.config()} for layer in self.layers],
@@ -230,7 +279,9 @@ class Sequential:
     def from_config(cls, config):
         """A new model of the structure ``config()`` described (weights freshly initialised)."""
         layers = [api.layer(spec["name"], **{k: v for k, v in spec.items() if k != "name"}) for spec in config["layers"]]
-        return cls(layers, input_dim=config["input_dim"], dtype=config["dtype"], seed=config.get("seed", 0))
+        shape = config.get("input_shape")  # written since the shaped layers; 0.1.0's are flat
+        return cls(layers, input_dim=None if shape else config["input_dim"], input_shape=shape, dtype=config["dtype"],
+                   seed=config.get("seed", 0))  # fmt: skip
 
     # -- passes ----------------------------------------------------------
 
@@ -272,7 +323,5 @@ class Sequential:
 
     def __repr__(self):
         rows = "\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
-        return (
-            f"Sequential(input_dim={self.input_dim}, dtype={np.dtype(self.dtype).name}, "
-            f"params={self.n_params}\n{rows}\n)"
-        )
+        where = f"input_dim={self.input_dim}" if len(self.input_shape) == 1 else f"input_shape={self.input_shape}"
+        return f"Sequential({where}, dtype={np.dtype(self.dtype).name}, params={self.n_params}\n{rows}\n)"
