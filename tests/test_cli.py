@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from numba import njit
 from click.testing import CliRunner
 
 import jitprop
@@ -295,6 +296,50 @@ def test_gradcheck_command(register_plugin):
     register_plugin(Plugin(), name="wrong-plugin")
     result = run("gradcheck", "wrong_double", "relu", ok=False)
     assert result.exit_code == 1 and "FAIL" in result.output and "1 gradient check(s) failed" in result.output
+
+
+def test_gradcheck_takes_options_and_says_why_a_kernel_does_not_compile(register_plugin):
+    out = run("gradcheck", "leaky_relu:negative_slope=0.3", "mse").output
+    assert "leaky_relu:negative_slope=0.3" in out and out.strip().endswith("all 2 checked: ok")
+    assert "negative_slope must be a number" in one_line_error(run("gradcheck", "leaky_relu:negative_slope=x", ok=False))
+
+    @njit(cache=False)
+    def broken_kernel(pred, y, grad, h):
+        return pred.no_such_attribute
+
+    class Broken(jitprop.Loss):
+        name = "broken_test"
+        kernel = staticmethod(broken_kernel)
+
+    class Plugin:
+        @jitprop.hookimpl
+        def register_losses(self, register):
+            register(Broken)
+
+    register_plugin(Plugin(), name="broken-plugin")
+    result = run("gradcheck", "broken_test", ok=False)
+    line = next(line for line in result.output.splitlines() if line.startswith("loss"))
+    assert result.exit_code == 1 and "ERROR its kernel does not compile: Unknown attribute 'no_such_attribute'" in line
+
+
+def test_a_registration_skipped_for_a_name_taken_twice_shows_in_plugins(register_plugin):
+    class Twice(jitprop.Loss):
+        name = "mse"
+
+        @staticmethod
+        def kernel(pred, y, grad, h):
+            return 0.0
+
+    class Plugin:
+        @jitprop.hookimpl
+        def register_losses(self, register):
+            register(Twice)
+
+    register_plugin(Plugin(), name="twice-plugin")
+    result = run("plugins", "--json")  # the skipped registration is also a warning, on stderr
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert any("loss name 'mse' is registered twice" in p and "skipped" in p for p in rows["twice-plugin"]["problems"])
+    assert "problem: loss name 'mse' is registered twice" in run("plugins").output
 
 
 def test_plugins_add_commands(register_plugin):

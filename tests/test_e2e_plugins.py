@@ -34,10 +34,11 @@ def run(args, cwd, venv, timeout=900):
 
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory):
-    """A new virtual environment with jitprop (from this checkout) and pytest installed by pip."""
+    """A new virtual environment with jitprop (from this checkout) installed by pip: no pytest, which
+    the guide's and the skeleton's own instructions must bring."""
     path = tmp_path_factory.mktemp("e2e") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, timeout=300)
-    run([path / "bin" / "python", "-m", "pip", "install", "--quiet", ROOT, "pytest"], cwd=path.parent, venv=path)
+    run([path / "bin" / "python", "-m", "pip", "install", "--quiet", ROOT], cwd=path.parent, venv=path)
     return path
 
 
@@ -54,11 +55,29 @@ def test_a_fresh_environment_installs_a_plugin_and_trains_with_it(venv, tmp_path
     assert "validation rows of sine" in run([jp, "evaluate", "m.npz"], tmp_path, venv)
 
     run([jp, "new-plugin", "log_cosh"], tmp_path, venv)  # the skeleton: installs, passes its tests and gradcheck
-    run([jp, "install", "./jitprop-log-cosh"], tmp_path, venv)
+    run([jp, "new-plugin", "scaled_relu", "--kind", "layer"], tmp_path, venv)  # and a layer's, CUDA kernels too
+    run([jp, "install", "./jitprop-log-cosh[test]", "./jitprop-scaled-relu[test]"], tmp_path, venv)
     run([venv / "bin" / "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "jitprop-log-cosh"], tmp_path, venv)
+    run([venv / "bin" / "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "jitprop-scaled-relu"], tmp_path, venv)
     assert "all 1 checked: ok" in run([jp, "gradcheck", "log_cosh"], tmp_path, venv)
 
-    run([jp, "uninstall", "jitprop-huber", "jitprop-log-cosh"], tmp_path, venv)
+    # An entry point naming a module that is not there installs with pip, but is no plugin: a failure.
+    ghost = tmp_path / "jitprop-ghost"
+    (ghost / "jitprop_ghost").mkdir(parents=True)
+    (ghost / "jitprop_ghost" / "__init__.py").write_text("")
+    (ghost / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=68"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "jitprop-ghost"\nversion = "0.1.0"\n[project.entry-points.jitprop]\nghost = "jitprop_gohst"\n'
+        '[tool.setuptools]\npackages = ["jitprop_ghost"]\n'
+    )
+    out = subprocess.run([str(jp), "install", str(ghost)], capture_output=True, text=True, cwd=tmp_path, env=clean_env(venv),
+                         timeout=900)  # fmt: skip
+    assert out.returncode == 1 and "ready" not in out.stdout, out.stdout + out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith(
+        "Error: plugin 'ghost' (jitprop-ghost 0.1.0) was installed but does not load: ModuleNotFoundError: "
+        "No module named 'jitprop_gohst'")
+
+    run([jp, "uninstall", "jitprop-huber", "jitprop-log-cosh", "jitprop-scaled-relu", "jitprop-ghost"], tmp_path, venv)
     listed = run([jp, "list", "losses"], tmp_path, venv)
     assert "huber" not in listed and "log_cosh" not in listed
 

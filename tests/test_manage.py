@@ -21,8 +21,12 @@ def test_new_plugin_writes_a_skeleton_whose_kernels_pass_gradcheck(tmp_path, mon
     assert result.exit_code == 0, result.output
     root = tmp_path / f"jitprop-my-{kind}"
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == [
-        "README.md", f"jitprop_my_{kind}/__init__.py", "pyproject.toml", f"tests/test_my_{kind}.py"]  # fmt: skip
+        "README.md", f"jitprop_my_{kind}/__init__.py", f"jitprop_my_{kind}/cuda.py", "pyproject.toml",
+        f"tests/test_my_{kind}.py"]  # fmt: skip
     assert f'my_{kind} = "jitprop_my_{kind}"' in (root / "pyproject.toml").read_text()
+    for text in ((root / "README.md").read_text(), (root / "pyproject.toml").read_text()):  # named for itself
+        assert f"The my_{kind} {kind} for jitprop" in text and "parametric ReLU layer for" not in text
+    assert f'"jitprop_my_{kind}.cuda:my_{kind}_' in (root / f"jitprop_my_{kind}" / "__init__.py").read_text()
     monkeypatch.syspath_prepend(str(root))
     register_plugin(importlib.import_module(f"jitprop_my_{kind}"), name=f"my_{kind}")
     if kind == "loss":

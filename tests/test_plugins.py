@@ -277,3 +277,23 @@ def test_the_registry_follows_a_new_plugin_that_reuses_a_freed_ones_id():
         finally:
             plugins.unregister(plugin)
         del plugin
+
+
+def test_a_function_named_like_a_hook_but_not_marked_is_reported_naming_it(register_plugin, monkeypatch):
+    import types
+
+    plugin = types.ModuleType("forgot_the_marker")
+
+    def register_losses(register):  # no @jitprop.hookimpl: pluggy would ignore it
+        pass
+
+    plugin.register_losses = register_losses
+    plugin.hookimpl = jitprop.hookimpl  # a plugin module holding the marker itself is fine
+    with pytest.warns(plugins.PluginLoadWarning, match=r"plugin 'forgot-marker': register_losses is named like a hook"
+                      r" but not marked @jitprop.hookimpl, so it never runs"):
+        register_plugin(plugin, name="forgot-marker")
+    other = types.ModuleType("forgot_again")
+    other.on_epoch_end = lambda trainer, epoch, logs: None
+    monkeypatch.setenv("JITPROP_STRICT_PLUGINS", "1")
+    with pytest.raises(jitprop.PluginError, match="on_epoch_end is named like a hook"):
+        register_plugin(other, name="forgot-again")

@@ -7,6 +7,7 @@ plugins appeared or went away.
 """
 
 import importlib
+import json
 import re
 import subprocess
 import sys
@@ -44,11 +45,42 @@ def _pip(*args):
     if code != 0:
         raise JitpropError(f"pip {args[0]} failed (exit status {code}); pip's messages above say why")
     after = _plugins_installed()
-    for name in sorted(after):
-        if before.get(name) != after[name]:
+    new = sorted(name for name in after if before.get(name) != after[name])
+    broken = _failing_to_load(new)
+    for name in new:
+        if name not in broken:
             click.echo(f"plugin {name!r} ready: {after[name]}")
     for name in sorted(set(before) - set(after)):
         click.echo(f"plugin {name!r} removed ({before[name]})")
+    if broken:
+        raise JitpropError("; ".join(f"plugin {name!r} ({after[name]}) was installed but does not load: {why}"
+                                     for name, why in broken.items()) + "; fix its entry point or code and install again")  # fmt: skip
+
+
+#: Run in a fresh interpreter (this one imported the packages as they were before pip ran).
+_LOAD_CHECK = """
+import json, sys
+from importlib import metadata
+failed = {}
+for ep in metadata.entry_points(group=sys.argv[1]):
+    if ep.name in sys.argv[2:]:
+        try:
+            ep.load()
+        except Exception as exc:
+            failed[ep.name] = (type(exc).__name__ + ": " + str(exc)).splitlines()[0]
+print(json.dumps(failed))
+"""
+
+
+def _failing_to_load(names):
+    """{entry-point name: one-line reason} for the named plugins whose entry point does not import."""
+    if not names:
+        return {}
+    out = subprocess.run([sys.executable, "-c", _LOAD_CHECK, ENTRY_POINT_GROUP, *names], capture_output=True, text=True)
+    try:
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {name: f"its import check failed ({out.stderr.strip().splitlines()[-1:] or 'no output'})" for name in names}
 
 
 @click.command()
@@ -101,13 +133,13 @@ def new_plugin(name, kind, directory):
     \b
     Examples:
       jitprop new-plugin log_cosh
-      jitprop install -e ./jitprop-log-cosh && pytest jitprop-log-cosh
+      jitprop install -e './jitprop-log-cosh[test]' && pytest jitprop-log-cosh
       jitprop gradcheck log_cosh
     """
     root = scaffold.write(name, kind, Path(directory))
     root = root if root.is_absolute() else f"./{root}"  # pip takes "./x" as a folder, never as a name
     click.echo(f"wrote {root}/ (a {kind} named {name!r}); next:")
-    click.echo(f"  jitprop install -e {root}")
+    click.echo(f"  jitprop install -e '{root}[test]'")
     click.echo(f"  pytest {root}")
     click.echo(f"  jitprop gradcheck {name}")
 

@@ -42,12 +42,12 @@ packages = ["$module"]
 
 README = Template('''# $dist
 
-$summary Written by `jitprop new-plugin`; the plugin author's guide
-(`docs/plugins.md` in jitprop) explains every part.
+$summary The plugin author's guide (`docs/plugins.md` in jitprop)
+explains every part.
 
 ```
-jitprop install -e .          # editable: changes to the kernel apply at once
-pytest                        # its own tests
+jitprop install -e '.[test]'  # editable, with pytest: changes to the kernels apply at once
+pytest                        # its own tests (CUDA ones on numba's simulator)
 jitprop gradcheck $name       # backpropagation against finite differences
 ```
 
@@ -84,6 +84,7 @@ class $cls(jitprop.Loss):
     name = "$name"
     target = "regression"
     kernel = staticmethod(${name}_kernel)
+    cuda_kernel = "$module.cuda:${name}_kernel"  # imported only for --device cuda
 
 
 @jitprop.hookimpl
@@ -130,6 +131,8 @@ class $cls(jitprop.Layer):
     param_names = ("weight",)
     forward_kernel = staticmethod(${name}_forward)
     backward_kernel = staticmethod(${name}_backward)
+    cuda_forward = "$module.cuda:${name}_forward"  # imported only for --device cuda
+    cuda_backward = "$module.cuda:${name}_backward"
 
     def param_shapes(self):
         return {"weight": (self.in_dim,)}
@@ -143,15 +146,100 @@ def register_layers(register):
     register($cls)
 ''')
 
+CUDA_LOSS = Template('''"""$dist on an NVIDIA GPU: the CPU kernel's arithmetic; imported only for --device cuda."""
+
+import math
+
+from numba import cuda
+
+from jitprop import cuda_launch
+
+
+@cuda.jit
+def _zero(out):
+    if cuda.grid(1) == 0:
+        out[0] = 0.0
+
+
+@cuda.jit
+def _$name(pred, y, grad, out):
+    n, k = pred.shape
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, n, stride):  # a thread per row: any batch, any width
+        total = 0.0
+        for j in range(k):
+            d = pred[i, j] - y[i, j]
+            a = abs(d)
+            total += a + math.log1p(math.exp(-2.0 * a)) - math.log(2.0)
+            grad[i, j] = math.tanh(d) / (n * k)
+        cuda.atomic.add(out, 0, total / (n * k))
+
+
+def ${name}_kernel(pred, y, grad, h, out):
+    # The CPU kernel's arguments as device arrays, and out: set it to the batch's mean loss.
+    _zero[1, 1](out)  # launches on one stream run in order: zeroed before the rows add in
+    _$name[cuda_launch.grid_1d(pred.shape[0])](pred, y, grad, out)
+''')
+
+CUDA_LAYER = Template('''"""$dist on an NVIDIA GPU: the CPU kernels' arithmetic; imported only for --device cuda."""
+
+from numba import cuda
+
+from jitprop import cuda_launch
+
+
+@cuda.jit
+def _forward(p, x, out):
+    d = x.shape[1]
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for e in range(start, x.shape[0] * d, stride):  # a thread per element, grid-stride
+        i, j = e // d, e % d
+        out[i, j] = x[i, j] if x[i, j] > 0 else p[j] * x[i, j]
+
+
+@cuda.jit
+def _weight_gradient(x, grad_out, grad_p):
+    n, d = x.shape
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for j in range(start, d, stride):  # a thread per feature sums its rows: no atomics, same every run
+        total = grad_out[0, j] * 0
+        for i in range(n):
+            if x[i, j] <= 0:
+                total += grad_out[i, j] * x[i, j]
+        grad_p[j] = total
+
+
+@cuda.jit
+def _input_gradient(p, x, grad_out, grad_in):
+    d = x.shape[1]
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for e in range(start, x.shape[0] * d, stride):
+        i, j = e // d, e % d
+        grad_in[i, j] = grad_out[i, j] if x[i, j] > 0 else grad_out[i, j] * p[j]
+
+
+def ${name}_forward(p, h, x, out, cache, training, seed):
+    _forward[cuda_launch.grid_1d(x.size)](p, x, out)
+
+
+def ${name}_backward(p, h, x, out, cache, grad_out, grad_in, grad_p):
+    _weight_gradient[cuda_launch.grid_1d(x.shape[1])](x, grad_out, grad_p)
+    if grad_in.shape[0] > 0:
+        _input_gradient[cuda_launch.grid_1d(grad_in.size)](p, x, grad_out, grad_in)
+''')
+
 TEST_LOSS = Template('''import os
 
 os.environ["JITPROP_LOAD_PLUGINS"] = "$name"  # load this plugin through its entry point, and only it
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")  # CUDA kernels on the simulator when there is no GPU
 
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 import jitprop  # noqa: E402
 from jitprop.gradcheck import check_loss  # noqa: E402
 from jitprop.registry import lookup  # noqa: E402
+from jitprop.testing import compile_ptx, tiny_cuda_grids  # noqa: E402
 
 
 def test_the_entry_point_registers_it():
@@ -177,17 +265,46 @@ def test_a_model_learns_with_it():
     model = jitprop.Sequential([jitprop.layer("dense", units=16), "tanh", jitprop.layer("dense", units=1)], input_dim=1)
     history = jitprop.fit(model, X, y, loss="$name", optimizer=jitprop.optimizer("adam", lr=0.02), epochs=40)
     assert history.history["loss"][-1] < 0.2 * history.history["loss"][0]
+
+
+def test_the_cuda_kernel_matches_the_cpu_kernel():
+    from numba import cuda
+
+    from $module.cuda import ${name}_kernel
+
+    rng = np.random.default_rng(1)
+    pred, y = rng.normal(size=(5, 3)).astype(np.float32), rng.normal(size=(5, 3)).astype(np.float32)
+    loss = jitprop.loss("$name")
+    grad = np.empty_like(pred)
+    value = loss.kernel(pred, y, grad, loss.hyper())
+    d_grad, d_out = cuda.device_array_like(pred), cuda.to_device(np.full(1, 99.0))
+    with tiny_cuda_grids():
+        ${name}_kernel(cuda.to_device(pred), cuda.to_device(y), d_grad, loss.hyper(), d_out)
+    np.testing.assert_allclose(d_grad.copy_to_host(), grad, rtol=1e-5, atol=1e-7)
+    assert d_out.copy_to_host()[0] == pytest.approx(value, rel=1e-5)
+
+
+def test_the_cuda_kernel_type_checks_for_a_real_gpu():
+    ptx = compile_ptx(
+        "from numba import cuda, types\\n"
+        "from $module.cuda import _$name\\n"
+        "m2, out = types.Array(types.float32, 2, 'A'), types.Array(types.float64, 1, 'A')\\n"
+        "print(len(cuda.compile_ptx(_$name.py_func, (m2, m2, m2, out), cc=(7, 5))[0]))\\n"
+    )
+    assert int(ptx) > 0
 ''')
 
 TEST_LAYER = Template('''import os
 
 os.environ["JITPROP_LOAD_PLUGINS"] = "$name"  # load this plugin through its entry point, and only it
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")  # CUDA kernels on the simulator when there is no GPU
 
 import numpy as np  # noqa: E402
 
 import jitprop  # noqa: E402
 from jitprop.gradcheck import check_layer  # noqa: E402
 from jitprop.registry import lookup  # noqa: E402
+from jitprop.testing import compile_ptx, tiny_cuda_grids  # noqa: E402
 
 
 def test_the_entry_point_registers_it():
@@ -207,11 +324,48 @@ def test_a_model_learns_with_it():
     model = jitprop.Sequential([jitprop.layer("dense", units=16), "$name", jitprop.layer("dense", units=2)], input_dim=2)
     history = jitprop.fit(model, X, y, loss="cross_entropy", optimizer=jitprop.optimizer("adam", lr=0.02), epochs=40)
     assert history.history["accuracy"][-1] > 0.9
+
+
+def test_the_cuda_kernels_match_the_cpu_kernels():
+    from numba import cuda
+
+    from $module import ${name}_backward, ${name}_forward
+    from $module.cuda import ${name}_backward as cuda_backward, ${name}_forward as cuda_forward
+
+    rng = np.random.default_rng(1)
+    n, d = 5, 7
+    p, x, g = (rng.normal(size=shape).astype(np.float32) for shape in ((d,), (n, d), (n, d)))
+    out, grad_in, grad_p = np.empty((n, d), np.float32), np.empty((n, d), np.float32), np.empty(d, np.float32)
+    ${name}_forward(p, None, x, out, None, True, 0)
+    ${name}_backward(p, None, x, out, None, g, grad_in, grad_p)
+    dev = {k: cuda.to_device(v) for k, v in dict(p=p, x=x, g=g, out=out, grad_in=grad_in, grad_p=grad_p).items()}
+    with tiny_cuda_grids():
+        cuda_forward(dev["p"], None, dev["x"], dev["out"], None, True, 0)
+        cuda_backward(dev["p"], None, dev["x"], dev["out"], None, dev["g"], dev["grad_in"], dev["grad_p"])
+    for name, expect in (("out", out), ("grad_in", grad_in), ("grad_p", grad_p)):
+        np.testing.assert_allclose(dev[name].copy_to_host(), expect, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_the_cuda_kernels_type_check_for_a_real_gpu():
+    ptx = compile_ptx(
+        "from numba import cuda, types\\n"
+        "from $module import cuda as k\\n"
+        "m1, m2 = types.Array(types.float32, 1, 'A'), types.Array(types.float32, 2, 'A')\\n"
+        "for kernel, sig in ((k._forward, (m1, m2, m2)), (k._weight_gradient, (m2, m2, m1)),\\n"
+        "                    (k._input_gradient, (m1, m2, m2, m2))):\\n"
+        "    cuda.compile_ptx(kernel.py_func, sig, cc=(7, 5))\\n"
+        "print('ok')\\n"
+    )
+    assert ptx.strip() == "ok"
 ''')
 
+# The skeleton's kernels compute log-cosh and a parametric ReLU until their author writes their own:
+# the summary says so rather than naming them, since the package is named for what it will be.
 FILES = {
-    "loss": (LOSS, TEST_LOSS, "A log-cosh loss for jitprop.", "`jitprop train --dataset sine --loss $name`."),
-    "layer": (LAYER, TEST_LAYER, "A parametric ReLU layer for jitprop.", "`jitprop.layer(\"$name\")` or a run file's `layers`."),
+    "loss": (LOSS, CUDA_LOSS, TEST_LOSS, "The $name loss for jitprop (from `jitprop new-plugin`: its kernels compute"
+             " log-cosh until you write yours).", "`jitprop train --dataset sine --loss $name`."),
+    "layer": (LAYER, CUDA_LAYER, TEST_LAYER, "The $name layer for jitprop (from `jitprop new-plugin`: its kernels compute"
+              " a parametric ReLU until you write yours).", "`jitprop.layer(\"$name\")` or a run file's `layers`."),
 }
 
 
@@ -232,8 +386,8 @@ def write(name, kind, directory):
     if not Path(directory).is_dir():
         raise ConfigError(f"{directory} is not a directory")
     module = "jitprop_" + name
-    code, tests, summary, usage = FILES[kind]
-    values = {"name": name, "dist": dist, "module": module, "summary": summary,
+    code, cuda_code, tests, summary, usage = FILES[kind]
+    values = {"name": name, "dist": dist, "module": module, "summary": Template(summary).substitute(name=name),
               "cls": "".join(part.capitalize() for part in name.split("_")) + kind.capitalize(),
               "usage": Template(usage).substitute(name=name)}  # fmt: skip
     # Written in a temporary folder beside the target and renamed: never half a skeleton.
@@ -244,6 +398,7 @@ def write(name, kind, directory):
         (tmp / "pyproject.toml").write_text(PYPROJECT.substitute(values))
         (tmp / "README.md").write_text(README.substitute(values))
         (tmp / module / "__init__.py").write_text(code.substitute(values))
+        (tmp / module / "cuda.py").write_text(cuda_code.substitute(values))
         (tmp / "tests" / f"test_{name}.py").write_text(tests.substitute(values))
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's folder is owner-only
         tmp.rename(root)

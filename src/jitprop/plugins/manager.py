@@ -92,6 +92,27 @@ def load_entry_point(ep):
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
         failed_plugins[ep.name] = reason
         report(f"plugin {ep.name!r} ({ep.value}) failed to load and was skipped: {reason}")
+        return
+    report_unmarked(plugin, ep.name)
+
+
+def unmarked_hooks(plugin):
+    """The plugin's functions that are named like a hook but not marked ``@jitprop.hookimpl``:
+    pluggy ignores them, so they would never run."""
+    names = []
+    for attr in dir(plugin):
+        if attr.startswith("_") or getattr(getattr(hookspecs, attr, None), "jitprop_spec", None) is None:
+            continue
+        value = getattr(plugin, attr, None)
+        if callable(value) and getattr(value, "jitprop_impl", None) is None:
+            names.append(attr)
+    return names
+
+
+def report_unmarked(plugin, name):
+    for attr in unmarked_hooks(plugin):
+        report(f"plugin {name!r}: {attr} is named like a hook but not marked @jitprop.hookimpl, so it never runs",
+               plugin=name)  # fmt: skip
 
 
 def register(plugin, name=None):
@@ -106,6 +127,7 @@ def register(plugin, name=None):
         raise PluginError(str(exc).splitlines()[0]) from None
     except ValueError as exc:
         raise PluginError(str(exc)) from None
+    report_unmarked(plugin, plugin_name(plugin))
     return registered
 
 
