@@ -77,14 +77,18 @@ def test_cuda_layer_kernels_match_cpu(name, batch, width):
 
 
 def test_first_layer_skips_the_input_gradient():
+    """With no rows of grad_in (the model's first layer), the backward still writes every weight gradient."""
     rng = np.random.default_rng(0)
     model, layer, x, grad_out = layer_case("dense", 3, 5, rng)
-    empty = cuda.device_array((0, 5), np.float32)
-    grad_p = cuda.device_array(model.n_params, np.float32)
-    out = cuda.device_array((3, 6), np.float32)
-    kernel(layer, "cuda_backward")(cuda.to_device(model.params), model.hypers[0], cuda.to_device(x), out,
-                                   cuda.device_array((3, 0), np.float32), cuda.to_device(grad_out), empty, grad_p)
-    assert empty.shape == (0, 5)
+    expect = np.zeros_like(model.params)
+    kernel(layer, "backward_kernel")(model.params, model.hypers[0], x, np.zeros((3, 6), np.float32), np.zeros((3, 0), np.float32),
+                                     grad_out, np.zeros((0, 5), np.float32), expect)  # fmt: skip
+    grad_p = cuda.to_device(np.full(model.n_params, np.nan, np.float32))
+    kernel(layer, "cuda_backward")(cuda.to_device(model.params), model.hypers[0], cuda.to_device(x),
+                                   cuda.device_array((3, 6), np.float32), cuda.device_array((3, 0), np.float32),
+                                   cuda.to_device(grad_out), cuda.device_array((0, 5), np.float32), grad_p)  # fmt: skip
+    assert np.count_nonzero(expect) == expect.size  # a reference with something in every gradient
+    np.testing.assert_allclose(grad_p.copy_to_host(), expect, rtol=1e-5, atol=1e-6)
 
 
 PTX_SCRIPT = textwrap.dedent('''

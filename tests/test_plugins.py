@@ -77,8 +77,18 @@ def test_a_custom_loss_plugin_is_used_by_fit_by_name(register_plugin):
     assert h.history["loss"][-1] < 0.05
 
 
-def test_plugin_fixture_leaves_nothing_behind():
-    with pytest.raises(jitprop.ConfigError):
+def test_a_registered_block_leaves_nothing_behind_even_when_it_fails():
+    """What the register_plugin fixture and jitprop.testing.registered promise, checked on its own:
+    the plugin is gone after the block, whatever ended it."""
+    from jitprop.testing import registered
+
+    plugin = HuberPlugin()
+    with pytest.raises(RuntimeError, match="inside the block"):
+        with registered(plugin, name="huber-for-a-block"):
+            assert lookup("loss", "huber").plugin == "huber-for-a-block"
+            raise RuntimeError("inside the block")
+    assert not plugins.pm.is_registered(plugin)
+    with pytest.raises(jitprop.ConfigError, match="unknown loss 'huber'"):
         jitprop.loss("huber")
 
 

@@ -248,13 +248,13 @@ def test_early_stopping_patience_counts_epochs_without_improvement():
     assert epoch == 5 and stopper.best_epoch == 3 and stopper.best_value == 0.7
 
 
-def exploding(compiled=True, on_divergence="stop", device="cpu", lr=10.0):
+def exploding(compiled=True, on_divergence="stop", device="cpu", lr=10.0, callbacks=()):
     """A regression that sgd at lr=10 sends to infinity within a few iterations."""
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(64, 4)) * 100, rng.normal(size=64) * 1e3
     model = jitprop.Sequential([jitprop.layer("dense", units=16), jitprop.layer("dense", units=1)], input_dim=4)
     trainer = jitprop.Trainer(model, "mse", jitprop.optimizer("sgd", lr=lr), batch_size=4, on_divergence=on_divergence,
-                              device=device)  # fmt: skip
+                              device=device, callbacks=callbacks)  # fmt: skip
     trainer.compiled = compiled
     return trainer, X, y
 
@@ -278,9 +278,7 @@ def test_divergence_stops_before_the_update_and_names_where(compiled):
             self.params = trainer.model.params.copy()
 
     record = Record()
-    again, _, _ = exploding(compiled)
-    again.callbacks.append(record)
-    again.hook = jitprop.training.trainer._hook_relay(again.callbacks)
+    again, _, _ = exploding(compiled, callbacks=[record])
     again.fit(X, y, epochs=50)
     assert again.divergence == d and np.array_equal(record.params, trainer.model.params)
 
