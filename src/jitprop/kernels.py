@@ -1,4 +1,10 @@
-"""Small njit helpers shared by the Python loop and the compiled step: batch gathering and seeds."""
+"""Small njit helpers every backend shares: batch gathering, seeds, each epoch's order, the finiteness check.
+
+The scalar functions here (``splitmix``, ``seed_mix``, ``permuted``,
+``uniform``) are the only definitions of jitprop's random numbers: CPU
+kernels call them, and so do the CUDA kernels, which Numba compiles them
+into for the device. So a GPU run draws the same orders and dropout masks.
+"""
 
 import numpy as np
 from numba import njit
@@ -34,7 +40,8 @@ def gather(array):
 
 
 @njit(cache=True)
-def _splitmix(z):
+def splitmix(z):
+    """splitmix64's finaliser: a uint64 scrambled so that nearby inputs give unrelated outputs."""
     z = (z ^ (z >> np.uint64(30))) * _M1
     z = (z ^ (z >> np.uint64(27))) * _M2
     return z ^ (z >> np.uint64(31))
@@ -43,8 +50,15 @@ def _splitmix(z):
 @njit(cache=True)
 def seed_mix(a, b):
     """A 64-bit seed from two integers (two splitmix64 steps): one per (run, iteration), (iteration, layer)."""
-    z = _splitmix(np.uint64(a) + _GOLDEN)
-    return _splitmix(z + np.uint64(b) + _GOLDEN)
+    z = splitmix(np.uint64(a) + _GOLDEN)
+    return splitmix(z + np.uint64(b) + _GOLDEN)
+
+
+@njit(cache=True)
+def uniform(seed, i):
+    """A uniform number in [0, 1) from (seed, i): element i's draw in dropout's mask."""
+    z = splitmix(seed + np.uint64(i) * _GOLDEN)
+    return (z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
 def mix_seed(a, b=0):
@@ -75,29 +89,33 @@ def shuffle_order(key, bits, index):
     bijection; four rounds, 24 for 64 rows or fewer, where few rounds would
     reach some orders more often than others) permutes [0, 2^bits), at most 2n
     values; walking each i along its cycle until it lands below n makes it a
-    permutation of [0, n). Every element is computed on its own, so a GPU
-    draws the same order in parallel (cuda_backend._shuffle_order) with no
-    sort and no random state to carry between epochs.
+    permutation of [0, n). Every element is computed on its own (``permuted``),
+    so a GPU draws the same order in parallel with no sort and no random
+    state to carry between epochs.
     """
-    n = np.uint64(index.shape[0])
+    for i in range(index.shape[0]):
+        index[i] = permuted(i, index.shape[0], key, bits)
+
+
+@njit(cache=True)
+def permuted(i, n, key, bits):
+    """Element i of the permutation of 0..n-1 that ``shuffle_order`` draws (one element alone)."""
     rounds = 4 if bits > 6 else 24  # tiny domains need more rounds to reach every order evenly
     low = np.uint64(bits - bits // 2)  # bits of the right part; the left part has the rest
     mask_left = (np.uint64(1) << np.uint64(bits // 2)) - np.uint64(1)
     mask_right = (np.uint64(1) << low) - np.uint64(1)
-    for i in range(index.shape[0]):
-        x = np.uint64(i)
-        while True:
-            left = x >> low
-            right = x & mask_right
-            for r in range(rounds):
-                if r % 2 == 0:
-                    left ^= _splitmix(right + key + np.uint64(r) * _GOLDEN) & mask_left
-                else:
-                    right ^= _splitmix(left + key + np.uint64(r) * _GOLDEN) & mask_right
-            x = (left << low) | right
-            if x < n:
-                break
-        index[i] = np.int64(x)
+    x = np.uint64(i)
+    while True:
+        left = x >> low
+        right = x & mask_right
+        for r in range(rounds):
+            if r % 2 == 0:
+                left ^= splitmix(right + key + np.uint64(r) * _GOLDEN) & mask_left
+            else:
+                right ^= splitmix(left + key + np.uint64(r) * _GOLDEN) & mask_right
+        x = (left << low) | right
+        if x < np.uint64(n):
+            return np.int64(x)
 
 
 @njit(cache=True, fastmath={"reassoc"})

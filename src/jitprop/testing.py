@@ -43,6 +43,23 @@ def tiny_cuda_grids(tile=4, threads=8, max_blocks=3):
         cuda_launch.TILE, cuda_launch.THREADS, cuda_launch.MAX_BLOCKS = saved
 
 
+#: Run before a PTX check's source. A kernel that calls a function (jitprop's shared scalar
+#: formulas are njit functions) compiles it for the current GPU's compute capability, and asks
+#: the driver for it; with no GPU, compile it for the capability the kernel is compiled for.
+_NO_GPU_PRELUDE = """
+import numba.cuda.dispatcher as _dispatcher
+from numba import cuda as _cuda
+
+
+class _NoGPU:
+    compute_capability = (7, 5)
+
+
+if not _cuda.is_available() and hasattr(_dispatcher, "get_current_device"):
+    _dispatcher.get_current_device = _NoGPU
+"""
+
+
 def compile_ptx(source, timeout=600):
     """Run ``source`` (Python that calls ``numba.cuda.compile_ptx``) in a fresh process without
     the simulator and return what it printed; a failure fails the calling test with numba's
@@ -50,7 +67,8 @@ def compile_ptx(source, timeout=600):
     import pytest
 
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    out = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, env=env, timeout=timeout)
+    code = _NO_GPU_PRELUDE + "\n" + source
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=timeout)
     if "libNVVM cannot be found" in out.stderr:
         pytest.skip("the CUDA toolkit's libNVVM is not installed here, so kernels cannot be compiled to PTX")
     if "libnvrtc" in out.stderr and "No such file" in out.stderr:

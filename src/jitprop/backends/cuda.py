@@ -13,12 +13,12 @@ until the end of the epoch's run of batches.
 import time
 
 import numpy as np
-from numba import cuda, uint64
+from numba import cuda
 
 from .. import cuda_launch
 from ..components import kernel
 from ..errors import ConfigError
-from ..kernels import feistel_bits, mix_seed, shuffle_key
+from ..kernels import feistel_bits, mix_seed, permuted, shuffle_key
 from ..plugins import registry
 from . import base, python
 from .base import Backend
@@ -26,31 +26,10 @@ from .base import Backend
 
 @cuda.jit
 def _shuffle_order(key, bits, index):
-    """kernels.shuffle_order, one element per thread (the hash written out: no device functions)."""
-    n = uint64(index.shape[0])
-    rounds = 4 if bits > 6 else 24
-    low = uint64(bits - bits // 2)
-    mask_left = (uint64(1) << uint64(bits // 2)) - uint64(1)
-    mask_right = (uint64(1) << low) - uint64(1)
+    """kernels.shuffle_order, one element per thread."""
     first, stride = cuda.grid(1), cuda.gridsize(1)
     for i in range(first, index.shape[0], stride):
-        x = uint64(i)
-        while True:
-            left = x >> low
-            right = x & mask_right
-            for r in range(rounds):
-                z = (right if r % 2 == 0 else left) + key + uint64(r) * uint64(0x9E3779B97F4A7C15)
-                z = (z ^ (z >> uint64(30))) * uint64(0xBF58476D1CE4E5B9)
-                z = (z ^ (z >> uint64(27))) * uint64(0x94D049BB133111EB)
-                z = z ^ (z >> uint64(31))
-                if r % 2 == 0:
-                    left ^= z & mask_left
-                else:
-                    right ^= z & mask_right
-            x = (left << low) | right
-            if x < n:
-                break
-        index[i] = x
+        index[i] = permuted(i, index.shape[0], key, bits)
 
 
 @cuda.jit

@@ -5,6 +5,7 @@ from numba import njit
 
 import jitprop
 from jitprop.components import check, positive_int, real
+from jitprop.kernels import uniform
 from jitprop.model.initializers import CHOICES, resolve
 
 
@@ -65,16 +66,6 @@ class Dense(jitprop.Layer):
 
 
 @njit(cache=True)
-def uniform_hash(seed, i):
-    """A uniform number in [0, 1) from (seed, i): splitmix64, the same on every device."""
-    z = seed + np.uint64(i) * np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
-
-
-@njit(cache=True)
 def dropout_forward(p, h, x, out, cache, training, seed):
     rate = h[0]
     n, d = x.shape
@@ -87,7 +78,7 @@ def dropout_forward(p, h, x, out, cache, training, seed):
     keep_scale = 1.0 / (1.0 - rate)
     for i in range(n):
         for j in range(d):
-            m = 0.0 if uniform_hash(seed, i * d + j) < rate else keep_scale
+            m = 0.0 if uniform(seed, i * d + j) < rate else keep_scale  # the CUDA kernel's draw too
             cache[i, j] = m
             out[i, j] = x[i, j] * m
 

@@ -9,6 +9,7 @@ shared-memory tiled kernels; transposes are read by index, never copied.
 from numba import cuda, float32, float64, uint64
 
 from jitprop import cuda_launch
+from jitprop.kernels import uniform
 
 _kernels = {}
 
@@ -128,8 +129,7 @@ def dense_backward(p, h, x, out, cache, grad_out, grad_in, grad_p):
 
 @cuda.jit
 def _dropout_forward(x, out, cache, rate, active, seed):
-    # The CPU kernel's splitmix64 uniform of (seed, element), written out here
-    # (no device function: PTX compiles without a GPU), so masks match on both devices.
+    # The CPU kernel's draw (kernels.uniform) of (seed, element), so masks match on both devices.
     n, d = x.shape
     start, stride = cuda.grid(1), cuda.gridsize(1)
     keep_scale = 1.0 / (1.0 - rate)
@@ -137,12 +137,7 @@ def _dropout_forward(x, out, cache, rate, active, seed):
         i, j = idx // d, idx % d
         m = 1.0
         if active:
-            z = seed + uint64(idx) * uint64(0x9E3779B97F4A7C15)
-            z = (z ^ (z >> uint64(30))) * uint64(0xBF58476D1CE4E5B9)
-            z = (z ^ (z >> uint64(27))) * uint64(0x94D049BB133111EB)
-            z = z ^ (z >> uint64(31))
-            u = (z >> uint64(11)) * (1.0 / 9007199254740992.0)
-            m = 0.0 if u < rate else keep_scale
+            m = 0.0 if uniform(seed, idx) < rate else keep_scale
         cache[i, j] = m
         out[i, j] = x[i, j] * m
 

@@ -15,56 +15,103 @@ import jitprop
 from jitprop.components import check, real
 
 
+# The slots of each optimizer's ``h`` (its hyper()), by name: the kernels read h[ADAM_EPS], not h[2].
+SGD_MOMENTUM, SGD_DAMPENING, SGD_NESTEROV, SGD_WEIGHT_DECAY = range(4)
+ADAGRAD_LR_DECAY, ADAGRAD_WEIGHT_DECAY, ADAGRAD_EPS = range(3)
+RMSPROP_ALPHA, RMSPROP_EPS, RMSPROP_WEIGHT_DECAY, RMSPROP_MOMENTUM, RMSPROP_CENTERED = range(5)
+ADAM_BETA1, ADAM_BETA2, ADAM_EPS, ADAM_WEIGHT_DECAY, ADAM_DECOUPLED = range(5)
+
+
+def slots(*values):
+    """``h`` for a kernel: the values in their slots' order, as float64."""
+    return np.array(values, dtype=np.float64)
+
+
+# -- the update rules, one weight at a time ----------------------------------
+# The CPU kernels below and the CUDA kernels (optimizers_cuda.py) both call these:
+# each rule is written once. They return the new weight and the new state. math.sqrt
+# keeps a float32's precision, like np.sqrt, and compiles for the GPU too.
+
+
+@njit(cache=True, error_model="numpy")
+def sgd_update(p, g, v, first, lr, momentum, one_minus_dampening, nesterov, weight_decay, use_momentum):
+    d = g + weight_decay * p
+    if use_momentum:
+        # torch: the first step starts the buffer at the gradient itself.
+        v = d if first else momentum * v + one_minus_dampening * d
+        d = d + momentum * v if nesterov else v
+    return p - lr * d, v
+
+
+@njit(cache=True, error_model="numpy")
+def adagrad_update(p, g, s, clr, weight_decay, eps):
+    d = g + weight_decay * p
+    s = s + d * d
+    return p - clr * d / (math.sqrt(s) + eps), s
+
+
+@njit(cache=True, error_model="numpy")
+def rmsprop_update(p, g, sq, buf, ga, lr, alpha, one_minus_alpha, eps, weight_decay, momentum, centered, use_momentum):
+    d = g + weight_decay * p
+    sq = alpha * sq + one_minus_alpha * d * d
+    if centered:
+        ga = alpha * ga + one_minus_alpha * d
+        avg = math.sqrt(sq - ga * ga) + eps
+    else:
+        avg = math.sqrt(sq) + eps
+    if use_momentum:
+        buf = momentum * buf + d / avg
+        return p - lr * buf, sq, buf, ga
+    return p - lr * d / avg, sq, buf, ga
+
+
+@njit(cache=True, error_model="numpy")
+def adam_update(p, g, m, v, beta1, beta2, one_minus_beta1, one_minus_beta2, eps, weight_decay, decoupled, step_size,
+                inv_sqrt_bias2, shrink):  # fmt: skip
+    if decoupled:
+        p = p * shrink  # AdamW's decoupled decay
+        d = g
+    else:
+        d = g + weight_decay * p
+    m = beta1 * m + one_minus_beta1 * d
+    v = beta2 * v + one_minus_beta2 * d * d
+    # eps outside the square root, added after bias correction (torch.optim.Adam)
+    return p - step_size * m / (math.sqrt(v) * inv_sqrt_bias2 + eps), m, v
+
+
+# -- the CPU kernels: one fused loop over the flat buffers ---------------------
+
+
 @njit(cache=True, error_model="numpy")
 def sgd_kernel(p, g, state, lr, h, step):
     dt = p.dtype.type  # arithmetic in the parameters' precision, as torch does
-    momentum, weight_decay = dt(h[0]), dt(h[3])
-    nesterov = h[2] != 0.0
-    one_minus_dampening, rate = dt(1.0 - h[1]), dt(lr)
+    momentum, weight_decay = dt(h[SGD_MOMENTUM]), dt(h[SGD_WEIGHT_DECAY])
+    nesterov, use_momentum = h[SGD_NESTEROV] != 0.0, h[SGD_MOMENTUM] != 0.0
+    one_minus_dampening, rate = dt(1.0 - h[SGD_DAMPENING]), dt(lr)
     for i in range(p.shape[0]):
-        d = g[i] + weight_decay * p[i]
-        if h[0] != 0.0:
-            # torch: the first step starts the buffer at the gradient itself.
-            v = d if step == 1 else momentum * state[0, i] + one_minus_dampening * d
-            state[0, i] = v
-            d = d + momentum * v if nesterov else v
-        p[i] -= rate * d
+        p[i], state[0, i] = sgd_update(p[i], g[i], state[0, i], step == 1, rate, momentum, one_minus_dampening, nesterov,
+                                       weight_decay, use_momentum)  # fmt: skip
 
 
 @njit(cache=True, error_model="numpy")
 def adagrad_kernel(p, g, state, lr, h, step):
     dt = p.dtype.type
-    weight_decay, eps = dt(h[1]), dt(h[2])
-    clr = dt(lr / (1.0 + (step - 1) * h[0]))
+    weight_decay, eps = dt(h[ADAGRAD_WEIGHT_DECAY]), dt(h[ADAGRAD_EPS])
+    clr = dt(lr / (1.0 + (step - 1) * h[ADAGRAD_LR_DECAY]))
     for i in range(p.shape[0]):
-        d = g[i] + weight_decay * p[i]
-        s = state[0, i] + d * d
-        state[0, i] = s
-        p[i] -= clr * d / (np.sqrt(s) + eps)
+        p[i], state[0, i] = adagrad_update(p[i], g[i], state[0, i], clr, weight_decay, eps)
 
 
 @njit(cache=True, error_model="numpy")
 def rmsprop_kernel(p, g, state, lr, h, step):
     dt = p.dtype.type
-    alpha, eps, weight_decay, momentum = dt(h[0]), dt(h[1]), dt(h[2]), dt(h[3])
-    one_minus_alpha, rate = dt(1.0 - h[0]), dt(lr)
-    centered, use_momentum = h[4] != 0.0, h[3] > 0.0
+    alpha, eps, weight_decay = dt(h[RMSPROP_ALPHA]), dt(h[RMSPROP_EPS]), dt(h[RMSPROP_WEIGHT_DECAY])
+    momentum, one_minus_alpha, rate = dt(h[RMSPROP_MOMENTUM]), dt(1.0 - h[RMSPROP_ALPHA]), dt(lr)
+    centered, use_momentum = h[RMSPROP_CENTERED] != 0.0, h[RMSPROP_MOMENTUM] > 0.0
     for i in range(p.shape[0]):
-        d = g[i] + weight_decay * p[i]
-        sq = alpha * state[0, i] + one_minus_alpha * d * d
-        state[0, i] = sq
-        if centered:
-            ga = alpha * state[2, i] + one_minus_alpha * d
-            state[2, i] = ga
-            avg = np.sqrt(sq - ga * ga) + eps
-        else:
-            avg = np.sqrt(sq) + eps
-        if use_momentum:
-            buf = momentum * state[1, i] + d / avg
-            state[1, i] = buf
-            p[i] -= rate * buf
-        else:
-            p[i] -= rate * d / avg
+        p[i], state[0, i], state[1, i], state[2, i] = rmsprop_update(
+            p[i], g[i], state[0, i], state[1, i], state[2, i], rate, alpha, one_minus_alpha, eps, weight_decay, momentum,
+            centered, use_momentum)  # fmt: skip
 
 
 @njit(cache=True, error_model="numpy")
@@ -72,24 +119,16 @@ def adam_kernel(p, g, state, lr, h, step):
     # Arithmetic in the parameters' own precision, as torch does: float32
     # models update 8 or 16 weights per vector instruction instead of 4 or 8.
     dt = p.dtype.type
-    beta1, beta2, eps, weight_decay = dt(h[0]), dt(h[1]), dt(h[2]), dt(h[3])
-    decoupled = h[4] != 0.0
-    one_minus_beta1, one_minus_beta2 = dt(1.0 - h[0]), dt(1.0 - h[1])
-    step_size = dt(lr / (1.0 - h[0] ** step))
-    inv_sqrt_bias2 = dt(1.0 / math.sqrt(1.0 - h[1] ** step))
-    shrink = dt(1.0 - lr * h[3])  # AdamW's decoupled decay
+    beta1, beta2, eps, weight_decay = dt(h[ADAM_BETA1]), dt(h[ADAM_BETA2]), dt(h[ADAM_EPS]), dt(h[ADAM_WEIGHT_DECAY])
+    decoupled = h[ADAM_DECOUPLED] != 0.0
+    one_minus_beta1, one_minus_beta2 = dt(1.0 - h[ADAM_BETA1]), dt(1.0 - h[ADAM_BETA2])
+    step_size = dt(lr / (1.0 - h[ADAM_BETA1] ** step))
+    inv_sqrt_bias2 = dt(1.0 / math.sqrt(1.0 - h[ADAM_BETA2] ** step))
+    shrink = dt(1.0 - lr * h[ADAM_WEIGHT_DECAY])
     for i in range(p.shape[0]):
-        if decoupled:
-            p[i] *= shrink
-            d = g[i]
-        else:
-            d = g[i] + weight_decay * p[i]
-        m = beta1 * state[0, i] + one_minus_beta1 * d
-        v = beta2 * state[1, i] + one_minus_beta2 * d * d
-        state[0, i] = m
-        state[1, i] = v
-        # eps outside the square root, added after bias correction (torch.optim.Adam)
-        p[i] -= step_size * m / (np.sqrt(v) * inv_sqrt_bias2 + eps)
+        p[i], state[0, i], state[1, i] = adam_update(p[i], g[i], state[0, i], state[1, i], beta1, beta2, one_minus_beta1,
+                                                     one_minus_beta2, eps, weight_decay, decoupled, step_size,
+                                                     inv_sqrt_bias2, shrink)  # fmt: skip
 
 
 def _weight_decay(value, owner):
@@ -120,7 +159,7 @@ class SGD(jitprop.Optimizer):
         self.weight_decay = _weight_decay(weight_decay, "sgd")
 
     def hyper(self):
-        return np.array([self.momentum, self.dampening, float(self.nesterov), self.weight_decay])
+        return slots(self.momentum, self.dampening, float(self.nesterov), self.weight_decay)  # SGD_*
 
 
 class Adagrad(jitprop.Optimizer):
@@ -142,7 +181,7 @@ class Adagrad(jitprop.Optimizer):
         state[0] = self.initial_accumulator_value
 
     def hyper(self):
-        return np.array([self.lr_decay, self.weight_decay, self.eps])
+        return slots(self.lr_decay, self.weight_decay, self.eps)  # ADAGRAD_*
 
 
 class RMSprop(jitprop.Optimizer):
@@ -163,7 +202,7 @@ class RMSprop(jitprop.Optimizer):
         self.centered = centered
 
     def hyper(self):
-        return np.array([self.alpha, self.eps, self.weight_decay, self.momentum, float(self.centered)])
+        return slots(self.alpha, self.eps, self.weight_decay, self.momentum, float(self.centered))  # RMSPROP_*
 
 
 class Adam(jitprop.Optimizer):
@@ -192,7 +231,7 @@ class Adam(jitprop.Optimizer):
         self.weight_decay = _weight_decay(weight_decay, self.name)
 
     def hyper(self):
-        return np.array([*self.betas, self.eps, self.weight_decay, float(self.decoupled)])
+        return slots(*self.betas, self.eps, self.weight_decay, float(self.decoupled))  # ADAM_*
 
 
 class AdamW(Adam):
