@@ -103,8 +103,10 @@ PTX_SCRIPT = textwrap.dedent('''
         "column_sums": (l.column_sums, (m2, m1)),
         "dropout_forward": (l._dropout_forward, (m2, m2, m2, types.float64, types.boolean, types.uint64)),
         "dropout_backward": (l._dropout_backward, (m2, m2, m2)),
-        "relu_fwd": (a._relu_fwd, (m2, m2, types.float64)),
-        "relu_bwd": (a._relu_bwd, (m2, m2, m2, types.float64)),
+        "relu_fwd": (a._relu_fwd, (m2, m2)),
+        "relu_bwd": (a._relu_bwd, (m2, m2, m2)),
+        "leaky_relu_fwd": (a._leaky_relu_fwd, (m2, m2, types.float64)),
+        "leaky_relu_bwd": (a._leaky_relu_bwd, (m2, m2, m2, types.float64)),
     }
     for name in ("tanh", "sigmoid", "gelu", "softmax"):
         sigs[name + "_fwd"] = (getattr(a, f"_{name}_fwd"), (m2, m2))

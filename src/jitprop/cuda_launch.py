@@ -8,6 +8,15 @@ simulator runs one Python thread per GPU thread: tests shrink ``TILE`` and
 """
 
 
+from numba.core import config
+
+
+def device(fn):
+    """An njit function for CUDA kernels to call: Numba compiles it for the device. The simulator
+    runs kernels as Python, with arrays Numba cannot type, so there it is the plain function."""
+    return fn.py_func if config.ENABLE_CUDASIM else fn
+
+
 #: Side of the square tiles of the shared-memory matrix products (threads per block: TILE x TILE).
 TILE = 16
 #: Threads per block of 1-D (elementwise, per-row) kernels.

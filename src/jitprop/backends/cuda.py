@@ -23,6 +23,8 @@ from ..plugins import registry
 from . import base, python
 from .base import Backend
 
+permuted = cuda_launch.device(permuted)  # the CPU's order (the plain function on the simulator)
+
 
 @cuda.jit
 def _shuffle_order(key, bits, index):

@@ -8,38 +8,131 @@ from numba import njit
 import jitprop
 from jitprop.components import real
 
+#: leaky_relu's slot of ``h``
+NEGATIVE_SLOPE = 0
+
+
+# -- each activation and its derivative, one value at a time ------------------
+# The CPU kernels below and the CUDA kernels (activations_cuda.py) both call these.
+
+
+@njit(cache=True)
+def relu(v):
+    return v if v > 0 else 0.0
+
+
+@njit(cache=True)
+def relu_grad(v, g):
+    return g if v > 0 else 0.0
+
+
+@njit(cache=True)
+def leaky_relu(v, slope):
+    return v if v > 0 else v * slope
+
+
+@njit(cache=True)
+def leaky_relu_grad(v, g, slope):
+    return g if v > 0 else g * slope
+
+
+@njit(cache=True)
+def tanh_grad(t, g):
+    """From the output t = tanh(v)."""
+    return g * (1.0 - t * t)
+
+
+@njit(cache=True)
+def sigmoid(v):
+    if v >= 0:  # two branches so exp never overflows
+        return 1.0 / (1.0 + math.exp(-v))
+    e = math.exp(v)
+    return e / (1.0 + e)
+
+
+@njit(cache=True)
+def sigmoid_grad(s, g):
+    """From the output s = sigmoid(v)."""
+    return g * s * (1.0 - s)
+
+
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
+# GELU's Phi(v) is 0.5 * erfc(-v / sqrt 2), not 0.5 * (1 + erf(v / sqrt 2)): the
+# same cost, but 1 + erf() cancels to 0 for v below about -6 (float64), which
+# zeroed the tail (-7.6e-23 at v = -10) and put its gradient off by 1%.
+
+
+@njit(cache=True)
+def gelu(v):
+    return 0.5 * v * math.erfc(-v * _INV_SQRT2)
+
+
+@njit(cache=True)
+def gelu_grad(v, g):
+    cdf = 0.5 * math.erfc(-v * _INV_SQRT2)
+    pdf = _INV_SQRT2PI * math.exp(-0.5 * v * v)
+    return g * (cdf + v * pdf)
+
+
+@njit(cache=True)
+def softmax_row(x, out, i):
+    """Row i of out = softmax of row i of x, shifted by the row's max so exp never overflows."""
+    m = x[i, 0]
+    for j in range(1, x.shape[1]):
+        if x[i, j] > m:  # not max(): the GPU's compile of it needs a GPU
+            m = x[i, j]
+    total = 0.0
+    for j in range(x.shape[1]):
+        e = math.exp(x[i, j] - m)
+        out[i, j] = e
+        total += e
+    inv = 1.0 / total
+    for j in range(x.shape[1]):
+        out[i, j] *= inv
+
+
+@njit(cache=True)
+def softmax_grad_row(out, grad_out, grad_in, i):
+    """The Jacobian-vector product of softmax for row i: s * (g - <g, s>)."""
+    dot = 0.0
+    for j in range(out.shape[1]):
+        dot += grad_out[i, j] * out[i, j]
+    for j in range(out.shape[1]):
+        grad_in[i, j] = out[i, j] * (grad_out[i, j] - dot)
+
+
+# -- the CPU kernels --------------------------------------------------------
+
 
 @njit(cache=True)
 def relu_forward(p, h, x, out, cache, training, seed):
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
-            v = x[i, j]
-            out[i, j] = v if v > 0 else 0.0
+            out[i, j] = relu(x[i, j])
 
 
 @njit(cache=True)
 def relu_backward(p, h, x, out, cache, grad_out, grad_in, grad_p):
     for i in range(grad_in.shape[0]):
         for j in range(grad_in.shape[1]):
-            grad_in[i, j] = grad_out[i, j] if x[i, j] > 0 else 0.0
+            grad_in[i, j] = relu_grad(x[i, j], grad_out[i, j])
 
 
 @njit(cache=True)
 def leaky_relu_forward(p, h, x, out, cache, training, seed):
-    slope = h[0]
+    slope = h[NEGATIVE_SLOPE]
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
-            v = x[i, j]
-            out[i, j] = v if v > 0 else v * slope
+            out[i, j] = leaky_relu(x[i, j], slope)
 
 
 @njit(cache=True)
 def leaky_relu_backward(p, h, x, out, cache, grad_out, grad_in, grad_p):
-    slope = h[0]
+    slope = h[NEGATIVE_SLOPE]
     for i in range(grad_in.shape[0]):
         for j in range(grad_in.shape[1]):
-            g = grad_out[i, j]
-            grad_in[i, j] = g if x[i, j] > 0 else g * slope
+            grad_in[i, j] = leaky_relu_grad(x[i, j], grad_out[i, j], slope)
 
 
 @njit(cache=True)
@@ -53,80 +146,47 @@ def tanh_forward(p, h, x, out, cache, training, seed):
 def tanh_backward(p, h, x, out, cache, grad_out, grad_in, grad_p):
     for i in range(grad_in.shape[0]):
         for j in range(grad_in.shape[1]):
-            t = out[i, j]
-            grad_in[i, j] = grad_out[i, j] * (1.0 - t * t)
+            grad_in[i, j] = tanh_grad(out[i, j], grad_out[i, j])
 
 
 @njit(cache=True)
 def sigmoid_forward(p, h, x, out, cache, training, seed):
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
-            v = x[i, j]
-            if v >= 0:  # two branches so exp never overflows
-                out[i, j] = 1.0 / (1.0 + math.exp(-v))
-            else:
-                e = math.exp(v)
-                out[i, j] = e / (1.0 + e)
+            out[i, j] = sigmoid(x[i, j])
 
 
 @njit(cache=True)
 def sigmoid_backward(p, h, x, out, cache, grad_out, grad_in, grad_p):
     for i in range(grad_in.shape[0]):
         for j in range(grad_in.shape[1]):
-            s = out[i, j]
-            grad_in[i, j] = grad_out[i, j] * s * (1.0 - s)
-
-
-_INV_SQRT2 = 1.0 / math.sqrt(2.0)
-_INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
-# GELU's Phi(v) is 0.5 * erfc(-v / sqrt 2), not 0.5 * (1 + erf(v / sqrt 2)): the
-# same cost, but 1 + erf() cancels to 0 for v below about -6 (float64), which
-# zeroed the tail (-7.6e-23 at v = -10) and put its gradient off by 1%.
+            grad_in[i, j] = sigmoid_grad(out[i, j], grad_out[i, j])
 
 
 @njit(cache=True)
 def gelu_forward(p, h, x, out, cache, training, seed):
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
-            v = x[i, j]
-            out[i, j] = 0.5 * v * math.erfc(-v * _INV_SQRT2)
+            out[i, j] = gelu(x[i, j])
 
 
 @njit(cache=True)
 def gelu_backward(p, h, x, out, cache, grad_out, grad_in, grad_p):
     for i in range(grad_in.shape[0]):
         for j in range(grad_in.shape[1]):
-            v = x[i, j]
-            cdf = 0.5 * math.erfc(-v * _INV_SQRT2)
-            pdf = _INV_SQRT2PI * math.exp(-0.5 * v * v)
-            grad_in[i, j] = grad_out[i, j] * (cdf + v * pdf)
+            grad_in[i, j] = gelu_grad(x[i, j], grad_out[i, j])
 
 
 @njit(cache=True)
 def softmax_forward(p, h, x, out, cache, training, seed):
     for i in range(x.shape[0]):
-        m = x[i, 0]
-        for j in range(1, x.shape[1]):
-            m = max(m, x[i, j])
-        total = 0.0
-        for j in range(x.shape[1]):
-            e = math.exp(x[i, j] - m)
-            out[i, j] = e
-            total += e
-        inv = 1.0 / total
-        for j in range(x.shape[1]):
-            out[i, j] *= inv
+        softmax_row(x, out, i)
 
 
 @njit(cache=True)
 def softmax_backward(p, h, x, out, cache, grad_out, grad_in, grad_p):
-    # Jacobian-vector product of softmax: s * (g - <g, s>) per row.
     for i in range(grad_in.shape[0]):
-        dot = 0.0
-        for j in range(out.shape[1]):
-            dot += grad_out[i, j] * out[i, j]
-        for j in range(out.shape[1]):
-            grad_in[i, j] = out[i, j] * (grad_out[i, j] - dot)
+        softmax_grad_row(out, grad_out, grad_in, i)
 
 
 class ReLU(jitprop.Layer):
@@ -154,7 +214,7 @@ class LeakyReLU(jitprop.Layer):
         self.negative_slope = real("negative_slope", negative_slope, "leaky_relu")
 
     def hyper(self):
-        return np.array([self.negative_slope])
+        return np.array([self.negative_slope])  # NEGATIVE_SLOPE
 
 
 class Tanh(jitprop.Layer):

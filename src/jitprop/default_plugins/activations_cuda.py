@@ -2,7 +2,8 @@
 
 Launchers take device arrays in the CPU kernels' order. Elementwise kernels
 are grid-stride loops over every element; softmax works a row per thread,
-so any width is handled.
+so any width is handled. Each computes what the CPU kernel does by calling
+the same function (``activations.gelu`` and the rest).
 """
 
 import math
@@ -10,29 +11,58 @@ import math
 from numba import cuda
 
 from jitprop import cuda_launch
+from jitprop.default_plugins.activations import (
+    NEGATIVE_SLOPE, gelu, gelu_grad, leaky_relu, leaky_relu_grad, relu, relu_grad, sigmoid, sigmoid_grad, softmax_grad_row,
+    softmax_row, tanh_grad,
+)  # fmt: skip
 
-_INV_SQRT2 = 1.0 / math.sqrt(2.0)
-_INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
-
+# Each called as the CPU kernels call it (cuda_launch.device: the plain function on the simulator).
+gelu = cuda_launch.device(gelu)
+gelu_grad = cuda_launch.device(gelu_grad)
+leaky_relu = cuda_launch.device(leaky_relu)
+leaky_relu_grad = cuda_launch.device(leaky_relu_grad)
+relu = cuda_launch.device(relu)
+relu_grad = cuda_launch.device(relu_grad)
+sigmoid = cuda_launch.device(sigmoid)
+sigmoid_grad = cuda_launch.device(sigmoid_grad)
+softmax_grad_row = cuda_launch.device(softmax_grad_row)
+softmax_row = cuda_launch.device(softmax_row)
+tanh_grad = cuda_launch.device(tanh_grad)
 
 @cuda.jit
-def _relu_fwd(x, out, slope):
+def _relu_fwd(x, out):
     d = x.shape[1]
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for idx in range(start, x.size, stride):
         i, j = idx // d, idx % d
-        v = x[i, j]
-        out[i, j] = v if v > 0 else v * slope
+        out[i, j] = relu(x[i, j])
 
 
 @cuda.jit
-def _relu_bwd(x, grad_out, grad_in, slope):
+def _relu_bwd(x, grad_out, grad_in):
     d = x.shape[1]
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for idx in range(start, grad_in.size, stride):
         i, j = idx // d, idx % d
-        g = grad_out[i, j]
-        grad_in[i, j] = g if x[i, j] > 0 else g * slope
+        grad_in[i, j] = relu_grad(x[i, j], grad_out[i, j])
+
+
+@cuda.jit
+def _leaky_relu_fwd(x, out, slope):
+    d = x.shape[1]
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for idx in range(start, x.size, stride):
+        i, j = idx // d, idx % d
+        out[i, j] = leaky_relu(x[i, j], slope)
+
+
+@cuda.jit
+def _leaky_relu_bwd(x, grad_out, grad_in, slope):
+    d = x.shape[1]
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for idx in range(start, grad_in.size, stride):
+        i, j = idx // d, idx % d
+        grad_in[i, j] = leaky_relu_grad(x[i, j], grad_out[i, j], slope)
 
 
 @cuda.jit
@@ -50,8 +80,7 @@ def _tanh_bwd(out, grad_out, grad_in):
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for idx in range(start, grad_in.size, stride):
         i, j = idx // d, idx % d
-        t = out[i, j]
-        grad_in[i, j] = grad_out[i, j] * (1.0 - t * t)
+        grad_in[i, j] = tanh_grad(out[i, j], grad_out[i, j])
 
 
 @cuda.jit
@@ -60,12 +89,7 @@ def _sigmoid_fwd(x, out):
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for idx in range(start, x.size, stride):
         i, j = idx // d, idx % d
-        v = x[i, j]
-        if v >= 0:
-            out[i, j] = 1.0 / (1.0 + math.exp(-v))
-        else:
-            e = math.exp(v)
-            out[i, j] = e / (1.0 + e)
+        out[i, j] = sigmoid(x[i, j])
 
 
 @cuda.jit
@@ -74,8 +98,7 @@ def _sigmoid_bwd(out, grad_out, grad_in):
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for idx in range(start, grad_in.size, stride):
         i, j = idx // d, idx % d
-        s = out[i, j]
-        grad_in[i, j] = grad_out[i, j] * s * (1.0 - s)
+        grad_in[i, j] = sigmoid_grad(out[i, j], grad_out[i, j])
 
 
 @cuda.jit
@@ -84,8 +107,7 @@ def _gelu_fwd(x, out):
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for idx in range(start, x.size, stride):
         i, j = idx // d, idx % d
-        v = x[i, j]
-        out[i, j] = 0.5 * v * math.erfc(-v * _INV_SQRT2)  # erfc, not 1 + erf: activations.py says why
+        out[i, j] = gelu(x[i, j])
 
 
 @cuda.jit
@@ -94,38 +116,21 @@ def _gelu_bwd(x, grad_out, grad_in):
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for idx in range(start, grad_in.size, stride):
         i, j = idx // d, idx % d
-        v = x[i, j]
-        cdf = 0.5 * math.erfc(-v * _INV_SQRT2)
-        grad_in[i, j] = grad_out[i, j] * (cdf + v * _INV_SQRT2PI * math.exp(-0.5 * v * v))
+        grad_in[i, j] = gelu_grad(x[i, j], grad_out[i, j])
 
 
 @cuda.jit
 def _softmax_fwd(x, out):
     start, stride = cuda.grid(1), cuda.gridsize(1)
-    for i in range(start, x.shape[0], stride):
-        m = x[i, 0]
-        for j in range(1, x.shape[1]):
-            if x[i, j] > m:  # not max(): it needs a GPU to compile to PTX
-                m = x[i, j]
-        total = 0.0
-        for j in range(x.shape[1]):
-            e = math.exp(x[i, j] - m)
-            out[i, j] = e
-            total += e
-        inv = 1.0 / total  # as the CPU kernel: one division per row
-        for j in range(x.shape[1]):
-            out[i, j] *= inv
+    for i in range(start, x.shape[0], stride):  # a thread per row: any width
+        softmax_row(x, out, i)
 
 
 @cuda.jit
 def _softmax_bwd(out, grad_out, grad_in):
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, grad_in.shape[0], stride):
-        dot = 0.0
-        for j in range(out.shape[1]):
-            dot += grad_out[i, j] * out[i, j]
-        for j in range(out.shape[1]):
-            grad_in[i, j] = out[i, j] * (grad_out[i, j] - dot)
+        softmax_grad_row(out, grad_out, grad_in, i)
 
 
 def _elementwise(n):
@@ -151,23 +156,17 @@ def _backward(k, uses_output, per_row=False):
     return launch
 
 
-def relu_forward(p, h, x, out, cache, training, seed):
-    _relu_fwd[_elementwise(x.size)](x, out, 0.0)
-
-
-def relu_backward(p, h, x, out, cache, grad_out, grad_in, grad_p):
-    if grad_in.shape[0] > 0:
-        _relu_bwd[_elementwise(grad_in.size)](x, grad_out, grad_in, 0.0)
-
-
 def leaky_relu_forward(p, h, x, out, cache, training, seed):
-    _relu_fwd[_elementwise(x.size)](x, out, float(h[0]))
+    _leaky_relu_fwd[_elementwise(x.size)](x, out, float(h[NEGATIVE_SLOPE]))
 
 
 def leaky_relu_backward(p, h, x, out, cache, grad_out, grad_in, grad_p):
     if grad_in.shape[0] > 0:
-        _relu_bwd[_elementwise(grad_in.size)](x, grad_out, grad_in, float(h[0]))
+        _leaky_relu_bwd[_elementwise(grad_in.size)](x, grad_out, grad_in, float(h[NEGATIVE_SLOPE]))
 
+
+relu_forward = _forward(_relu_fwd)
+relu_backward = _backward(_relu_bwd, uses_output=False)
 
 tanh_forward = _forward(_tanh_fwd)
 tanh_backward = _backward(_tanh_bwd, uses_output=True)

@@ -11,6 +11,8 @@ from numba import cuda, float32, float64, uint64
 from jitprop import cuda_launch
 from jitprop.kernels import uniform
 
+uniform = cuda_launch.device(uniform)  # the CPU's draw (the plain function on the simulator)
+
 _kernels = {}
 
 

@@ -8,34 +8,32 @@ from numba import njit
 import jitprop
 
 
-@njit(cache=True)
-def mse_kernel(pred, y, grad, h):
-    n, k = pred.shape
-    scale = 2.0 / (n * k)
-    total = 0.0
-    for i in range(n):
-        for j in range(k):
-            d = np.float64(pred[i, j]) - y[i, j]  # float64: a float32 difference past 1.8e19 squares to inf
-            total += d * d
-            grad[i, j] = scale * d
-    return total / (n * k)
+# -- each loss, one row at a time --------------------------------------------
+# Row i's contribution, and its gradient written into grad. The CPU kernels add the rows
+# in order onto ``total`` (so the sum is the same element for element as one loop over
+# the batch); the CUDA kernels (losses_cuda.py) start each row at 0 and add it atomically.
 
 
 @njit(cache=True)
-def mae_kernel(pred, y, grad, h):
-    n, k = pred.shape
-    scale = 1.0 / (n * k)
-    total = 0.0
-    for i in range(n):
-        for j in range(k):
-            d = pred[i, j] - y[i, j]
-            total += abs(d)
-            grad[i, j] = scale if d > 0 else (-scale if d < 0 else 0.0)
-    return total / (n * k)
+def mse_row(pred, y, grad, i, scale, total):
+    for j in range(pred.shape[1]):
+        d = np.float64(pred[i, j]) - y[i, j]  # float64: a float32 difference past 1.8e19 squares to inf
+        total += d * d
+        grad[i, j] = scale * d
+    return total
 
 
 @njit(cache=True)
-def cross_entropy_kernel(pred, y, grad, h):
+def mae_row(pred, y, grad, i, scale, total):
+    for j in range(pred.shape[1]):
+        d = pred[i, j] - y[i, j]
+        total += abs(d)
+        grad[i, j] = scale if d > 0 else (-scale if d < 0 else 0.0)
+    return total
+
+
+@njit(cache=True)
+def cross_entropy_row(pred, y, grad, i, inv_n):
     # Softmax fused with the log-likelihood: loss_i = logsumexp(z_i) - z_i[y_i],
     # d loss_i / dz_i = softmax(z_i) - onehot(y_i). Shifting by the row max m
     # keeps every exp() <= 1 for logits of any size; each exp is computed once.
@@ -45,64 +43,104 @@ def cross_entropy_kernel(pred, y, grad, h):
     # The target's gradient is -rest / s (softmax_t - 1 without its cancellation)
     # and, when the target holds the max (e_t = 1), the log is log1p(rest): a
     # confident row keeps its loss and gradient of ~rest instead of rounding to 0.
-    n, k = pred.shape
-    total = 0.0
-    inv_n = 1.0 / n
-    for i in range(n):
-        t = y[i]
-        m = pred[i, 0]
-        for j in range(1, k):
-            m = max(m, pred[i, j])
-        rest = 0.0
-        for j in range(k):
-            e = math.exp(pred[i, j] - m)
-            grad[i, j] = e
-            if j != t:
-                rest += e
-        e_t = grad[i, t]
-        s = e_t + rest
-        total += (m - pred[i, t]) + (math.log1p(rest) if e_t == 1.0 else math.log(s))
-        scale = inv_n / s
-        for j in range(k):
-            grad[i, j] *= scale
-        grad[i, t] = -rest * scale
-    return total / n
+    k = pred.shape[1]
+    t = y[i]
+    m = pred[i, 0]
+    for j in range(1, k):
+        if pred[i, j] > m:  # not max(): the GPU's compile of it needs a GPU
+            m = pred[i, j]
+    rest = 0.0
+    for j in range(k):
+        e = math.exp(pred[i, j] - m)
+        grad[i, j] = e
+        if j != t:
+            rest += e
+    e_t = grad[i, t]
+    s = e_t + rest
+    value = (m - pred[i, t]) + (math.log1p(rest) if e_t == 1.0 else math.log(s))
+    scale = inv_n / s
+    for j in range(k):
+        grad[i, j] *= scale
+    grad[i, t] = -rest * scale
+    return value
 
 
 @njit(cache=True)
-def nll_kernel(pred, y, grad, h):
-    n, k = pred.shape
-    total = 0.0
-    for i in range(n):
-        for j in range(k):
-            grad[i, j] = 0.0
-        total -= pred[i, y[i]]
-        grad[i, y[i]] = -1.0 / n
-    return total / n
+def nll_row(pred, y, grad, i, inv_n):
+    """Row i's loss, -pred[i, y[i]]."""
+    for j in range(pred.shape[1]):
+        grad[i, j] = 0.0
+    grad[i, y[i]] = -inv_n
+    return -pred[i, y[i]]
 
 
 @njit(cache=True)
-def binary_cross_entropy_kernel(pred, y, grad, h):
+def binary_cross_entropy_row(pred, y, grad, i, scale, total):
     # On logits z, with e = exp(-|z|) in (0, 1] (never exp() of a large number):
     # loss = z * (1 - t) + log1p(e) for z >= 0, -z * t + log1p(e) for z < 0;
     # dL/dz = sigmoid(z) - t = (1 - t) - e / (1 + e) for z >= 0, e / (1 + e) - t
     # for z < 0: never 1 - sigmoid(z), which rounds to 0 past z ~ 37 and zeroed
     # the small gradient of a confident, correct prediction.
+    for j in range(pred.shape[1]):
+        z = pred[i, j]
+        t = y[i, j]
+        e = math.exp(-abs(z))
+        if z >= 0:
+            total += z * (1.0 - t) + math.log1p(e)
+            g = (1.0 - t) - e / (1.0 + e)
+        else:
+            total += -z * t + math.log1p(e)
+            g = e / (1.0 + e) - t
+        grad[i, j] = g * scale
+    return total
+
+
+# -- the CPU kernels: the batch-mean loss, and its gradient --------------------
+
+
+@njit(cache=True)
+def mse_kernel(pred, y, grad, h):
+    n, k = pred.shape
+    total = 0.0
+    for i in range(n):
+        total = mse_row(pred, y, grad, i, 2.0 / (n * k), total)
+    return total / (n * k)
+
+
+@njit(cache=True)
+def mae_kernel(pred, y, grad, h):
+    n, k = pred.shape
+    total = 0.0
+    for i in range(n):
+        total = mae_row(pred, y, grad, i, 1.0 / (n * k), total)
+    return total / (n * k)
+
+
+@njit(cache=True)
+def cross_entropy_kernel(pred, y, grad, h):
+    n = pred.shape[0]
+    total = 0.0
+    for i in range(n):
+        total += cross_entropy_row(pred, y, grad, i, 1.0 / n)
+    return total / n
+
+
+@njit(cache=True)
+def nll_kernel(pred, y, grad, h):
+    n = pred.shape[0]
+    total = 0.0
+    for i in range(n):
+        total += nll_row(pred, y, grad, i, 1.0 / n)
+    return total / n
+
+
+@njit(cache=True)
+def binary_cross_entropy_kernel(pred, y, grad, h):
     n, k = pred.shape
     scale = 1.0 / (n * k)
     total = 0.0
     for i in range(n):
-        for j in range(k):
-            z = pred[i, j]
-            t = y[i, j]
-            e = math.exp(-abs(z))
-            if z >= 0:
-                total += z * (1.0 - t) + math.log1p(e)
-                g = (1.0 - t) - e / (1.0 + e)
-            else:
-                total += -z * t + math.log1p(e)
-                g = e / (1.0 + e) - t
-            grad[i, j] = g * scale
+        total = binary_cross_entropy_row(pred, y, grad, i, scale, total)
     return total * scale
 
 

@@ -17,6 +17,12 @@ from jitprop.default_plugins.optimizers import (
     sgd_update,
 )  # fmt: skip
 
+# Each called as the CPU kernels call it (cuda_launch.device: the plain function on the simulator).
+adagrad_update = cuda_launch.device(adagrad_update)
+adam_update = cuda_launch.device(adam_update)
+rmsprop_update = cuda_launch.device(rmsprop_update)
+sgd_update = cuda_launch.device(sgd_update)
+
 
 @cuda.jit
 def _sgd(p, g, state, lr, momentum, dampening, nesterov, weight_decay, first):
