@@ -15,10 +15,7 @@ from ..data import runconfig
 from ..data.tables import encode_targets, load_table
 from ..errors import ConfigError, DataError
 from ..model.sequential import Sequential
-from ..training.trainer import Trainer, split_indices
-
-DEVICES = ("cpu", "cuda")
-
+from ..training.trainer import Trainer, check_device, split_indices
 
 @dataclass
 class Plan:
@@ -69,11 +66,6 @@ class Plan:
         return trainer
 
 
-def check_device(device):
-    if device not in DEVICES:
-        raise ConfigError(f"unknown device {device!r}; choose cpu or cuda")
-
-
 def shorthand_layers(config, outputs):
     """hidden/activation/dropout as an explicit layer stack ending in a dense output layer."""
     layers = []
@@ -118,9 +110,7 @@ def plan(config, checkpoint=None):
 
     n = table.X.shape[0]
     if c["validation_split"]:
-        if not 0 < c["validation_split"] < 1:
-            raise ConfigError(f"validation_split must be between 0 and 1, got {c['validation_split']}")
-        train_rows, val_rows = split_indices(n, c["validation_split"], c["seed"])
+        train_rows, val_rows = split_indices(n, c["validation_split"], c["seed"], owner="run")
     else:
         train_rows, val_rows = np.arange(n), None
 

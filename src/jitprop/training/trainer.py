@@ -141,9 +141,7 @@ class Trainer:
         message = self.loss.check_output_dim(model.output_dim)
         if message:
             raise DataError(message)
-        if device not in ("cpu", "cuda"):
-            raise ConfigError(f"unknown device {device!r}; choose cpu or cuda")
-        self.device = device
+        self.device = check_device(device)
         if on_divergence not in DIVERGENCE:
             raise ConfigError(f"on_divergence must be one of {', '.join(DIVERGENCE)}, got {on_divergence!r}")
         self.on_divergence = on_divergence
@@ -205,7 +203,7 @@ class Trainer:
         """Train until ``epochs`` epochs are done in total (so a second call continues)."""
         model = self.model
         epochs = positive_int("epochs", epochs, "fit", minimum=0)
-        validation_split = real("validation_split", validation_split, "fit", low=0.0, high=1.0, high_open=True)
+        validation_split = check_validation_split(validation_split)
         X = as_inputs(model, X)
         y = as_targets(model, self.loss, y, X.shape[0])
         if validation_data is not None:
@@ -451,11 +449,29 @@ class Trainer:
         return python.score(self.model, self.loss, X, y, max(self.batch_size, 256))
 
 
-def split_indices(n, fraction, seed):
+# -- the rules a run's settings follow, each checked here and only here -------
+
+DEVICES = ("cpu", "cuda")
+
+
+def check_device(device):
+    """The device to train on, or a one-line ConfigError."""
+    if device not in DEVICES:
+        raise ConfigError(f"unknown device {device!r}; choose {' or '.join(DEVICES)}")
+    return device
+
+
+def check_validation_split(fraction, owner="fit"):
+    """The fraction of rows to hold out, in [0, 1), or a one-line ConfigError."""
+    return real("validation_split", fraction, owner, low=0.0, high=1.0, high_open=True)
+
+
+def split_indices(n, fraction, seed, owner="fit"):
     """(train, validation) row indices: a seeded random ``fraction`` held out for validation.
 
     Random rather than the last rows, so data sorted by class keeps every class in both parts.
     """
+    fraction = check_validation_split(fraction, owner)
     n_val = int(round(n * fraction))
     if n_val < 1 or n_val >= n:
         raise DataError(f"validation_split={fraction} of {n} rows leaves no validation or no training rows")
