@@ -6,6 +6,9 @@ from numba import njit
 import jitprop
 from jitprop.components import check, positive_int, real
 from jitprop.kernels import uniform
+
+#: dropout's slot of ``h``
+DROPOUT_RATE = 0
 from jitprop.model.initializers import CHOICES, resolve
 
 
@@ -67,7 +70,7 @@ class Dense(jitprop.Layer):
 
 @njit(cache=True)
 def dropout_forward(p, h, x, out, cache, training, seed):
-    rate = h[0]
+    rate = h[DROPOUT_RATE]
     n, d = x.shape
     if not training or rate == 0.0:
         for i in range(n):
@@ -104,7 +107,7 @@ class Dropout(jitprop.Layer):
         self.rate = real("rate", rate, "dropout", low=0.0, high=1.0, high_open=True)
 
     def hyper(self):
-        return np.array([self.rate])
+        return np.array([self.rate])  # DROPOUT_RATE
 
     def cache_dim(self):
         return self.in_dim

@@ -9,6 +9,7 @@ shared-memory tiled kernels; transposes are read by index, never copied.
 from numba import cuda, float32, float64, uint64
 
 from jitprop import cuda_launch
+from jitprop.default_plugins.layers import DROPOUT_RATE
 from jitprop.kernels import uniform
 
 uniform = cuda_launch.device(uniform)  # the CPU's draw (the plain function on the simulator)
@@ -154,7 +155,7 @@ def _dropout_backward(grad_out, cache, grad_in):
 
 
 def dropout_forward(p, h, x, out, cache, training, seed):
-    rate = float(h[0])
+    rate = float(h[DROPOUT_RATE])
     _dropout_forward[cuda_launch.grid_1d(x.size)](x, out, cache, rate, bool(training) and rate > 0, uint64(seed))
 
 

@@ -7,6 +7,11 @@ import numpy as np
 import jitprop
 from jitprop.components import positive_int, real
 
+# The slots of each schedule's ``h`` (its hyper(), for the CUDA kernels), by name.
+STEP_SIZE, STEP_GAMMA = 0, 1
+EXPONENTIAL_GAMMA = 0
+COSINE_T_MAX, COSINE_ETA_MIN = 0, 1
+
 
 class StepDecay(jitprop.Schedule):
     """Multiply the rate by gamma every step_size epochs (torch StepLR)."""
@@ -20,7 +25,7 @@ class StepDecay(jitprop.Schedule):
         self.gamma = real("gamma", gamma, "step", low=0.0)
 
     def hyper(self):
-        return np.array([self.step_size, self.gamma], dtype=np.float64)
+        return np.array([self.step_size, self.gamma], dtype=np.float64)  # STEP_SIZE, STEP_GAMMA
 
     def rate(self, epoch, base_lr):
         return base_lr * self.gamma ** (epoch // self.step_size)
@@ -37,7 +42,7 @@ class ExponentialDecay(jitprop.Schedule):
         self.gamma = real("gamma", gamma, "exponential", low=0.0)
 
     def hyper(self):
-        return np.array([self.gamma], dtype=np.float64)
+        return np.array([self.gamma], dtype=np.float64)  # EXPONENTIAL_GAMMA
 
     def rate(self, epoch, base_lr):
         return base_lr * self.gamma**epoch
@@ -55,7 +60,7 @@ class CosineDecay(jitprop.Schedule):
         self.eta_min = real("eta_min", eta_min, "cosine", low=0.0)
 
     def hyper(self):
-        return np.array([self.T_max, self.eta_min], dtype=np.float64)
+        return np.array([self.T_max, self.eta_min], dtype=np.float64)  # COSINE_T_MAX, COSINE_ETA_MIN
 
     def rate(self, epoch, base_lr):
         t = min(epoch, self.T_max)

@@ -10,6 +10,8 @@ import math
 
 from numba import cuda
 
+from jitprop.default_plugins.schedules import COSINE_ETA_MIN, COSINE_T_MAX, EXPONENTIAL_GAMMA, STEP_GAMMA, STEP_SIZE
+
 
 @cuda.jit
 def _step(out, epoch, base_lr, step_size, gamma):
@@ -31,12 +33,12 @@ def _cosine(out, epoch, base_lr, t_max, eta_min):
 
 
 def step_kernel(out, epoch, base_lr, h):
-    _step[1, 1](out, epoch, base_lr, int(h[0]), h[1])
+    _step[1, 1](out, epoch, base_lr, int(h[STEP_SIZE]), h[STEP_GAMMA])
 
 
 def exponential_kernel(out, epoch, base_lr, h):
-    _exponential[1, 1](out, epoch, base_lr, h[0])
+    _exponential[1, 1](out, epoch, base_lr, h[EXPONENTIAL_GAMMA])
 
 
 def cosine_kernel(out, epoch, base_lr, h):
-    _cosine[1, 1](out, epoch, base_lr, int(h[0]), h[1])
+    _cosine[1, 1](out, epoch, base_lr, int(h[COSINE_T_MAX]), h[COSINE_ETA_MIN])
