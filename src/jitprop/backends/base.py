@@ -17,6 +17,8 @@ asks its backend for five things:
     ``trainer.batch_losses`` and gradients in ``model.grads`` once
     ``why_diverged`` is asked), or None. ``span`` says how many batches a
     call should take: interrupts and progress hooks are served between calls.
+``rate(epoch, base_lr)``
+    the epoch's learning rate, where the schedule runs (on the device, for CUDA).
 ``score(X, y)``
     mean loss (and accuracy) over checked arrays, in inference mode.
 ``snapshot()`` / ``restore()``
@@ -75,7 +77,7 @@ class Backend:
         self.index = np.arange(X.shape[0], dtype=np.int64)
         self.accuracy = ACCURACY.get(trainer.loss.target)
         self.span = 1
-        self._saved = None
+        self._saved, self._saved_step = None, 0
 
     # -- the epoch's order -------------------------------------------------
 
@@ -100,22 +102,23 @@ class Backend:
 
     # -- training state ----------------------------------------------------
 
+    def _training_state(self):
+        """The host arrays a rollback restores: weights, optimizer state, running state, statistics."""
+        return self.model.params, self.trainer.opt_state, self.model.state, self.trainer.stats
+
     def snapshot(self):
-        """Keep the weights, optimizer state, running state and step (to roll back to)."""
-        t, model = self.trainer, self.model
-        live = (model.params, t.opt_state, model.state, t.stats)
+        """Keep the training state and the step (to roll back to)."""
         if self._saved is None:
-            self._saved = [np.empty_like(a) for a in live]
-        for copy, a in zip(self._saved, live):
+            self._saved = [np.empty_like(a) for a in self._training_state()]
+        for copy, a in zip(self._saved, self._training_state()):
             copy[...] = a
-        self._saved_step = t.step
+        self._saved_step = self.trainer.step
 
     def restore(self):
         """Back to the last ``snapshot``."""
-        t, model = self.trainer, self.model
-        for copy, a in zip(self._saved, (model.params, t.opt_state, model.state, t.stats)):
+        for copy, a in zip(self._saved, self._training_state()):
             a[...] = copy
-        t.step = self._saved_step
+        self.trainer.step = self._saved_step
         self.push()
 
     def push(self):
@@ -142,7 +145,9 @@ class Backend:
         return min(self.bs, self.X.shape[0] - b * self.bs)
 
     def run(self, first, last, sums):
+        """Train batches first..last: ``(sums, batches done, diverged batch or None)``."""
         raise NotImplementedError
 
     def score(self, X, y):
+        """``{"loss": ..., "accuracy": ...}`` over checked arrays, in inference mode."""
         raise NotImplementedError

@@ -320,15 +320,12 @@ class CudaBackend(Backend):
         self.stats.copy_to_device(stats)
         return super().why_diverged(b)
 
-    def _host(self):
-        return self.model.params, self.trainer.opt_state, self.model.state, self.trainer.stats
-
     def push(self):
-        for device, host in zip(self.live, self._host()):
+        for device, host in zip(self.live, self._training_state()):
             device.copy_to_device(host)
 
     def pull(self):
-        for device, host in zip(self.live, self._host()):
+        for device, host in zip(self.live, self._training_state()):
             device.copy_to_host(host)
 
     def score(self, X, y):
