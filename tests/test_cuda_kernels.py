@@ -245,11 +245,11 @@ def test_a_scheduled_run_on_cuda_logs_the_cpus_rates():
                                    input_dim=2, seed=1)
         trainer = jitprop.Trainer(model, "cross_entropy", jitprop.optimizer("sgd", lr=0.2), batch_size=8, device=device,
                                   lr_schedule=jitprop.schedule("cosine", T_max=3, warmup=1))
-        runs[device] = trainer.fit(X, y, epochs=6).history, model.params.copy()
+        runs[device] = trainer.fit(X, y, epochs=5).history, model.params.copy()
     (h_cpu, p_cpu), (h_gpu, p_gpu) = runs["cpu"], runs["cuda"]
     np.testing.assert_allclose(h_gpu["lr"], h_cpu["lr"], rtol=1e-12)
     # one warmup epoch, then half a cosine over 3 epochs down to 0, where it stays
-    np.testing.assert_allclose(h_cpu["lr"], [0.1, 0.2, 0.15, 0.05, 0.0, 0.0], atol=1e-15)
+    np.testing.assert_allclose(h_cpu["lr"], [0.1, 0.2, 0.15, 0.05, 0.0], atol=1e-15)
     np.testing.assert_allclose(h_gpu["loss"], h_cpu["loss"], rtol=1e-5)
     np.testing.assert_allclose(p_gpu, p_cpu, rtol=1e-5, atol=1e-6)
 
@@ -268,13 +268,13 @@ def test_a_short_run_on_cuda_matches_the_same_run_on_cpu():
         )
         trainer = jitprop.Trainer(model, "cross_entropy", jitprop.optimizer("adam", lr=0.05), batch_size=16, device=device,
                                   transforms=["gradient_norms", jitprop.transform("gradient_clipping", max_norm=0.3)])
-        runs[device] = (trainer.fit(X, y, epochs=3, validation_split=0.25), model.params.copy(), trainer.transforms[0].history)
+        runs[device] = (trainer.fit(X, y, epochs=2, validation_split=0.25), model.params.copy(), trainer.transforms[0].history)
     (h_cpu, p_cpu, s_cpu), (h_gpu, p_gpu, s_gpu) = runs["cpu"], runs["cuda"]
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         np.testing.assert_allclose(h_gpu.history[key], h_cpu.history[key], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(p_gpu, p_cpu, rtol=1e-4, atol=1e-5)
-    assert len(h_gpu.iteration_loss) == len(h_cpu.iteration_loss) == 9
-    assert len(s_gpu) == 3 and max(s_cpu[0]["grad_norm"]) > 0.3  # the clip acted
+    assert len(h_gpu.iteration_loss) == len(h_cpu.iteration_loss) == 6
+    assert len(s_gpu) == 2 and max(s_cpu[0]["grad_norm"]) > 0.3  # the clip acted
     for gpu, cpu in zip(s_gpu, s_cpu):
         for key in cpu:
             np.testing.assert_allclose(gpu[key], cpu[key], rtol=1e-4, atol=1e-7, err_msg=key)
