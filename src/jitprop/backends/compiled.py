@@ -18,14 +18,14 @@ class CompiledBackend(Backend):
     name = "compiled"
 
     @staticmethod
-    def program(trainer):
+    def build_program(trainer):
         """The compiled program for the trainer's model, loss and optimizer, or None."""
         return codegen.program(trainer.model, trainer.loss, trainer.optimizer, trainer.transforms)
 
     def __init__(self, trainer, X, y, batch_size, validation=None, program=None):
         super().__init__(trainer, X, y, batch_size, validation)
         model = self.model
-        self.program = program or self.program(trainer)
+        self.program = program or self.build_program(trainer)
         self.span = self.program.span
         ws = self.ws = Workspace(model, batch_size, training=True)
         self.y_buf = np.zeros((batch_size,) + y.shape[1:], y.dtype)

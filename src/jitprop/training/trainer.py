@@ -313,7 +313,7 @@ class Trainer:
             from ..backends.cuda import CudaBackend  # numba.cuda only for GPU runs
 
             return CudaBackend(self, X, y, bs, validation)
-        program = CompiledBackend.program(self) if self.compiled and not per_batch else None
+        program = CompiledBackend.build_program(self) if self.compiled and not per_batch else None
         if program is not None:
             return CompiledBackend(self, X, y, bs, validation, program)
         return PythonBackend(self, X, y, bs, validation)
