@@ -79,8 +79,9 @@ def _failing_to_load(names):
     out = subprocess.run([sys.executable, "-c", _LOAD_CHECK, ENTRY_POINT_GROUP, *names], capture_output=True, text=True)
     try:
         return json.loads(out.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return {name: f"its import check failed ({out.stderr.strip().splitlines()[-1:] or 'no output'})" for name in names}
+    except (ValueError, IndexError):  # the check itself broke: say what it printed last
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        return {name: f"its import check failed ({last})" for name in names}
 
 
 @click.command()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..contracts.datasets import Dataset, Table  # noqa: F401  (Dataset for the readers' users, Table they return)
+from ..contracts.datasets import Table
 from ..errors import ConfigError, DataError
 from ..plugins import registry
 from .arrays import check_fits, first_nonfinite_row, load_npz
