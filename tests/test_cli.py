@@ -423,7 +423,7 @@ BAD = [
     (["evaluate", "tampered.npz"], "checkpoint is corrupt (checksum mismatch)"),
     (["evaluate", "narrow.npz"], "not a jitprop checkpoint"),
     (["evaluate", "model.npz", "--dataset", "words.csv"], "label(s) 'cat', 'dog' did not occur in training"),
-    (["predict", "model.npz", "narrow.npz"], "narrow.npz has 5 features per row, but the model was trained on 64"),
+    (["predict", "model.npz", "narrow.npz"], "narrow.npz: X has 5 features per row, but the model expects input_dim=64"),
     (["predict", "small.npz", "bad.csv"], "bad.csv: column 'b' line 2 holds 'x', not a number"),
     (["predict", "small.npz", "only_a.csv"], "only_a.csv: lacks the feature column(s) 'b' the model was trained on"),
     (["predict", "model.npz", "words.csv"], "lacks the feature column(s) 'pixel_0_0'"),
@@ -474,7 +474,11 @@ def test_a_checkpoint_saved_from_python_works_where_it_can_and_says_why_where_no
     jitprop.checkpoint.save("api.npz", trainer)
     line = one_line_error(run("evaluate", "api.npz", ok=False))
     assert "saved from Python without a run configuration; name the data with --dataset" in line
-    assert "accuracy" in run("evaluate", "api.npz", "--dataset", "digits").output
+    # Its inputs are used as given, as in training: evaluate and predict do not standardise them.
+    expected = jitprop.evaluate(model, table.X, table.y, loss="cross_entropy")
+    assert run("evaluate", "api.npz", "--dataset", "digits").output.startswith(
+        f"loss {expected['loss']:.4f}  accuracy {expected['accuracy']:.4f}"
+    )
     assert "without a run configuration" in one_line_error(run("train", "--resume", "api.npz", ok=False))
     assert len(run("predict", "api.npz", "digits").output.splitlines()) == 1798
 

@@ -53,7 +53,7 @@ def test_bad_data(model, X_, y_, pattern):
 
 
 def test_bad_regression_and_binary_targets(model):
-    with pytest.raises(jitprop.DataError, match=r"needs y of shape \(10, 3\)"):
+    with pytest.raises(jitprop.DataError, match=r"last layer gives 3 outputs, but y has 2 target value\(s\) per row"):
         jitprop.fit(model, X, np.zeros((10, 2)), loss="mse")
     with pytest.raises(jitprop.DataError, match="between 0 and 1"):
         jitprop.fit(model, X, np.full((10, 3), 2.0), loss="binary_cross_entropy")

@@ -37,6 +37,7 @@ from hypothesis.extra import numpy as hnp
 import jitprop
 from jitprop import checkpoint
 from jitprop.data import arrays as jdata
+from jitprop.data import prepare as jprep
 from jitprop.data import runconfig
 from jitprop.data import tables as datasets
 from jitprop.cli import cli
@@ -428,9 +429,9 @@ def read_npz_every_way(path, marker):
         for a in arrays.values():  # the array checks of fit / evaluate, on whatever came out
             assert a.dtype.kind != "O"
             model = model_for(a.shape[-1] if a.ndim and a.shape[-1] else 3)
-            outcome(jdata.as_inputs, model, a)
+            outcome(jprep.as_inputs, model, a)
             for loss in ("cross_entropy", "mse", "binary_cross_entropy"):
-                outcome(jdata.as_targets, model, jitprop.loss(loss), a, len(a) if a.ndim else 1)
+                outcome(jprep.as_targets, model, jitprop.loss(loss), a, len(a) if a.ndim else 1)
     assert not os.path.exists(marker), "something unpickled"
 
 
@@ -746,8 +747,8 @@ def test_labels_that_look_numeric_but_are_not(tmp_path):
     """``str.isdigit`` accepts "²" and "--5" has digits after its dashes; neither is an int."""
     path = write(tmp_path, "l.csv", "a,label\n1,\u00b2\n2,\u00b3\n3,\u00b2\n".encode())
     table = datasets.load_table(str(path))
-    y, labels, k = datasets.encode_targets(table, jitprop.loss("cross_entropy"))
-    assert labels == ["\u00b2", "\u00b3"] and k == 2
+    data = jitprop.prepare(table.X, table.y, "cross_entropy")
+    assert data.labels == ["\u00b2", "\u00b3"] and data.outputs == 2 and list(data.y) == [0, 1, 0]
 
 
 @pytest.mark.parametrize(
@@ -795,12 +796,12 @@ def test_values_beyond_float32_are_an_error_not_inf():
     model = jitprop.Sequential([jitprop.layer("dense", units=2)], input_dim=2, dtype="float32")
     X = np.array([[1.0, 2.0], [1e300, 0.0]])
     with pytest.raises(jitprop.DataError, match=r"X holds values too large for float32 \(first in row 1\)"):
-        jdata.as_inputs(model, X)
-    assert jdata.as_inputs(jitprop.Sequential(["relu"], input_dim=2, dtype="float64"), X)[1, 0] == 1e300
+        jprep.as_inputs(model, X)
+    assert jprep.as_inputs(jitprop.Sequential(["relu"], input_dim=2, dtype="float64"), X)[1, 0] == 1e300
     with pytest.raises(jitprop.DataError, match="must hold numbers, got values of type complex128"):
-        jdata.as_inputs(model, np.zeros((2, 2), complex))
+        jprep.as_inputs(model, np.zeros((2, 2), complex))
     with pytest.raises(jitprop.DataError, match="must hold numbers, got values of type timedelta64"):
-        jdata.as_targets(model, jitprop.loss("mse"), np.zeros(2, "m8[s]"), 2)
+        jprep.as_targets(model, jitprop.loss("mse"), np.zeros(2, "m8[s]"), 2)
 
 
 # -- the command line -----------------------------------------------------------

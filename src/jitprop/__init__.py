@@ -25,6 +25,7 @@ from .contracts.optimizers import Optimizer
 from .contracts.schedules import Schedule
 from .contracts.transforms import GradientTransform
 from .data import checkpoint
+from .data.prepare import Prepared, Standardiser, prepare
 from .errors import ConfigError, DataError, JitpropError, PluginError
 from .model import Sequential
 from .plugins import registry
@@ -48,8 +49,10 @@ __all__ = [
     "Loss",
     "Optimizer",
     "PluginError",
+    "Prepared",
     "Schedule",
     "Sequential",
+    "Standardiser",
     "Trainer",
     "callback",
     "evaluate",
@@ -58,6 +61,7 @@ __all__ = [
     "layer",
     "loss",
     "optimizer",
+    "prepare",
     "schedule",
     "transform",
     "value_and_grad",

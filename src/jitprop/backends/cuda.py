@@ -17,6 +17,7 @@ from numba import cuda
 
 from .. import cuda_launch
 from ..components import kernel
+from ..contracts import losses
 from ..errors import ConfigError
 from ..kernels import feistel_bits, mix_seed, permuted, shuffle_key
 from ..plugins import registry
@@ -78,28 +79,23 @@ def _warmup_rate(out, epoch, warmup, base_lr):
         out[0] = base_lr * (epoch + 1) / (warmup + 1)
 
 
+_class_hit = cuda_launch.device(losses.class_hit)
+_binary_hits = cuda_launch.device(losses.binary_hits)
+
+
 @cuda.jit
 def _count_classes(pred, y, out):
     first, stride = cuda.grid(1), cuda.gridsize(1)
     for i in range(first, pred.shape[0], stride):
-        best = 0
-        for j in range(1, pred.shape[1]):
-            if pred[i, j] > pred[i, best]:
-                best = j
-        if best == y[i]:
+        if _class_hit(pred, i, y[i]):
             cuda.atomic.add(out, 0, 1.0)
 
 
 @cuda.jit
 def _count_binary(pred, y, out):
     first, stride = cuda.grid(1), cuda.gridsize(1)
-    k = pred.shape[1]
     for i in range(first, pred.shape[0], stride):
-        hits = 0.0
-        for j in range(k):
-            if (pred[i, j] > 0) == (y[i, j] >= 0.5):
-                hits += 1.0
-        cuda.atomic.add(out, 0, hits / k)
+        cuda.atomic.add(out, 0, _binary_hits(pred, y, i) / pred.shape[1])
 
 
 COUNTERS = {"class": _count_classes, "binary": _count_binary}

@@ -370,7 +370,7 @@ def predict(checkpoint_path, input_path, output):
     saved = checkpoints.load(checkpoint_path)
     model = saved.build_model()
     loss = api.loss(**saved.meta["loss"])
-    table, X = inputs_for(saved, input_path)
+    table, X = inputs_for(saved, model, loss, input_path)
     out = model.predict(X)
     info = saved.info
     target = info.get("target_name") or "y"

@@ -1,8 +1,9 @@
 """A training run as the command line describes it: configuration in, data, model and trainer out.
 
 ``plan(config)`` resolves a run file plus flags against the data: it picks
-the default loss for the targets, sizes the output layer, splits off the
-validation rows and standardises inputs with the training rows' statistics.
+the default loss for the targets, splits off the validation rows, prepares
+the table (``data.prepare``: class labels numbered, inputs standardised with
+the training rows' statistics) and sizes the output layer to it.
 What it resolved is what ``--print-config`` prints and a checkpoint keeps.
 """
 
@@ -12,7 +13,8 @@ import numpy as np
 
 from .. import api
 from ..data import runconfig
-from ..data.tables import encode_targets, load_table
+from ..data.prepare import Prepared, Standardiser, prepare
+from ..data.tables import load_table
 from ..errors import ConfigError, DataError
 from ..model.sequential import Sequential
 from ..training.trainer import Trainer, check_device, split_indices
@@ -23,16 +25,24 @@ class Plan:
 
     config: dict
     table: object
-    X: np.ndarray  # normalised inputs, every row
-    y: np.ndarray
-    labels: list
+    data: Prepared  # every row, standardised as configured
     model: Sequential
     loss: object
     train_rows: np.ndarray
     val_rows: np.ndarray
-    mean: np.ndarray = None
-    std: np.ndarray = None
     info: dict = field(default_factory=dict)
+
+    @property
+    def X(self):
+        return self.data.X
+
+    @property
+    def y(self):
+        return self.data.y
+
+    @property
+    def labels(self):
+        return self.data.labels
 
     @property
     def train(self):
@@ -78,10 +88,6 @@ def shorthand_layers(config, outputs):
     return layers
 
 
-def standardise(X, mean, std):
-    return (X - mean) / std
-
-
 def plan(config, checkpoint=None):
     """Resolve a checked configuration (and, when resuming, its checkpoint) against the data."""
     given = dict(config)
@@ -92,43 +98,27 @@ def plan(config, checkpoint=None):
     if c.get("lr") is not None:
         c["optimizer"] = {**c["optimizer"], "lr": c["lr"]}
     table = load_table(c["dataset"], c.get("target"))
+    if table.y is None:
+        raise DataError(f"{table.source}: has no targets to train or evaluate on")
     loss = api.loss(**(c.get("loss") or {"name": table.default_loss()}))
-    saved = checkpoint.info if checkpoint is not None else {}
-    y, labels, outputs = encode_targets(table, loss, saved.get("labels"))
-
-    if checkpoint is not None:
-        model = checkpoint.build_model()
-    else:
-        specs = given["layers"] if "layers" in given else shorthand_layers(c, outputs)
-        layers = [api.layer(**spec) for spec in specs]
-        model = Sequential(layers, input_shape=table.shape or (table.X.shape[1],), dtype=c["dtype"], seed=c["seed"])
-    if model.input_dim != table.X.shape[1]:
-        raise DataError(f"{table.source} has {table.X.shape[1]} features per row, but the model takes {model.input_dim}")
-    if model.output_dim != outputs:
-        what = f"{outputs} classes" if loss.target == "class" else f"{outputs} target value(s) per row"
-        raise DataError(f"the model's last layer gives {model.output_dim} outputs, but {table.source} has {what}")
-
     n = table.X.shape[0]
     if c["validation_split"]:
         train_rows, val_rows = split_indices(n, c["validation_split"], c["seed"], owner="run")
     else:
         train_rows, val_rows = np.arange(n), None
-
-    X = table.X
-    mean = std = None
-    if checkpoint is not None and checkpoint.info_array("norm_mean") is not None:
-        mean, std = checkpoint.info_array("norm_mean"), checkpoint.info_array("norm_std")
-    elif c["normalize"]:
-        mean = X[train_rows].mean(axis=0)
-        with np.errstate(over="ignore", invalid="ignore"):
-            std = X[train_rows].std(axis=0)
-        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
-            bad = int(np.flatnonzero(~(np.isfinite(mean) & np.isfinite(std)))[0])
-            raise DataError(f"{table.source}: feature column {bad} is too large to standardise (its spread overflows);"
-                            " rescale it, or train with --no-normalize")  # fmt: skip
-        std[std == 0] = 1.0  # constant columns (blank pixels) stay at 0
-    if mean is not None:
-        X = standardise(X, mean, std)
+    # A trained model's inputs are standardised as in its own run: with its statistics, or not at all.
+    if checkpoint is None:
+        model = labels = scaler = None
+    else:
+        model, labels, scaler = checkpoint.build_model(), checkpoint.info.get("labels"), Standardiser.saved(checkpoint)
+    data = prepare(table.X, table.y, loss, labels=labels, normalize=checkpoint is None and c["normalize"], scaler=scaler,
+                   fit_rows=train_rows, shape=table.shape, model=model, source=table.source,
+                   target_name=table.target_name)  # fmt: skip
+    if model is None:
+        specs = given["layers"] if "layers" in given else shorthand_layers(c, data.outputs)
+        layers = [api.layer(**spec) for spec in specs]
+        model = Sequential(layers, input_shape=data.shape, dtype=c["dtype"], seed=c["seed"])
+        data.check_model(model)
 
     resolved = {
         key: c[key]
@@ -148,24 +138,19 @@ def plan(config, checkpoint=None):
 
     info = {
         "config": resolved,
-        "labels": labels,
+        "labels": data.labels,
         "feature_names": table.feature_names,
         "target_name": table.target_name,
         "task": "classification" if loss.target in ("class", "binary") else "regression",
-        "arrays": {} if mean is None else {"norm_mean": mean, "norm_std": std},
+        "arrays": {} if data.scaler is None else data.scaler.arrays(),
     }
-    return Plan(resolved, table, X, y, labels, model, loss, train_rows, val_rows, mean, std, info)
+    return Plan(resolved, table, data, model, loss, train_rows, val_rows, info)
 
 
-def inputs_for(checkpoint, source):
-    """Features from a data set name or file, arranged and standardised as the checkpoint's model expects."""
+def inputs_for(checkpoint, model, loss, source):
+    """Features from a data set name or file, arranged and standardised as ``model`` (the checkpoint's) expects."""
     names = checkpoint.info.get("feature_names") or None
     table = load_table(source, need_target=False, features=names if source.lower().endswith(".csv") else None)
-    X = table.X
-    expected = checkpoint.meta["model"]["input_dim"]
-    if X.shape[1] != expected:
-        raise DataError(f"{source} has {X.shape[1]} features per row, but the model was trained on {expected}")
-    mean = checkpoint.info_array("norm_mean")
-    if mean is not None:
-        X = standardise(X, mean, checkpoint.info_array("norm_std"))
-    return table, X
+    data = prepare(table.X, None, loss, scaler=Standardiser.saved(checkpoint), shape=table.shape, model=model,
+                   source=table.source)  # fmt: skip
+    return table, data.X

@@ -50,16 +50,31 @@ class Loss(Component):
 
 
 @njit(cache=True)
+def class_hit(pred, i, label):
+    """1 when row ``i`` of ``pred`` has its largest value (the first, on ties) at ``label``, else 0."""
+    best = 0
+    for j in range(1, pred.shape[1]):
+        if pred[i, j] > pred[i, best]:
+            best = j
+    return 1 if best == label else 0
+
+
+@njit(cache=True)
+def binary_hits(pred, y, i):
+    """How many logits of row ``i`` fall on the same side of 0 as their targets of 0.5."""
+    hits = 0
+    for j in range(pred.shape[1]):
+        if (pred[i, j] > 0) == (y[i, j] >= 0.5):
+            hits += 1
+    return hits
+
+
+@njit(cache=True)
 def count_correct_classes(pred, y):
     """How many rows of ``pred`` have their largest value at the label in ``y``."""
     correct = 0
     for i in range(pred.shape[0]):
-        best = 0
-        for j in range(1, pred.shape[1]):
-            if pred[i, j] > pred[i, best]:
-                best = j
-        if best == y[i]:
-            correct += 1
+        correct += class_hit(pred, i, y[i])
     return correct
 
 
@@ -68,9 +83,7 @@ def count_correct_binary(pred, y):
     """How many entries of logits ``pred`` fall on the same side of 0 as ``y`` of 0.5, over k."""
     correct = 0
     for i in range(pred.shape[0]):
-        for j in range(pred.shape[1]):
-            if (pred[i, j] > 0) == (y[i, j] >= 0.5):
-                correct += 1
+        correct += binary_hits(pred, y, i)
     return correct / pred.shape[1]
 
 

@@ -1,4 +1,4 @@
-"""Checking and converting arrays before any kernel sees them, and reading ``.npz`` files safely.
+"""Reading ``.npz`` files safely, sizing memory, and the array conversions ``prepare`` builds on.
 
 Every problem is reported as one DataError sentence that names the array,
 what was expected and what was found.
@@ -34,6 +34,13 @@ def one_line(exc):
     text = str(exc).strip().splitlines()
     text = text[0] if text else type(exc).__name__
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def listed(names, limit=10):
+    """Names for a message: the first ``limit``, quoted where they hold line breaks or other
+    unprintable characters, so the message stays one line."""
+    shown = [n if n.isprintable() else repr(n) for n in names[:limit]]
+    return ", ".join(shown) + (", ..." if len(names) > limit else "")
 
 
 def available_memory():
@@ -144,18 +151,21 @@ def _read_npy(f, size, path, name, damaged, budget):
     return (out.reshape(shape[::-1]).T if fortran else out.reshape(shape)), need
 
 
-def _numeric(array, what):
+def numeric(array, what, text=False):
+    """``array`` as a NumPy array of numbers (or, with ``text``, of strings), or a DataError."""
     try:
         a = np.asarray(array)
+        if text and a.dtype.kind == "O" and all(isinstance(v, str) for v in a.flat):
+            a = a.astype(str)  # text labels as pandas holds them
     except Exception as exc:
         raise DataError(f"{what} could not be read as an array: {one_line(exc)}") from None
     # Kinds bool, int, unsigned, float: np.number would let complex and timedelta64 through.
-    if a.dtype.kind not in "biuf":
+    if a.dtype.kind not in ("biufU" if text else "biuf"):
         raise DataError(f"{what} must hold numbers, got values of type {a.dtype}")
     return a
 
 
-def _cast(a, dtype, what):
+def to_dtype(a, dtype, what):
     """``a`` as a C-contiguous array of ``dtype``; a value beyond the range of a narrower float
     (1e300 as float32) would silently become inf, so it is an error instead."""
     with np.errstate(over="ignore"):
@@ -167,34 +177,6 @@ def _cast(a, dtype, what):
     return out
 
 
-def as_inputs(model, X, what="X"):
-    """X as a C-contiguous (n, input_dim) array of the model's dtype, or a DataError.
-
-    A model with a per-sample shape (``input_shape=(1, 8, 8)``) takes X of shape
-    (n, 1, 8, 8), or already flat, (n, 64); every row is one sample in C order.
-    """
-    X = _numeric(X, what)
-    shape = model.input_shape
-    if X.ndim == 1 and model.input_dim == 1:
-        X = X.reshape(-1, 1)
-    if len(shape) > 1 and X.ndim == len(shape) + 1:
-        if X.shape[1:] != shape:
-            raise DataError(f"{what} holds samples of shape {X.shape[1:]}, but the model expects input_shape={shape}")
-        X = X.reshape(X.shape[0], -1)
-    if X.ndim != 2:
-        expected = "2-D (samples, features)" if len(shape) == 1 else f"of shape (samples, {', '.join(map(str, shape))})"
-        raise DataError(f"{what} must be {expected}, got shape {X.shape}")
-    if X.shape[0] == 0:
-        raise DataError(f"{what} has no rows")
-    if X.shape[1] != model.input_dim:
-        expects = f"input_dim={model.input_dim}" if len(shape) == 1 else f"input_shape={shape}, {model.input_dim} values"
-        raise DataError(f"{what} has {X.shape[1]} features per row, but the model expects {expects}")
-    bad = first_nonfinite_row(X)
-    if bad is not None:
-        raise DataError(f"{what} holds NaN or infinite values (first in row {bad}); clean or impute them first")
-    return _cast(X, model.dtype, what)
-
-
 def first_nonfinite_row(X, block=8192):
     """Index of the first row holding NaN or inf, checked a block of rows at a time
     so a large data set needs no temporary the size of itself."""
@@ -203,42 +185,3 @@ def first_nonfinite_row(X, block=8192):
         if not ok.all():
             return start + int(np.argmin(ok))
     return None
-
-
-def as_targets(model, loss, y, n, what="y"):
-    """y converted to what ``loss.target`` promises its kernel, or a DataError."""
-    y = _numeric(y, what)
-    k = model.output_dim
-    if y.shape[:1] != (n,):
-        raise DataError(f"{what} has {y.shape[0] if y.ndim else 0} rows but the inputs have {n}")
-    if n == 0:  # min() and max() below have nothing to reduce
-        raise DataError(f"{what} has no rows")
-    message = loss.check_output_dim(k)
-    if message:
-        raise DataError(message)
-    if not np.all(np.isfinite(y)):
-        raise DataError(f"{what} holds NaN or infinite values")
-    if loss.target == "class":
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        if y.ndim != 1:
-            raise DataError(
-                f"loss {loss.name!r} takes integer class labels of shape (n,), got shape {y.shape}"
-                " (one-hot targets? pass y.argmax(axis=1))"
-            )
-        if not np.all(np.equal(np.mod(y, 1), 0)):
-            raise DataError(f"loss {loss.name!r} takes integer class labels, but {what} has fractional values")
-        lo, hi = y.min(), y.max()
-        if lo < 0 or hi >= k:
-            raise DataError(
-                f"{what} has class labels from {lo:g} to {hi:g}, but the model has {k} outputs,"
-                f" so labels must lie in 0..{k - 1}"
-            )
-        return np.ascontiguousarray(y, dtype=np.int64)
-    if y.ndim == 1 and k == 1:
-        y = y.reshape(-1, 1)
-    if y.ndim != 2 or y.shape[1] != k:
-        raise DataError(f"loss {loss.name!r} needs {what} of shape ({n}, {k}) to match the model's outputs, got {y.shape}")
-    if loss.target == "binary" and (y.min() < 0 or y.max() > 1):
-        raise DataError(f"loss {loss.name!r} needs targets between 0 and 1, but {what} spans {y.min():g} to {y.max():g}")
-    return _cast(y, model.dtype, what)

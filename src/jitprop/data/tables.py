@@ -9,7 +9,6 @@ import csv
 import difflib
 import io
 import math
-import re
 import zipfile
 from array import array
 from collections import Counter
@@ -20,7 +19,7 @@ import numpy as np
 from ..contracts.datasets import Table
 from ..errors import ConfigError, DataError
 from ..plugins import registry
-from .arrays import check_fits, first_nonfinite_row, load_npz
+from .arrays import check_fits, first_nonfinite_row, listed, load_npz
 
 FILE_SUFFIXES = (".csv", ".npz")
 
@@ -68,7 +67,7 @@ def read_npz(path, need_target=True):
         raise DataError(f"{path}: not a readable .npz file (not a zip archive)")
     data = load_npz(path, "not a readable .npz file")
     if "X" not in data:
-        raise DataError(f"{path}: an .npz data file needs an array named 'X' (found: {_listed(sorted(data)) or 'none'})")
+        raise DataError(f"{path}: an .npz data file needs an array named 'X' (found: {listed(sorted(data)) or 'none'})")
     X, y = data["X"], data.get("y")
     if need_target and y is None:
         raise DataError(f"{path}: an .npz training file needs an array named 'y' beside 'X'")
@@ -124,7 +123,7 @@ def read_csv(path, target=None, need_target=True, features=None):
             name = header[-1] if target is None else target
             if name not in header:
                 close = difflib.get_close_matches(name, header, n=2)
-                hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else f"; columns: {_listed(header)}"
+                hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else f"; columns: {listed(header)}"
                 raise DataError(f"{path}: no target column {name!r}{hint}")
             t = header.index(name)
         feature_idx = [j for j in range(len(header)) if j != t]
@@ -144,13 +143,6 @@ def read_csv(path, target=None, need_target=True, features=None):
     names = list(features) if features is not None else [header[j] for j in feature_idx]
     y = None if t is None else _targets(targets, lines, name, path)
     return Table(X, y, source=str(path), feature_names=names, target_name=name or "y")
-
-
-def _listed(names, limit=10):
-    """Names for a message: the first ``limit``, quoted where they hold line breaks or other
-    unprintable characters, so the message stays one line."""
-    shown = [n if n.isprintable() else repr(n) for n in names[:limit]]
-    return ", ".join(shown) + (", ..." if len(names) > limit else "")
 
 
 def _csv_rows(path, text):
@@ -198,58 +190,3 @@ def _targets(raw, lines, name, path):
             f"{path}: target column {name!r} holds {raw[i][:30]!r} on line {lines[i]}; targets must be finite numbers or text labels"
         )
     return y
-
-
-def _label_keys(y, source, target_name, loss_name):
-    """Class labels as strings; whole numbers print without a decimal point."""
-    if y.dtype.kind in "iufb":
-        if not np.all(np.mod(y, 1) == 0):
-            example = y[np.mod(y, 1) != 0][0]
-            raise DataError(
-                f"{source}: loss {loss_name!r} needs class labels, but {target_name!r} holds fractional numbers"
-                f" like {example:g}; for regression use --loss mse"
-            )
-        return [str(int(v)) for v in y]
-    return [str(v) for v in y]
-
-
-def encode_targets(table, loss, labels=None):
-    """Targets as ``loss.target`` needs them: ``(y, labels, outputs)``.
-
-    Class labels (text or whole numbers) become 0..k-1 in sorted order, and
-    ``labels`` keeps the original names so predictions can print them; pass
-    the ``labels`` of a trained model to encode new data the same way.
-    """
-    y = table.y
-    if y is None:
-        raise DataError(f"{table.source}: has no targets to train or evaluate on")
-    if loss.target == "class":
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        if y.ndim != 1:
-            raise DataError(f"{table.source}: loss {loss.name!r} needs one class label per row, got targets of shape {y.shape}")
-        keys = _label_keys(y, table.source, table.target_name, loss.name)
-        if labels is None:
-            unique = set(keys)
-            # Not str.isdigit: it accepts "²", which int() does not
-            numeric = all(re.fullmatch(r"-?[0-9]+", k) for k in unique)
-            labels = sorted(unique, key=int) if numeric else sorted(unique)
-            if len(labels) < 2:
-                raise DataError(f"{table.source}: the target {table.target_name!r} has a single class ({labels[0]!r}); a classifier needs two or more")
-        index = {label: i for i, label in enumerate(labels)}
-        unknown = sorted(set(keys) - set(index))
-        if unknown:
-            raise DataError(
-                f"{table.source}: label(s) {', '.join(map(repr, unknown[:3]))} did not occur in training"
-                f" (known: {_listed(labels)})"
-            )
-        return np.array([index[k] for k in keys], dtype=np.int64), list(labels), len(labels)
-    if y.dtype.kind not in "iufb":
-        raise DataError(
-            f"{table.source}: loss {loss.name!r} needs numeric targets, but {table.target_name!r} holds text"
-            f" like {str(y[0])!r}; to classify use --loss cross_entropy"
-        )
-    y = np.asarray(y, dtype=np.float64)
-    if y.ndim == 1:
-        y = y.reshape(-1, 1)
-    return y, None, y.shape[1]

@@ -15,7 +15,8 @@ import numpy as np
 from .. import api
 from ..components import kernel, positive_int
 from ..contracts.layers import Layer
-from ..data.arrays import as_inputs, check_fits
+from ..data.arrays import check_fits
+from ..data.prepare import as_inputs
 from ..errors import ConfigError, DataError
 from ..kernels import mix_seed
 

@@ -23,7 +23,7 @@ from ..backends.python import PythonBackend, compile_failure
 from ..components import kernel, positive_int, real
 from ..contracts.callbacks import Callback
 from ..contracts.losses import ACCURACY
-from ..data.arrays import as_inputs, as_targets
+from ..data.prepare import as_inputs, as_targets
 from ..errors import ConfigError, DataError
 from ..kernels import mix_seed
 from ..model.sequential import Workspace
