@@ -23,8 +23,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 
-def check_kernels(shapes=((1, 3), (7, 5), (33, 17), (130, 70)), lengths=(1, 1001, 300_017)):
-    """Largest relative error of each CUDA kernel against its CPU kernel."""
+def check_kernels(shapes=((1, 3), (7, 5), (33, 17), (130, 70)), lengths=(1, 1001, 300_017),
+                  images=((1, None), (7, (3, 13, 11)), (33, (4, 28, 28)))):  # fmt: skip
+    """Largest relative error of each CUDA kernel against its CPU kernel: layers on (batch, width)
+    ``shapes`` or, for image layers, (batch, sample shape) ``images`` (None: the layer's example)."""
     from numba import cuda
 
     import jitprop
@@ -49,11 +51,14 @@ def check_kernels(shapes=((1, 3), (7, 5), (33, 17), (130, 70)), lengths=(1, 1001
     for entry in entries("layer"):
         if not on_gpu("layer", entry, "cuda_forward"):
             continue
-        for batch, width in shapes:
-            options = getattr(entry.cls, "example_options", {})
-            model = jitprop.Sequential([jitprop.layer(entry.name, **options)], input_dim=width, seed=1)
+        options = getattr(entry.cls, "example_options", {})
+        image = getattr(entry.cls, "example_shape", None) is not None
+        cases = [(b, shape or entry.cls.example_shape) for b, shape in images] if image else [(b, (w,)) for b, w in shapes]
+        for batch, in_shape in cases:
+            model = jitprop.Sequential([jitprop.layer(entry.name, **options)], input_shape=in_shape, seed=1)
             model.params[...] = rng.normal(0, 0.5, model.n_params)
             layer, p, h = model.layers[0], model.layer_params[0], model.hypers[0]
+            width = model.input_dim
             x = rng.normal(size=(batch, width)).astype(np.float32)
             go = rng.normal(size=(batch, model.output_dim)).astype(np.float32)
             out = np.zeros((batch, model.output_dim), np.float32)
@@ -70,7 +75,7 @@ def check_kernels(shapes=((1, 3), (7, 5), (33, 17), (130, 70)), lengths=(1, 1001
             kernel(layer, "cuda_backward")(d_p, h, d_x, d_out, d_cache, d_go, d_gi, d_gp, *d_last)
             err = max(rel(d_out.copy_to_host(), out), rel(d_gi.copy_to_host(), gi),
                       rel(d_gp.copy_to_host(), gp) if p.size else 0.0)  # fmt: skip
-            rows.append(("layer", entry.name, f"{batch}x{width}", err))
+            rows.append(("layer", entry.name, f"{batch}x{'x'.join(map(str, in_shape))}", err))
     for entry in entries("loss"):
         if not on_gpu("loss", entry, "cuda_kernel"):
             continue
@@ -205,12 +210,13 @@ def main(argv=None):
     name = cuda.get_current_device().name if hasattr(cuda, "get_current_device") else "numba CUDA simulator"
     card = name.decode() if isinstance(name, bytes) else str(name)
     print(f"device: {card}")
-    rows, skipped = check_kernels(((1, 3), (7, 5)), (1, 37)) if args.quick else check_kernels()
+    quick = ((1, 3), (7, 5)), (1, 37), ((1, None), (2, (3, 7, 5)))
+    rows, skipped = check_kernels(*quick) if args.quick else check_kernels()
     worst = max(r[3] for r in rows)
     for line in skipped:
         print(f"skipped   {line}")
     for kind, name, shape, err in rows:
-        print(f"{kind:9s} {name:22s} {shape:8s} max rel. error {err:.2e}  {'ok' if err < 1e-4 else 'FAIL'}")
+        print(f"{kind:9s} {name:22s} {shape:12s} max rel. error {err:.2e}  {'ok' if err < 1e-4 else 'FAIL'}")
     print(f"kernels: {len(rows)} checked, worst relative error {worst:.2e}")
     if args.quick:
         return 0 if worst < 1e-4 else 1

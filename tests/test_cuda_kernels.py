@@ -79,6 +79,46 @@ def test_cuda_layer_kernels_match_cpu(name, batch, width):
         np.testing.assert_allclose(d_grad_p.copy_to_host(), grad_p, rtol=1e-5, atol=1e-6)
 
 
+IMAGE_CASES = [  # (layer, options, per-sample shape, batch): odd sizes, stride 2, padding, one sample
+    ("conv2d", {"out_channels": 3, "kernel_size": 3, "padding": 1}, (2, 5, 4), 2),
+    ("conv2d", {"out_channels": 2, "kernel_size": (2, 3), "stride": 2, "padding": (1, 0), "bias": False}, (1, 7, 6), 1),
+    ("max_pool2d", {"kernel_size": 3, "stride": 2, "padding": 1}, (2, 5, 7), 2),
+    ("max_pool2d", {"kernel_size": 2, "stride": 1}, (1, 3, 4), 1),
+    ("avg_pool2d", {"kernel_size": (2, 3), "stride": (1, 2), "padding": (1, 1)}, (2, 5, 5), 2),
+    ("global_avg_pool2d", {}, (3, 2, 3), 2),
+    ("flatten", {}, (2, 3, 2), 3),
+]
+
+
+@pytest.mark.parametrize("name, options, in_shape, batch", IMAGE_CASES)
+def test_cuda_image_layer_kernels_match_cpu(name, options, in_shape, batch):
+    rng = np.random.default_rng(batch + len(in_shape))
+    model = jitprop.Sequential([jitprop.layer(name, **options)], input_shape=in_shape, dtype="float32", seed=1)
+    model.params[...] = rng.normal(0, 0.5, model.n_params)
+    layer, p, h, last = model.layers[0], model.layer_params[0], model.hypers[0], model.last_args(0)
+    x = rng.normal(size=(batch, model.input_dim)).astype(np.float32)
+    x[0, :2] = 2.5  # a tie inside a window
+    grad_out = rng.normal(size=(batch, model.output_dim)).astype(np.float32)
+    out = np.zeros((batch, model.output_dim), np.float32)
+    cache = np.zeros((batch, layer.cache_dim()), np.float32)
+    grad_in, grad_p = np.zeros_like(x), np.zeros_like(p)
+    kernel(layer, "forward_kernel")(p, h, x, out, cache, True, np.uint64(0), *last)
+    kernel(layer, "backward_kernel")(p, h, x, out, cache, grad_out, grad_in, grad_p, *last)
+
+    d_last = [cuda.to_device(a) for a in last]
+    d_out, d_cache = cuda.device_array_like(out), cuda.device_array_like(cache)
+    d_grad_in = cuda.to_device(np.full_like(grad_in, np.nan))
+    d_grad_p = cuda.to_device(np.full_like(p, np.nan))  # kernels overwrite, never add
+    d_p, d_x = cuda.to_device(p), cuda.to_device(x)
+    kernel(layer, "cuda_forward")(d_p, h, d_x, d_out, d_cache, True, np.uint64(0), *d_last)
+    kernel(layer, "cuda_backward")(d_p, h, d_x, d_out, d_cache, cuda.to_device(grad_out), d_grad_in, d_grad_p, *d_last)
+    np.testing.assert_allclose(d_out.copy_to_host(), out, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(d_cache.copy_to_host(), cache)  # max pooling's winners: the same inputs
+    np.testing.assert_allclose(d_grad_in.copy_to_host(), grad_in, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(d_grad_p.copy_to_host(), grad_p, rtol=1e-5, atol=1e-6)
+    assert not p.size or np.count_nonzero(grad_p) == p.size
+
+
 def test_first_layer_skips_the_input_gradient():
     """With no rows of grad_in (the model's first layer), the backward still writes every weight gradient."""
     rng = np.random.default_rng(0)
@@ -148,6 +188,19 @@ PTX_SCRIPT = textwrap.dedent('''
     sigs["clip_value"] = (t._clip_value, (m1, F))
     sigs["clip_norm"] = (t._clip_norm, (m1, i2, F))
     sigs["accumulate_norms"] = (t._accumulate_norms, (i2, F, i2))
+    sigs["copy"] = (l._copy, (m2, m2))
+    from jitprop.default_plugins import convolution_cuda as cv, pooling_cuda as pl
+    B1 = types.boolean
+    geo = (I,) * 11
+    sigs["conv_forward"] = (cv._forward, (m2, m2, m1, B1, *geo, m2))
+    sigs["conv_weight_grad"] = (cv._weight_grad, (m2, m2, *geo, m2))
+    sigs["conv_bias_grad"] = (cv._bias_grad, (m2, I, m1))
+    sigs["conv_input_grad"] = (cv._input_grad, (m2, m2, *geo, m2))
+    sigs["max_pool_forward"] = (pl._max_forward, (m2, *geo, m2, m2))
+    sigs["avg_pool_forward"] = (pl._avg_forward, (m2, *geo, m2))
+    sigs["pool_backward"] = (pl._pool_backward, (m2, m2, B1, *geo, m2))
+    sigs["global_pool_forward"] = (pl._global_forward, (m2, m2))
+    sigs["global_pool_backward"] = (pl._global_backward, (m2, m2))
     for i, k in enumerate(l._matmuls("float32", 16)):
         sigs[f"matmul_{i}"] = (k, (m2, m2, m1, m2) if i == 0 else (m2, m2, m2))
     for name, (k, sig) in sigs.items():
@@ -278,6 +331,24 @@ def test_a_short_run_on_cuda_matches_the_same_run_on_cpu():
     for gpu, cpu in zip(s_gpu, s_cpu):
         for key in cpu:
             np.testing.assert_allclose(gpu[key], cpu[key], rtol=1e-4, atol=1e-7, err_msg=key)
+
+
+def test_a_small_cnn_trains_on_cuda_as_on_cpu():
+    """Convolution (with its scratch memory), pooling and flatten inside the device's training step."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(12, 1, 5, 5)).astype(np.float32)
+    y = (X[:, 0, :2].sum(axis=(1, 2)) > 0).astype(np.int64)
+    runs = {}
+    for device in ("cpu", "cuda"):
+        model = jitprop.Sequential(
+            [jitprop.layer("conv2d", out_channels=2, kernel_size=3, padding=1), "relu", jitprop.layer("max_pool2d", kernel_size=2),
+             jitprop.layer("avg_pool2d", kernel_size=1), "flatten", jitprop.layer("dense", units=2)],
+            input_shape=(1, 5, 5), seed=3,
+        )  # fmt: skip
+        trainer = jitprop.Trainer(model, "cross_entropy", jitprop.optimizer("adam", lr=0.05), batch_size=5, device=device)
+        runs[device] = (trainer.fit(X, y, epochs=1, validation_split=0.25).history, model.params.copy())
+    np.testing.assert_allclose(runs["cuda"][0]["val_loss"], runs["cpu"][0]["val_loss"], rtol=1e-4)
+    np.testing.assert_allclose(runs["cuda"][1], runs["cpu"][1], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("n", [1, 7, 37])

@@ -11,10 +11,14 @@ from jitprop.registry import entries
 
 LAYERS = ["dense", "relu", "leaky_relu", "tanh", "sigmoid", "gelu", "softmax", "dropout"]
 LOSSES = ["mse", "mae", "cross_entropy", "nll", "binary_cross_entropy"]
+IMAGE_LAYERS = ["conv2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d", "flatten"]  # in test_images.py
 
 
 def test_every_registered_builtin_is_checked_here():
-    assert {e.name for e in entries("layer")} == set(LAYERS)
+    from test_images import GRADCHECKS
+
+    assert {name for name, _, _ in GRADCHECKS} == set(IMAGE_LAYERS)
+    assert {e.name for e in entries("layer")} == set(LAYERS + IMAGE_LAYERS)
     assert {e.name for e in entries("loss")} == set(LOSSES)
 
 

@@ -31,15 +31,16 @@ def allocations_per_call(f, args):
 
 
 def layer_args(name, dtype, batch=6, width=5):
-    model = jitprop.Sequential([jitprop.layer(name, **getattr(jitprop.registry.lookup("layer", name).cls, "example_options", {}))],
-                               input_dim=width, dtype=dtype)
+    cls = jitprop.registry.lookup("layer", name).cls
+    model = jitprop.Sequential([jitprop.layer(name, **cls.example_options)], input_shape=cls.example_shape or (width,), dtype=dtype)
     layer = model.layers[0]
     ws = model.workspace(batch, training=True)
     acts, caches, deltas = ws.views(batch)
     acts[0][...] = np.random.default_rng(0).normal(size=acts[0].shape)
     grad_in = np.zeros_like(acts[0])
-    fwd = (model.layer_params[0], model.hypers[0], acts[0], acts[1], caches[0], True, mix_seed(1))
-    bwd = (model.layer_params[0], model.hypers[0], acts[0], acts[1], caches[0], deltas[1], grad_in, model.layer_grads[0])
+    last = model.last_args(0)
+    fwd = (model.layer_params[0], model.hypers[0], acts[0], acts[1], caches[0], True, mix_seed(1), *last)
+    bwd = (model.layer_params[0], model.hypers[0], acts[0], acts[1], caches[0], deltas[1], grad_in, model.layer_grads[0], *last)
     return layer, fwd, bwd
 
 

@@ -94,7 +94,9 @@ REF_LAYERS = {
 
 
 def test_every_builtin_activation_is_checked_here():
-    assert set(REF_LAYERS) | {"dense", "dropout"} == {e.name for e in jitprop.registry.entries("layer")}
+    from test_gradients import IMAGE_LAYERS  # against naive loops in test_images.py
+
+    assert set(REF_LAYERS) | {"dense", "dropout", *IMAGE_LAYERS} == {e.name for e in jitprop.registry.entries("layer")}
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

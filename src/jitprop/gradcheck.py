@@ -43,12 +43,14 @@ def check_layer(layer, in_dim=5, batch=4, seed=0, eps=1e-6, training=True, in_sh
 
     ``layer`` is a name or a class registered as a layer; its
     ``example_options`` (class attribute) supply required options.
-    ``in_shape`` gives samples a shape (``(2, 5, 5)``, say) instead of ``in_dim`` flat features.
+    ``in_shape`` gives samples a shape (``(2, 5, 5)``, say) instead of ``in_dim`` flat features;
+    by default the layer's ``example_shape``, if it has one.
     """
     if isinstance(layer, str):
         layer = api.layer(layer, **_example(layer))
     elif isinstance(layer, type):
         layer = layer(**getattr(layer, "example_options", {}))
+    in_shape = in_shape or getattr(layer, "example_shape", None)
     rng = np.random.default_rng(seed)
     model = Sequential([layer], input_dim=None if in_shape else in_dim, input_shape=in_shape, dtype="float64", seed=seed)
     in_dim = model.input_dim

@@ -69,6 +69,8 @@ class Layer(Component):
     relu_family = False
     #: Options that make a small working instance, for ``jitprop gradcheck``.
     example_options = {}
+    #: The per-sample input shape ``jitprop gradcheck`` tries it on (None: 5 flat features).
+    example_shape = None
 
     in_shape = out_shape = None
     in_dim = out_dim = None

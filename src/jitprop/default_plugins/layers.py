@@ -1,4 +1,6 @@
-"""Layers with parameters or randomness: dense (fully connected) and dropout."""
+"""Layers with parameters or randomness, and the reshaping one: dense (fully connected), dropout, flatten."""
+
+import math
 
 import numpy as np
 from numba import njit
@@ -6,10 +8,10 @@ from numba import njit
 import jitprop
 from jitprop.components import check, positive_int, real
 from jitprop.kernels import uniform
+from jitprop.model.initializers import CHOICES, resolve
 
 #: dropout's slot of ``h``
 DROPOUT_RATE = 0
-from jitprop.model.initializers import CHOICES, resolve
 
 
 @njit(cache=True)
@@ -113,7 +115,33 @@ class Dropout(jitprop.Layer):
         return self.in_dim
 
 
+@njit(cache=True)
+def copy_forward(p, h, x, out, cache, training, seed):
+    out[...] = x
+
+
+@njit(cache=True)
+def copy_backward(p, h, x, out, cache, grad_out, grad_in, grad_p):
+    if grad_in.shape[0] > 0:
+        grad_in[...] = grad_out
+
+
+class Flatten(jitprop.Layer):
+    """Samples of any shape as flat vectors, torch.nn.Flatten: (C, H, W) -> (C * H * W,) in NCHW order."""
+
+    name = "flatten"
+    example_shape = (2, 3, 2)
+    forward_kernel = staticmethod(copy_forward)
+    backward_kernel = staticmethod(copy_backward)
+    cuda_forward = "jitprop.default_plugins.layers_cuda:copy_forward"
+    cuda_backward = "jitprop.default_plugins.layers_cuda:copy_backward"
+
+    def output_shape(self, in_shape):
+        return (math.prod(in_shape),)
+
+
 @jitprop.hookimpl
 def register_layers(register):
     register(Dense)
     register(Dropout)
+    register(Flatten)

@@ -116,7 +116,10 @@ class Sequential:
 
         self.shapes = [self.input_shape]
         for i, layer in enumerate(self.layers):
-            shape = layer.build(self.shapes[-1])
+            try:
+                shape = layer.build(self.shapes[-1])
+            except ConfigError as exc:  # a shape the layer cannot take: say which layer
+                raise ConfigError(f"{layer.name} {i}: {exc}") from None
             shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
             if not shape or not all(isinstance(d, (int, np.integer)) and d > 0 for d in shape):
                 raise ConfigError(f"layer {i} ({layer.name}) gives an output of shape {shape} from {self.shapes[-1]}")

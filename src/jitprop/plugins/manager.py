@@ -18,6 +18,8 @@ from . import hookspecs
 
 DEFAULT_PLUGINS = (
     "jitprop.default_plugins.layers",
+    "jitprop.default_plugins.convolution",
+    "jitprop.default_plugins.pooling",
     "jitprop.default_plugins.activations",
     "jitprop.default_plugins.losses",
     "jitprop.default_plugins.optimizers",

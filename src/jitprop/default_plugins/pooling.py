@@ -1,0 +1,180 @@
+"""Pooling over (channels, height, width) samples: max_pool2d, avg_pool2d, global_avg_pool2d (torch's semantics)."""
+
+import numpy as np
+from numba import njit
+
+import jitprop
+from jitprop.errors import ConfigError
+
+from .geometry import geometry, image_shape, out_hw, pair, window_hyper
+
+
+@njit(cache=True)
+def max_pool2d_forward(p, h, x, out, cache, training, seed):
+    c_in, height, width, kh, kw, sh, sw, ph, pw, oh, ow = geometry(h)
+    for n in range(x.shape[0]):
+        for c in range(c_in):
+            plane = c * height * width
+            for y in range(oh):
+                for z in range(ow):
+                    best, at = -np.inf, -1
+                    for i in range(kh):
+                        src_y = y * sh - ph + i
+                        if 0 <= src_y < height:
+                            for j in range(kw):
+                                src_x = z * sw - pw + j
+                                if 0 <= src_x < width:
+                                    v = x[n, plane + src_y * width + src_x]
+                                    if at < 0 or v > best or (v != v and best == best):  # the first maximum; NaN wins, as in torch
+                                        best, at = v, plane + src_y * width + src_x
+                    o = (c * oh + y) * ow + z
+                    out[n, o] = best
+                    cache[n, o] = at  # where the gradient goes
+
+
+@njit(cache=True)
+def max_pool2d_backward(p, h, x, out, cache, grad_out, grad_in, grad_p):
+    if grad_in.shape[0] == 0:
+        return
+    grad_in[:] = 0.0
+    for n in range(grad_out.shape[0]):
+        for o in range(grad_out.shape[1]):
+            grad_in[n, int(cache[n, o])] += grad_out[n, o]
+
+
+@njit(cache=True)
+def avg_pool2d_forward(p, h, x, out, cache, training, seed):
+    c_in, height, width, kh, kw, sh, sw, ph, pw, oh, ow = geometry(h)
+    scale = 1.0 / (kh * kw)  # torch's count_include_pad=True: padding counts as zeros
+    for n in range(x.shape[0]):
+        for c in range(c_in):
+            plane = c * height * width
+            for y in range(oh):
+                for z in range(ow):
+                    total = 0.0
+                    for i in range(kh):
+                        src_y = y * sh - ph + i
+                        if 0 <= src_y < height:
+                            for j in range(kw):
+                                src_x = z * sw - pw + j
+                                if 0 <= src_x < width:
+                                    total += x[n, plane + src_y * width + src_x]
+                    out[n, (c * oh + y) * ow + z] = total * scale
+
+
+@njit(cache=True)
+def avg_pool2d_backward(p, h, x, out, cache, grad_out, grad_in, grad_p):
+    if grad_in.shape[0] == 0:
+        return
+    c_in, height, width, kh, kw, sh, sw, ph, pw, oh, ow = geometry(h)
+    scale = 1.0 / (kh * kw)
+    grad_in[:] = 0.0
+    for n in range(grad_out.shape[0]):
+        for c in range(c_in):
+            plane = c * height * width
+            for y in range(oh):
+                for z in range(ow):
+                    g = grad_out[n, (c * oh + y) * ow + z] * scale
+                    for i in range(kh):
+                        src_y = y * sh - ph + i
+                        if 0 <= src_y < height:
+                            for j in range(kw):
+                                src_x = z * sw - pw + j
+                                if 0 <= src_x < width:
+                                    grad_in[n, plane + src_y * width + src_x] += g
+
+
+class _Pool2d(jitprop.Layer):
+    """A window sliding over each channel; ``stride`` defaults to ``kernel_size``, as in torch."""
+
+    example_options = {"kernel_size": 2, "stride": 1, "padding": 1}
+    example_shape = (2, 5, 4)
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        self.kernel_size = pair("kernel_size", kernel_size, self.name, minimum=1)
+        self.stride = self.kernel_size if stride is None else pair("stride", stride, self.name, minimum=1)
+        self.padding = pair("padding", padding, self.name, minimum=0)
+        if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
+            raise ConfigError(f"{self.name}: padding {self.padding} must be at most half of kernel_size {self.kernel_size}, as torch requires")
+
+    def output_shape(self, in_shape):
+        c, height, width = image_shape(in_shape)
+        return (c, *out_hw(height, width, self.kernel_size, self.stride, self.padding))
+
+    def hyper(self):
+        return np.array(window_hyper(self), dtype=np.float64)  # GEOMETRY
+
+
+class MaxPool2d(_Pool2d):
+    """Largest value of each window, torch.nn.MaxPool2d (padding never wins; the gradient goes to the first maximum)."""
+
+    name = "max_pool2d"
+    forward_kernel = staticmethod(max_pool2d_forward)
+    backward_kernel = staticmethod(max_pool2d_backward)
+    cuda_forward = "jitprop.default_plugins.pooling_cuda:max_pool2d_forward"
+    cuda_backward = "jitprop.default_plugins.pooling_cuda:max_pool2d_backward"
+
+    def build(self, in_shape):
+        out = super().build(in_shape)
+        if self.in_dim > 2**24:  # the cache keeps each window's winner as a float32 index, exact up to 2^24
+            raise ConfigError(f"samples of {self.in_dim} values are more than max_pool2d can index (2^24)")
+        return out
+
+    def cache_dim(self):
+        return self.out_dim
+
+
+class AvgPool2d(_Pool2d):
+    """Mean of each window, torch.nn.AvgPool2d (count_include_pad=True: padding counts as zeros)."""
+
+    name = "avg_pool2d"
+    forward_kernel = staticmethod(avg_pool2d_forward)
+    backward_kernel = staticmethod(avg_pool2d_backward)
+    cuda_forward = "jitprop.default_plugins.pooling_cuda:avg_pool2d_forward"
+    cuda_backward = "jitprop.default_plugins.pooling_cuda:avg_pool2d_backward"
+
+
+@njit(cache=True)
+def global_avg_pool2d_forward(p, h, x, out, cache, training, seed):
+    channels = out.shape[1]
+    area = x.shape[1] // channels
+    for n in range(x.shape[0]):
+        for c in range(channels):
+            total = 0.0
+            for q in range(c * area, (c + 1) * area):
+                total += x[n, q]
+            out[n, c] = total / area
+
+
+@njit(cache=True)
+def global_avg_pool2d_backward(p, h, x, out, cache, grad_out, grad_in, grad_p):
+    if grad_in.shape[0] == 0:
+        return
+    channels = grad_out.shape[1]
+    area = grad_in.shape[1] // channels
+    for n in range(grad_out.shape[0]):
+        for c in range(channels):
+            g = grad_out[n, c] / area
+            for q in range(c * area, (c + 1) * area):
+                grad_in[n, q] = g
+
+
+class GlobalAvgPool2d(jitprop.Layer):
+    """Each channel's mean: (C, H, W) -> (C,), torch's AdaptiveAvgPool2d(1) followed by Flatten."""
+
+    name = "global_avg_pool2d"
+    example_shape = (3, 2, 5)
+    forward_kernel = staticmethod(global_avg_pool2d_forward)
+    backward_kernel = staticmethod(global_avg_pool2d_backward)
+    cuda_forward = "jitprop.default_plugins.pooling_cuda:global_avg_pool2d_forward"
+    cuda_backward = "jitprop.default_plugins.pooling_cuda:global_avg_pool2d_backward"
+
+    def output_shape(self, in_shape):
+        return (image_shape(in_shape)[0],)
+
+
+@jitprop.hookimpl
+def register_layers(register):
+    register(MaxPool2d)
+    register(AvgPool2d)
+    register(GlobalAvgPool2d)
