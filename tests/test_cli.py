@@ -56,8 +56,10 @@ def test_default_train_reaches_95_percent_on_digits():
     out = run("train").output
     lines = out.splitlines()
     assert lines[0].startswith("training 5 layers") and "on digits" in lines[0]
+    assert lines[1].split() == ["layer", "output", "parameters"] and lines[3].split() == ["0", "dense", "128", "8,320"]
+    assert lines[8] == "  17,226 parameters (float32, 67.3 KiB)"
     assert sum(line.startswith("epoch ") for line in lines) == 20
-    assert "val_loss" in lines[1] and "val_accuracy" in lines[1] and lines[1].endswith("s")
+    assert "val_loss" in lines[9] and "val_accuracy" in lines[9] and lines[9].endswith("s")
     assert lines[-1].startswith("validation accuracy: ")
     assert float(lines[-1].split(": ")[1]) >= 0.95
 

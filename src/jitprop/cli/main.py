@@ -114,14 +114,33 @@ def _spec_option(config, key, text):
     config[key] = spec
 
 
-def _hidden(text):
+def _widths(text, flag, example):
     try:
         widths = [int(w) for w in text.split(",") if w.strip()]
     except ValueError:
-        raise ConfigError(f"--hidden takes comma-separated layer widths like 128,64, got {text!r}") from None
+        raise ConfigError(f"{flag} takes comma-separated {example}, got {text!r}") from None
     if any(w < 1 for w in widths):
-        raise ConfigError(f"--hidden widths must be positive, got {text!r}")
+        raise ConfigError(f"{flag} sizes must be positive, got {text!r}")
     return widths
+
+
+def _model_flags(config, input_shape, model, hidden, activation, dropout):
+    """Merge the flags that choose the model into a run configuration: they replace the file's stack."""
+    shorthand = {"activation": activation, "dropout": dropout}
+    if hidden is not None:
+        shorthand["hidden"] = _widths(hidden, "--hidden", "layer widths like 128,64")
+    shorthand = {k: v for k, v in shorthand.items() if v is not None}
+    if input_shape is not None:
+        config["input_shape"] = _widths(input_shape, "--input-shape", "sizes like 1,28,28")
+    if model is not None or shorthand:
+        config.pop("layers", None)
+        if model is not None:  # another architecture: the file's mlp shorthand no longer applies
+            for key in ("hidden", "activation", "dropout"):
+                config.pop(key, None)
+            config["model"] = model
+        else:
+            config.pop("model", None)
+        config.update(shorthand)
 
 
 def _check_writable(path, what):
@@ -154,6 +173,8 @@ RESUMABLE = {"resume", "epochs", "checkpoint", "callbacks", "print_config", "lr"
 @click.option("--dataset", help="Built-in data set (jitprop list datasets) or a .csv / .npz file.  [default: digits]")
 @click.option("--target", help="CSV column to predict.  [default: the last column]")
 @click.option("--normalize/--no-normalize", default=None, help="Standardise inputs with the training rows' mean and std.  [default: on]")
+@click.option("--input-shape", help="One sample's shape, e.g. 1,28,28 for CSV rows of 28x28 pixels (channels first).")
+@click.option("--model", help="A ready architecture: mlp, cnn (small images) or lenet (28x28).  [default: mlp]")
 @click.option("--hidden", help="Hidden layer widths, comma-separated.  [default: 128,64]")
 @click.option("--activation", help="Activation after each hidden layer.  [default: relu]")
 @click.option("--dropout", type=float, help="Dropout rate after each hidden activation.  [default: 0]")
@@ -178,7 +199,7 @@ RESUMABLE = {"resume", "epochs", "checkpoint", "callbacks", "print_config", "lr"
                    " gradient_clipping:max_norm=1; repeatable, run in order.")  # fmt: skip
 @click.option("--print-config", is_flag=True, help="Print the resolved run as TOML and exit.")
 @click.pass_context
-def train(ctx, config_path, dataset, target, normalize, hidden, activation, dropout, loss, optimizer, lr, schedule,
+def train(ctx, config_path, dataset, target, normalize, input_shape, model, hidden, activation, dropout, loss, optimizer, lr, schedule,
           epochs, batch_size, validation_split, seed, dtype, device, on_divergence, checkpoint, resume, callbacks,
           transforms, print_config):  # fmt: skip
     """Train a model and report loss and accuracy per epoch.
@@ -187,6 +208,7 @@ def train(ctx, config_path, dataset, target, normalize, hidden, activation, drop
     Examples:
       jitprop train                                   # MLP on the built-in digits
       jitprop train --hidden 256,128 --dropout 0.2 --epochs 30
+      jitprop train --dataset digit_images --model cnn     # a CNN on 1x8x8 images
       jitprop train --dataset spirals --optimizer sgd:momentum=0.9 --lr 0.1
       jitprop train --dataset data.csv --target species --checkpoint model.npz
       jitprop train --callback early_stopping:patience=3,restore_best_weights=true
@@ -220,17 +242,14 @@ def train(ctx, config_path, dataset, target, normalize, hidden, activation, drop
         saved = None
         config = runconfig.load(config_path) if config_path else {}
         flags = {
-            "dataset": dataset, "target": target, "normalize": normalize, "activation": activation, "dropout": dropout,
-            "lr": lr, "batch_size": batch_size, "validation_split": validation_split, "seed": seed, "dtype": dtype,
-            "device": device, "on_divergence": on_divergence, "checkpoint": checkpoint,
+            "dataset": dataset, "target": target, "normalize": normalize, "lr": lr, "batch_size": batch_size,
+            "validation_split": validation_split, "seed": seed, "dtype": dtype, "device": device,
+            "on_divergence": on_divergence, "checkpoint": checkpoint,
         }  # fmt: skip
-        if hidden is not None:
-            flags["hidden"] = _hidden(hidden)
-        if any(v is not None for v in (hidden, activation, dropout)):
-            config.pop("layers", None)  # the shorthand flags replace the file's stack
         if dataset is not None and target is None:
             config.pop("target", None)
         config.update({k: v for k, v in flags.items() if v is not None})
+        _model_flags(config, input_shape, model, hidden, activation, dropout)
         if loss:
             _spec_option(config, "loss", loss)
         if optimizer:
@@ -268,6 +287,7 @@ def train(ctx, config_path, dataset, target, normalize, hidden, activation, drop
         f"training {len(p.model.layers)} layers ({p.model.n_params:,} parameters) on {p.table.source}:"
         f" {len(y)} training rows, {n_val} validation rows; epochs {trainer.epoch + 1}..{total}"
     )
+    click.echo(p.model.summary())
     if trainer.epoch >= total:
         click.echo(f"already trained for {trainer.epoch} epochs; ask for more with --epochs")
 
@@ -314,6 +334,36 @@ def train(ctx, config_path, dataset, target, normalize, hidden, activation, drop
         checkpoints.save(path, trainer, state=trainer.end_state)
         click.echo(f"saved {path}")
 
+
+
+@cli.command()
+@click.option("--config", "config_path", help="Run file (TOML); flags override it.")
+@click.option("--dataset", help="Data set name or .csv / .npz file: it gives the input shape and outputs.  [default: digits]")
+@click.option("--target", help="CSV column to predict.  [default: the last column]")
+@click.option("--input-shape", help="One sample's shape, e.g. 1,28,28.")
+@click.option("--model", help="A ready architecture: mlp, cnn or lenet.  [default: mlp]")
+@click.option("--hidden", help="Hidden layer widths of the mlp, comma-separated.")
+@click.option("--activation", help="Activation after each hidden layer of the mlp.")
+@click.option("--dropout", type=float, help="Dropout rate after each hidden activation of the mlp.")
+def summary(config_path, dataset, target, input_shape, model, hidden, activation, dropout):
+    """Print the model a run trains, as a table: each layer, its output shape, its parameters.
+
+    \b
+    Examples:
+      jitprop summary --config run.toml
+      jitprop summary --dataset digit_images --model cnn
+      jitprop summary --dataset pixels.csv --input-shape 1,28,28 --model lenet
+    """
+    config = runconfig.load(config_path) if config_path else {}
+    if dataset is not None:
+        config["dataset"] = dataset
+        config.pop("target", None)
+    if target is not None:
+        config["target"] = target
+    _model_flags(config, input_shape, model, hidden, activation, dropout)
+    p = plan(runconfig.check(config, "summary"))
+    click.echo(f"{p.table.source}: {p.data.X.shape[0]} rows of {'x'.join(map(str, p.data.shape))}")
+    click.echo(p.model.summary())
 
 
 # -- evaluate / predict ---------------------------------------------------

@@ -7,6 +7,8 @@ the training rows' statistics) and sizes the output layer to it.
 What it resolved is what ``--print-config`` prints and a checkpoint keeps.
 """
 
+import difflib
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +18,7 @@ from ..data import runconfig
 from ..data.prepare import Prepared, Standardiser, prepare
 from ..data.tables import load_table
 from ..errors import ConfigError, DataError
+from ..model.architectures import ARCHITECTURES, mlp
 from ..model.sequential import Sequential
 from ..training.trainer import Trainer, check_device, split_indices
 
@@ -76,28 +79,34 @@ class Plan:
         return trainer
 
 
-def shorthand_layers(config, outputs):
-    """hidden/activation/dropout as an explicit layer stack ending in a dense output layer."""
-    layers = []
-    for width in config["hidden"]:
-        layers.append({"name": "dense", "units": width})
-        layers.append({"name": config["activation"]})
-        if config["dropout"]:
-            layers.append({"name": "dropout", "rate": config["dropout"]})
-    layers.append({"name": "dense", "units": outputs})
-    return layers
+def sample_shape(table, shape):
+    """``shape`` as one sample's shape for ``table``'s flat rows, or a one-line error."""
+    shape = tuple(shape)
+    if math.prod(shape) != table.X.shape[1]:
+        shown = "x".join(map(str, shape))
+        raise DataError(f"input_shape {shown} holds {math.prod(shape)} values, but {table.source} has {table.X.shape[1]} per row")
+    return shape
 
 
 def plan(config, checkpoint=None):
     """Resolve a checked configuration (and, when resuming, its checkpoint) against the data."""
     given = dict(config)
-    if "layers" in given and any(k in given for k in ("hidden", "activation", "dropout")):
-        raise ConfigError("give either 'layers' or the hidden/activation/dropout shorthand, not both")
+    if "layers" in given and any(k in given for k in ("model", "hidden", "activation", "dropout")):
+        raise ConfigError("give either 'layers' or a model (--model, or the hidden/activation/dropout shorthand), not both")
     c = {**runconfig.DEFAULTS, **given}
+    arch = c.get("model", "mlp")
+    if arch not in ARCHITECTURES:
+        close = difflib.get_close_matches(arch, ARCHITECTURES, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"choose one of {', '.join(ARCHITECTURES)}"
+        raise ConfigError(f"unknown model {arch!r}; {hint} (or give the layers in a run file)")
+    if arch != "mlp" and any(k in given for k in ("hidden", "activation", "dropout")):
+        raise ConfigError(f"--hidden, --activation and --dropout shape the mlp model, not {arch!r}")
     check_device(c["device"])
     if c.get("lr") is not None:
         c["optimizer"] = {**c["optimizer"], "lr": c["lr"]}
     table = load_table(c["dataset"], c.get("target"))
+    if c.get("input_shape"):
+        table.shape = sample_shape(table, c["input_shape"])
     if table.y is None:
         raise DataError(f"{table.source}: has no targets to train or evaluate on")
     loss = api.loss(**(c.get("loss") or {"name": table.default_loss()}))
@@ -115,7 +124,12 @@ def plan(config, checkpoint=None):
                    fit_rows=train_rows, shape=table.shape, model=model, source=table.source,
                    target_name=table.target_name)  # fmt: skip
     if model is None:
-        specs = given["layers"] if "layers" in given else shorthand_layers(c, data.outputs)
+        if "layers" in given:
+            specs = given["layers"]
+        elif arch == "mlp":
+            specs = mlp(data.outputs, c["hidden"], c["activation"], c["dropout"])
+        else:
+            specs = ARCHITECTURES[arch](data.outputs)
         layers = [api.layer(**spec) for spec in specs]
         model = Sequential(layers, input_shape=data.shape, dtype=c["dtype"], seed=c["seed"])
         data.check_model(model)
@@ -126,6 +140,8 @@ def plan(config, checkpoint=None):
                     "dtype", "shuffle", "drop_last", "on_divergence", "checkpoint")
         if c.get(key) is not None
     }  # fmt: skip
+    if len(model.input_shape) > 1:
+        resolved["input_shape"] = list(model.input_shape)
     resolved["dtype"] = model.config()["dtype"]
     resolved["loss"] = {"name": loss.name, **loss.config()}
     resolved["optimizer"] = {"name": (o := api.optimizer(**c["optimizer"])).name, **o.config()}
@@ -151,6 +167,8 @@ def inputs_for(checkpoint, model, loss, source):
     """Features from a data set name or file, arranged and standardised as ``model`` (the checkpoint's) expects."""
     names = checkpoint.info.get("feature_names") or None
     table = load_table(source, need_target=False, features=names if source.lower().endswith(".csv") else None)
+    if table.shape is None and len(model.input_shape) > 1 and table.X.shape[1] == model.input_dim:
+        table.shape = model.input_shape  # flat rows (a CSV) of the images the model takes
     data = prepare(table.X, None, loss, scaler=Standardiser.saved(checkpoint), shape=table.shape, model=model,
                    source=table.source)  # fmt: skip
     return table, data.X

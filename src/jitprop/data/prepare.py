@@ -55,8 +55,10 @@ def rows_of(X, what, shape=None):
     return X, shape or (X.shape[1],)
 
 
-def check_inputs(model, features, what):
-    """Rows of ``features`` values fit the model's input."""
+def check_inputs(model, features, what, shape=None):
+    """Rows of ``features`` values (samples of ``shape``) fit the model's input."""
+    if shape is not None and len(shape) > 1 and len(model.input_shape) > 1 and tuple(shape) != model.input_shape:
+        raise DataError(f"{what} holds samples of shape {tuple(shape)}, but the model expects input_shape={model.input_shape}")
     if features != model.input_dim:
         shape = model.input_shape
         expects = f"input_dim={model.input_dim}" if len(shape) == 1 else f"input_shape={shape}, {model.input_dim} values"
@@ -239,7 +241,7 @@ class Prepared:
             self._check(model)
 
     def _check(self, model):
-        check_inputs(model, self.X.shape[1], "X")
+        check_inputs(model, self.X.shape[1], "X", self.shape)
         if self.y is not None:
             what = "y" if self.target_name is None else repr(self.target_name)
             check_outputs(self.loss, model.output_dim, what, self.outputs, classes=self.labels is not None)

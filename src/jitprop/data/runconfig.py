@@ -33,6 +33,8 @@ SCHEMA = {
     "optimizer": ((str, dict), "optimizer name, or a table with name and options"),
     "lr": ((int, float), "learning rate (overrides the optimizer table's lr)"),
     "schedule": ((str, dict), "learning-rate schedule name, or a table with name and options"),
+    "input_shape": (list, "one sample's shape, e.g. [1, 28, 28] for CSV rows of image pixels (channels first)"),
+    "model": (str, "a ready architecture: mlp (shaped by hidden/activation/dropout), cnn or lenet"),
     "hidden": (list, "shorthand: widths of the hidden dense layers, e.g. [128, 64]"),
     "activation": (str, "shorthand: activation after each hidden layer"),
     "dropout": ((int, float), "shorthand: dropout rate after each hidden activation (0 for none)"),
@@ -117,9 +119,9 @@ def check(config, source="config"):
             value = [component(v, f"{source}: layers[{i}]") for i, v in enumerate(value)]
         elif key in ("callbacks", "transforms"):
             value = [component(v, f"{source}: {key}[{i}]") for i, v in enumerate(value)]
-        elif key == "hidden":
-            if not all(_is(v, int) and v > 0 for v in value):
-                raise ConfigError(f"{source}: 'hidden' must be a list of positive integers, got {value}")
+        elif key in ("hidden", "input_shape"):
+            if (key == "input_shape" and not value) or not all(_is(v, int) and v > 0 for v in value):
+                raise ConfigError(f"{source}: {key!r} must be a list of positive integers, got {value}")
         elif key == "seed" and value < 0:  # resuming, the model's own seed is checked, not this one
             raise ConfigError(f"{source}: 'seed' must be an integer >= 0, got {value}")
         out[key] = value

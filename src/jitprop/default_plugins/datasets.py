@@ -1,4 +1,4 @@
-"""Built-in data sets: digits (real handwriting), spirals (classification), sine (regression)."""
+"""Built-in data sets: digits (real handwriting, flat or as images), spirals (classification), sine (regression)."""
 
 from importlib import resources
 
@@ -18,6 +18,17 @@ class Digits(jitprop.Dataset):
             with np.load(f, allow_pickle=False) as data:
                 X, y = data["X"].astype(np.float64), data["y"].astype(np.int64)
         return Table(X, y, feature_names=[f"pixel_{r}_{c}" for r in range(8) for c in range(8)], target_name="digit")
+
+
+class DigitImages(Digits):
+    """The same 1797 handwritten digits as 1x8x8 images (channels, height, width), for convolutional models."""
+
+    name = "digit_images"
+
+    def load(self):
+        table = super().load()
+        table.shape = (1, 8, 8)
+        return table
 
 
 class Spirals(jitprop.Dataset):
@@ -59,5 +70,6 @@ class Sine(jitprop.Dataset):
 @jitprop.hookimpl
 def register_datasets(register):
     register(Digits)
+    register(DigitImages)
     register(Spirals)
     register(Sine)

@@ -15,7 +15,7 @@ import numpy as np
 from .. import api
 from ..components import kernel, positive_int
 from ..contracts.layers import Layer
-from ..data.arrays import check_fits
+from ..data.arrays import check_fits, size_text
 from ..data.prepare import as_inputs
 from ..errors import ConfigError, DataError
 from ..kernels import mix_seed
@@ -324,6 +324,18 @@ class Sequential:
         from ..backends.python import predict  # the backends build on this module
 
         return predict(self, as_inputs(self, X), batch_size)
+
+    def summary(self):
+        """The model as a table, as Keras's ``summary()``: each layer, its output shape, its parameters."""
+        shape = lambda s: "x".join(map(str, s))  # noqa: E731
+        counts = [sum(size for *_, size in self._shapes[i]) for i in range(len(self.layers))]
+        rows = [("layer", "output", "parameters"), ("input", shape(self.input_shape), "")]
+        rows += [(f"{i} {layer.name}", shape(self.shapes[i + 1]), f"{counts[i]:,}") for i, layer in enumerate(self.layers)]
+        widths = [max(len(r[c]) for r in rows) for c in range(3)]
+        lines = [f"  {a:<{widths[0]}}  {b:<{widths[1]}}  {c:>{widths[2]}}".rstrip() for a, b, c in rows]
+        size = self.n_params * np.dtype(self.dtype).itemsize
+        lines.append(f"  {self.n_params:,} parameters ({np.dtype(self.dtype).name}, {size_text(size)})")
+        return "\n".join(lines)
 
     def __repr__(self):
         rows = "\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
