@@ -44,6 +44,17 @@ def test_standardising_uses_the_fitting_rows_only_and_leaves_constant_columns_at
     assert jitprop.prepare(X, SPECIES, "cross_entropy").scaler is None
 
 
+def test_images_are_standardised_per_channel_over_every_pixel():
+    images = RNG.normal(size=(6, 2, 3, 3)) * np.array([1.0, 5.0])[:, None, None] + np.array([0.0, 9.0])[:, None, None]
+    images[:, 0, 0, 0] = 1.0  # a pixel that never changes keeps its channel's statistics
+    data = jitprop.prepare(images, np.arange(6) % 2, "cross_entropy", normalize=True)
+    for c in range(2):
+        plane = images[:, c]
+        np.testing.assert_allclose(data.scaler.mean[c * 9 : (c + 1) * 9], plane.mean(), rtol=1e-12)
+        np.testing.assert_allclose(data.scaler.std[c * 9 : (c + 1) * 9], plane.std(), rtol=1e-12)
+    np.testing.assert_allclose(data.X.reshape(6, 2, 9)[:, 1].std(), 1.0, rtol=1e-12)
+
+
 def test_shaped_samples_are_flattened_in_c_order_and_keep_their_shape():
     images = RNG.normal(size=(4, 2, 3, 3))
     data = jitprop.prepare(images, np.arange(4) % 2, "cross_entropy")

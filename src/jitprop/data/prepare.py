@@ -184,17 +184,24 @@ def as_targets(model, loss, y, n, what="y"):
 
 @dataclass
 class Standardiser:
-    """Inputs standardised by the training rows' per-feature mean and standard deviation;
-    a constant feature (a blank pixel) has std 1, so it stays at 0."""
+    """Inputs standardised by the training rows' mean and standard deviation, per feature (per
+    channel for images); a constant feature has std 1, so it stays at 0."""
 
     mean: np.ndarray
     std: np.ndarray
 
     @classmethod
-    def fit(cls, X):
-        mean = X.mean(axis=0)
+    def fit(cls, X, shape=None):
+        """Statistics of the rows ``X``: per feature, or for images (``shape`` (C, H, W)) per channel,
+        over every pixel, as torchvision's Normalize uses; then a pixel that is almost always blank
+        is not blown up by its own tiny spread."""
         with np.errstate(over="ignore", invalid="ignore"):
-            std = X.std(axis=0)
+            if shape is not None and len(shape) == 3:
+                planes = X.reshape(X.shape[0], shape[0], -1)
+                mean = np.repeat(planes.mean(axis=(0, 2)), shape[1] * shape[2])
+                std = np.repeat(planes.std(axis=(0, 2)), shape[1] * shape[2])
+            else:
+                mean, std = X.mean(axis=0), X.std(axis=0)
         if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
             bad = int(np.flatnonzero(~(np.isfinite(mean) & np.isfinite(std)))[0])
             raise DataError(f"feature column {bad} is too large to standardise (its spread overflows);"
@@ -280,7 +287,7 @@ def prepare(X, y, loss, *, labels=None, normalize=False, scaler=None, fit_rows=N
         if model is not None:
             data._check(model)
         if scaler is None and normalize:
-            scaler = Standardiser.fit(X if fit_rows is None else X[fit_rows])
+            scaler = Standardiser.fit(X if fit_rows is None else X[fit_rows], shape)
         if scaler is not None:
             if scaler.mean.shape != (X.shape[1],):
                 raise DataError(f"X has {X.shape[1]} features per row, but the standardisation has {scaler.mean.size}")
