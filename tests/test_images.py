@@ -276,3 +276,10 @@ def test_the_image_layers_match_torch():
     for key, module in (("0", layers[0]), ("4", layers[4]), ("8", layers[8])):
         np.testing.assert_allclose(grads[f"{key}.weight"], module.weight.grad.numpy(), rtol=1e-8, atol=1e-12)
         np.testing.assert_allclose(grads[f"{key}.bias"], module.bias.grad.numpy(), rtol=1e-8, atol=1e-12)
+
+
+def test_max_pooling_propagates_nan_as_torch_does():
+    x = RNG.normal(size=(1, 1, 4, 4))
+    x[0, 0, 1, 2] = np.nan
+    _, out, _, _ = run_layer(jitprop.layer("max_pool2d", kernel_size=2), (1, 4, 4), x.reshape(1, -1), np.ones((1, 4)))
+    assert np.isnan(out[0, 1]) and np.all(np.isfinite(out[0, [0, 2, 3]]))

@@ -16,19 +16,23 @@ def max_pool2d_forward(p, h, x, out, cache, training, seed):
         for c in range(c_in):
             plane = c * height * width
             for y in range(oh):
+                top = y * sh - ph  # the window's rows, clipped to the input: padding never wins
+                i0, i1 = max(0, -top), min(kh, height - top)
                 for z in range(ow):
-                    best, at = -np.inf, -1
-                    for i in range(kh):
-                        src_y = y * sh - ph + i
-                        if 0 <= src_y < height:
-                            for j in range(kw):
-                                src_x = z * sw - pw + j
-                                if 0 <= src_x < width:
-                                    v = x[n, plane + src_y * width + src_x]
-                                    if at < 0 or v > best or (v != v and best == best):  # the first maximum; NaN wins, as in torch
-                                        best, at = v, plane + src_y * width + src_x
+                    left = z * sw - pw
+                    j0, j1 = max(0, -left), min(kw, width - left)
+                    at = plane + (top + i0) * width + left + j0
+                    best = x[n, at]
+                    nan = False
+                    for i in range(i0, i1):
+                        row = plane + (top + i) * width + left
+                        for j in range(j0, j1):
+                            v = x[n, row + j]
+                            nan |= v != v  # a flag, not a branch: comparisons with NaN stay off the hot path
+                            if v > best:  # the first maximum takes the gradient, as in torch
+                                best, at = v, row + j
                     o = (c * oh + y) * ow + z
-                    out[n, o] = best
+                    out[n, o] = np.nan if nan else best  # NaN propagates, as in torch
                     cache[n, o] = at  # where the gradient goes
 
 

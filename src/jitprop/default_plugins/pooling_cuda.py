@@ -18,7 +18,7 @@ def _max_forward(x, c_in, height, width, kh, kw, sh, sw, ph, pw, oh, ow, out, ca
     for e in range(first, out.shape[0] * out.shape[1], stride):
         n, o = e // out.shape[1], e % out.shape[1]
         c, y, z = o // (oh * ow), (o // ow) % oh, o % ow
-        best, at = -math.inf, -1
+        best, at, nan = -math.inf, -1, False
         for i in range(kh):
             src_y = y * sh - ph + i
             if 0 <= src_y < height:
@@ -27,9 +27,10 @@ def _max_forward(x, c_in, height, width, kh, kw, sh, sw, ph, pw, oh, ow, out, ca
                     if 0 <= src_x < width:
                         q = (c * height + src_y) * width + src_x
                         v = x[n, q]
-                        if at < 0 or v > best or (v != v and best == best):  # as the CPU kernel: first maximum, NaN wins
+                        nan |= v != v
+                        if at < 0 or v > best:  # as the CPU kernel: the first maximum; NaN propagates
                             best, at = v, q
-        out[n, o] = best
+        out[n, o] = math.nan if nan else best
         cache[n, o] = at
 
 
