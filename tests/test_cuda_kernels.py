@@ -113,7 +113,10 @@ def test_cuda_image_layer_kernels_match_cpu(name, options, in_shape, batch):
     kernel(layer, "cuda_forward")(d_p, h, d_x, d_out, d_cache, True, np.uint64(0), *d_last)
     kernel(layer, "cuda_backward")(d_p, h, d_x, d_out, d_cache, cuda.to_device(grad_out), d_grad_in, d_grad_p, *d_last)
     np.testing.assert_allclose(d_out.copy_to_host(), out, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(d_cache.copy_to_host(), cache)  # max pooling's winners: the same inputs
+    # max_pool2d's cache holds each window's winner, the same on both; conv2d's CPU cache holds its
+    # im2col columns, which the GPU kernels do not use.
+    if name == "max_pool2d":
+        np.testing.assert_array_equal(d_cache.copy_to_host(), cache)
     np.testing.assert_allclose(d_grad_in.copy_to_host(), grad_in, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(d_grad_p.copy_to_host(), grad_p, rtol=1e-5, atol=1e-6)
     assert not p.size or np.count_nonzero(grad_p) == p.size

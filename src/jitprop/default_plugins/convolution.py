@@ -5,8 +5,9 @@ one row per weight of a filter), so the convolution is one matrix product
 with the (out_channels, in_channels * kh * kw) weight, done by BLAS; the
 backward multiplies by the same columns for the weight gradient and folds
 the product with the weight back (col2im) for the input gradient
-(Chellapilla, Puri & Simard 2006). The geometry travels in ``h``, so one
-compiled kernel serves every shape of a dtype.
+(Chellapilla, Puri & Simard 2006). The forward keeps each sample's columns
+in the layer's cache, so the backward does not unfold again. The geometry
+travels in ``h``, so one compiled kernel serves every shape of a dtype.
 """
 
 import numpy as np
@@ -70,8 +71,8 @@ def conv2d_forward(p, h, x, out, cache, training, seed, scratch):
     c_out = out.shape[1] // pixels
     w = p[: c_out * taps].reshape((c_out, taps))
     b = p[c_out * taps : c_out * taps + c_out]
-    col = scratch[: taps * pixels].reshape((taps, pixels))
     for n in range(x.shape[0]):
+        col = cache[n].reshape((taps, pixels))  # kept for the backward pass
         im2col(x[n], c_in, height, width, kh, kw, sh, sw, ph, pw, oh, ow, col)
         y = out[n].reshape((c_out, pixels))
         np.dot(w, col, y)
@@ -89,14 +90,13 @@ def conv2d_backward(p, h, x, out, cache, grad_out, grad_in, grad_p, scratch):
     w = p[: c_out * taps].reshape((c_out, taps))
     grad_w = grad_p[: c_out * taps].reshape((c_out, taps))
     grad_b = grad_p[c_out * taps : c_out * taps + c_out]
-    col = scratch[: taps * pixels].reshape((taps, pixels))
-    grad_col = scratch[taps * pixels : 2 * taps * pixels].reshape((taps, pixels))
-    one = scratch[2 * taps * pixels : 2 * taps * pixels + c_out * taps].reshape((c_out, taps))
+    grad_col = scratch[: taps * pixels].reshape((taps, pixels))
+    one = scratch[taps * pixels : taps * pixels + c_out * taps].reshape((c_out, taps))
     grad_w[:] = 0.0
     grad_b[:] = 0.0
     for n in range(x.shape[0]):
         g = grad_out[n].reshape((c_out, pixels))
-        im2col(x[n], c_in, height, width, kh, kw, sh, sw, ph, pw, oh, ow, col)
+        col = cache[n].reshape((taps, pixels))  # the forward pass's columns of this sample
         np.dot(g, col.T, one)  # this sample's dL/dW = dL/dy . col^T
         for o in range(c_out):
             for t in range(taps):
@@ -150,10 +150,14 @@ class Conv2d(jitprop.Layer):
             shapes["bias"] = (self.out_channels,)
         return shapes
 
+    def cache_dim(self):
+        return self._taps() * self.out_shape[1] * self.out_shape[2]  # each sample's columns (im2col)
+
     def scratch_size(self):
-        taps = self.in_shape[0] * self.kernel_size[0] * self.kernel_size[1]
-        pixels = self.out_shape[1] * self.out_shape[2]
-        return 2 * taps * pixels + self.out_channels * taps  # columns, their gradient, one sample's dL/dW
+        return self._taps() * (self.out_shape[1] * self.out_shape[2] + self.out_channels)  # the columns' gradient, one sample's dL/dW
+
+    def _taps(self):
+        return self.in_shape[0] * self.kernel_size[0] * self.kernel_size[1]
 
     def init_params(self, params, rng, relu_next=False):
         area = self.kernel_size[0] * self.kernel_size[1]
