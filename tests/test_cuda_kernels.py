@@ -337,7 +337,14 @@ def test_a_short_run_on_cuda_matches_the_same_run_on_cpu():
 
 
 def test_a_small_cnn_trains_on_cuda_as_on_cpu():
-    """Convolution (with its scratch memory), pooling and flatten inside the device's training step."""
+    """Convolution (with its scratch memory), pooling and dropout on images inside the device's training
+    step. The CPU side runs the Python loop: a generated step of its own would cost a cold compile."""
+
+    class ForceLoop:  # any per-batch hook makes the CPU trainer run the Python loop
+        @jitprop.hookimpl
+        def on_train_batch_end(self, trainer, batch):
+            pass
+
     rng = np.random.default_rng(2)
     X = rng.normal(size=(12, 1, 5, 5)).astype(np.float32)
     y = (X[:, 0, :2].sum(axis=(1, 2)) > 0).astype(np.int64)
@@ -345,10 +352,12 @@ def test_a_small_cnn_trains_on_cuda_as_on_cpu():
     for device in ("cpu", "cuda"):
         model = jitprop.Sequential(
             [jitprop.layer("conv2d", out_channels=2, kernel_size=3, padding=1), "relu", jitprop.layer("max_pool2d", kernel_size=2),
-             jitprop.layer("avg_pool2d", kernel_size=1), "flatten", jitprop.layer("dense", units=2)],
+             jitprop.layer("dropout", rate=0.2), jitprop.layer("avg_pool2d", kernel_size=1), "global_avg_pool2d",
+             jitprop.layer("dense", units=2)],
             input_shape=(1, 5, 5), seed=3,
         )  # fmt: skip
-        trainer = jitprop.Trainer(model, "cross_entropy", jitprop.optimizer("adam", lr=0.05), batch_size=5, device=device)
+        trainer = jitprop.Trainer(model, "cross_entropy", jitprop.optimizer("adam", lr=0.05), batch_size=5, device=device,
+                                  callbacks=[ForceLoop()] if device == "cpu" else [])  # fmt: skip
         runs[device] = (trainer.fit(X, y, epochs=1, validation_split=0.25).history, model.params.copy())
     np.testing.assert_allclose(runs["cuda"][0]["val_loss"], runs["cpu"][0]["val_loss"], rtol=1e-4)
     np.testing.assert_allclose(runs["cuda"][1], runs["cpu"][1], rtol=1e-4, atol=1e-5)

@@ -234,8 +234,10 @@ def test_a_small_cnn_has_torchs_state_dict_and_shapes():
     assert rebuilt.shapes == model.shapes and rebuilt.config() == model.config()
 
 
-def test_a_small_cnn_learns_digits_on_the_compiled_path_as_in_the_python_loop():
+def test_the_cnn_learns_digits_on_the_compiled_path_as_in_the_python_loop():
+    """``--model cnn`` (the command line trains the same generated step in test_images_cli.py)."""
     from jitprop.default_plugins.datasets import Digits
+    from jitprop.model.architectures import cnn
 
     table = Digits().load()
     X, y = (table.X / 16.0).reshape(-1, 1, 8, 8), table.y
@@ -247,11 +249,12 @@ def test_a_small_cnn_learns_digits_on_the_compiled_path_as_in_the_python_loop():
             def on_train_batch_end(self, trainer, batch):
                 pass
 
-        model = lenet_like()
+        model = jitprop.Sequential([jitprop.layer(**spec) for spec in cnn(10)], input_shape=(1, 8, 8))
         trainer = jitprop.Trainer(model, "cross_entropy", optimizer=jitprop.optimizer("adam", lr=0.01), batch_size=32,
                                   callbacks=[ForceLoop()] if path == "python" else [])  # fmt: skip
-        history = trainer.fit(X[:1200], y[:1200], epochs=4, validation_data=(X[1200:], y[1200:]))
-        runs[path] = (model.params.copy(), history.history["val_accuracy"][-1])
+        history = trainer.fit(X[:800], y[:800], epochs=2, validation_data=(X[1200:], y[1200:]))
+        runs[path] = (model.params.copy(), history.history["val_accuracy"][-1], trainer.backend.name)
+    assert runs["compiled"][2] == "compiled" and runs["python"][2] == "python"
     np.testing.assert_array_equal(runs["compiled"][0], runs["python"][0])
     assert runs["compiled"][1] > 0.7
 

@@ -48,6 +48,8 @@ def layer_args(name, dtype, batch=6, width=5):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_no_kernel_allocates_per_call(dtype):
     for entry in entries("layer"):
+        if dtype == "float64" and entry.cls.example_shape is not None:
+            continue  # image layers: in float32 only, where their compile is shared with other tests
         layer, fwd, bwd = layer_args(entry.name, dtype)
         assert allocations_per_call(kernel(layer, "forward_kernel"), fwd) == 0, entry.name
         assert allocations_per_call(kernel(layer, "backward_kernel"), bwd) == 0, entry.name
