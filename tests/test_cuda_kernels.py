@@ -291,6 +291,15 @@ def test_cuda_schedule_kernels_match_the_host(name, options):
             assert out.copy_to_host()[0] == pytest.approx(expect, rel=1e-12, abs=1e-300)
 
 
+class PythonLoop:
+    """A per-batch hook: the CPU side of a comparison runs the Python loop, which needs no generated
+    step of its own (a cold compile); it computes what the compiled step does, bit for bit."""
+
+    @jitprop.hookimpl
+    def on_train_batch_end(self, trainer, batch):
+        pass
+
+
 def test_a_scheduled_run_on_cuda_logs_the_cpus_rates():
     from conftest import spirals
 
@@ -300,7 +309,8 @@ def test_a_scheduled_run_on_cuda_logs_the_cpus_rates():
         model = jitprop.Sequential([jitprop.layer("dense", units=5), "tanh", jitprop.layer("dense", units=3)],
                                    input_dim=2, seed=1)
         trainer = jitprop.Trainer(model, "cross_entropy", jitprop.optimizer("sgd", lr=0.2), batch_size=8, device=device,
-                                  lr_schedule=jitprop.schedule("cosine", T_max=3, warmup=1))
+                                  lr_schedule=jitprop.schedule("cosine", T_max=3, warmup=1),
+                                  callbacks=[PythonLoop()] if device == "cpu" else [])  # fmt: skip
         runs[device] = trainer.fit(X, y, epochs=5).history, model.params.copy()
     (h_cpu, p_cpu), (h_gpu, p_gpu) = runs["cpu"], runs["cuda"]
     np.testing.assert_allclose(h_gpu["lr"], h_cpu["lr"], rtol=1e-12)
@@ -338,13 +348,7 @@ def test_a_short_run_on_cuda_matches_the_same_run_on_cpu():
 
 def test_a_small_cnn_trains_on_cuda_as_on_cpu():
     """Convolution (with its scratch memory), pooling and dropout on images inside the device's training
-    step. The CPU side runs the Python loop: a generated step of its own would cost a cold compile."""
-
-    class ForceLoop:  # any per-batch hook makes the CPU trainer run the Python loop
-        @jitprop.hookimpl
-        def on_train_batch_end(self, trainer, batch):
-            pass
-
+    step. The CPU side runs the Python loop."""
     rng = np.random.default_rng(2)
     X = rng.normal(size=(12, 1, 5, 5)).astype(np.float32)
     y = (X[:, 0, :2].sum(axis=(1, 2)) > 0).astype(np.int64)
@@ -357,7 +361,7 @@ def test_a_small_cnn_trains_on_cuda_as_on_cpu():
             input_shape=(1, 5, 5), seed=3,
         )  # fmt: skip
         trainer = jitprop.Trainer(model, "cross_entropy", jitprop.optimizer("adam", lr=0.05), batch_size=5, device=device,
-                                  callbacks=[ForceLoop()] if device == "cpu" else [])  # fmt: skip
+                                  callbacks=[PythonLoop()] if device == "cpu" else [])  # fmt: skip
         runs[device] = (trainer.fit(X, y, epochs=1, validation_split=0.25).history, model.params.copy())
     np.testing.assert_allclose(runs["cuda"][0]["val_loss"], runs["cpu"][0]["val_loss"], rtol=1e-4)
     np.testing.assert_allclose(runs["cuda"][1], runs["cpu"][1], rtol=1e-4, atol=1e-5)
