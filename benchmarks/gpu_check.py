@@ -204,6 +204,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     from numba import cuda
 
+    from jitprop.testing import quick_simulator
+
+    quick_simulator()  # on the simulator only: quicker, and its shared memory race-free
+
     if not cuda.is_available():
         print("no CUDA GPU is available here (set NUMBA_ENABLE_CUDASIM=1 with --quick to try the simulator)")
         return 1

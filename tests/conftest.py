@@ -13,6 +13,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import jitprop.plugins  # noqa: E402
+import jitprop.testing  # noqa: E402
+
+jitprop.testing.quick_simulator()  # about 4x quicker CUDA tests
 
 
 @pytest.fixture
