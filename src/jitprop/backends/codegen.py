@@ -27,7 +27,7 @@ from numba.core.registry import CPUDispatcher
 from ..components import kernel
 from ..contracts.losses import ACCURACY
 from ..kernels import all_finite
-from ..runtime import caches
+from ..runtime import caches, threads
 from ..version import __version__
 
 TEMPLATE_VERSION = 8
@@ -111,6 +111,8 @@ def program(model, loss, optimizer, transforms=()):
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
+    if any(threads.parallel(f) for f in fns["fwd"] + fns["bwd"]):
+        threads.start()  # before the cached program's first call: it would not start the pool itself
     _programs[key] = prog = Program(module)
     return prog
 

@@ -30,6 +30,7 @@ from ..model.sequential import Workspace
 from ..plugins import hookspecs
 from ..plugins.hookspecs import hookimpl
 from ..plugins.manager import load_plugins
+from ..runtime import threads
 
 #: ``on_divergence`` choices: stop at the bad batch, or roll back the epoch and lower the rate.
 DIVERGENCE = ("stop", "rollback")
@@ -323,9 +324,11 @@ class Trainer:
         stops and progress hooks are served between calls. Returns (sums, diverged batch or None)."""
         backend, hook = self.backend, self.hook
         chunk_end = bool(hook.on_train_chunk_end.get_hookimpls())
+        own_threads = self._own_threads()
         b = first
         while b < n_batches:
-            sums, done, bad = backend.run(b, min(n_batches, b + backend.span), sums)
+            with threads.one_blas_thread(own_threads):
+                sums, done, bad = backend.run(b, min(n_batches, b + backend.span), sums)
             self.batches_done = done
             if chunk_end:
                 hook.on_train_chunk_end(trainer=self, batches_done=done)
@@ -444,9 +447,16 @@ class Trainer:
 
     def score(self, X, y):
         """Mean loss (and accuracy) over checked arrays X, y, in inference mode."""
-        if self.backend is not None:
-            return self.backend.score(X, y)
-        return python.score(self.model, self.loss, X, y, max(self.batch_size, 256))
+        with threads.one_blas_thread(self._own_threads()):
+            if self.backend is not None:
+                return self.backend.score(X, y)
+            return python.score(self.model, self.loss, X, y, max(self.batch_size, 256))
+
+    def _own_threads(self):
+        """True when some layer's kernels split a batch over the cores themselves (runtime/threads.py)."""
+        return self.device == "cpu" and any(
+            threads.parallel(kernel(layer, k)) for layer in self.model.layers for k in ("forward_kernel", "backward_kernel")
+        )
 
 
 # -- the rules a run's settings follow, each checked here and only here -------
