@@ -40,38 +40,96 @@ CONFIGS = {
     "S": dict(sizes=[64, 64, 10], batch=32, data="digits", round_factor=10),
     "M": dict(sizes=[784, 256, 256, 10], batch=128, data=(60000, 784)),
     "L": dict(sizes=[784, 1024, 1024, 10], batch=256, data=(20000, 784)),
+    # CNNs (issue 14): ``sizes`` names an architecture of jitprop.model.architectures and the
+    # input shape. C: LeNet-5 on 28x28 images; Cs: the small CNN of ``--model cnn`` on the digits.
+    "C": dict(sizes=("lenet", (1, 28, 28)), batch=64, data=(4096, (1, 28, 28))),
+    "Cs": dict(sizes=("cnn", (1, 8, 8)), batch=32, data="digit_images", round_factor=4),
 }
 QUICK = {
     "S": dict(sizes=[64, 64, 10], batch=32, data="digits"),
     "M": dict(sizes=[784, 64, 10], batch=128, data=(1024, 784)),
+    "Cs": dict(sizes=("cnn", (1, 8, 8)), batch=32, data="digit_images"),
 }
 
 
+def is_cnn(sizes):
+    """True for an image configuration: (architecture, input shape) rather than layer widths."""
+    return isinstance(sizes, tuple)
+
+
+def jitprop_model(sizes, seed=0):
+    """The jitprop model of a configuration (float32), initialised from ``seed``."""
+    import jitprop
+    from jitprop.model.architectures import ARCHITECTURES
+
+    arch, shape = sizes
+    return jitprop.Sequential([jitprop.layer(**spec) for spec in ARCHITECTURES[arch](10)], input_shape=shape,
+                              dtype="float32", seed=seed)  # fmt: skip
+
+
+def multiply_adds(sizes):
+    """Multiply-adds of one sample's forward pass, per layer: [(layer, m, k, n)] of the products
+    that compute it (a convolution as its im2col product: out_channels x taps x output pixels)."""
+    if not is_cnn(sizes):
+        return [(f"{i}: dense", 1, a, b) for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
+    model, rows = jitprop_model(sizes), []
+    for i, layer in enumerate(model.layers):
+        if layer.name == "conv2d":
+            c_out, oh, ow = layer.out_shape
+            rows.append((f"{i}: conv2d", c_out, layer.in_shape[0] * layer.kernel_size[0] * layer.kernel_size[1], oh * ow))
+        elif layer.name == "dense":
+            rows.append((f"{i}: dense", 1, layer.in_dim, layer.out_dim))
+    return rows
+
+
 def flops_per_sample(sizes):
-    return 6 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    """Nominal FLOPs of a training step per sample: 2 per multiply-add, forward, and twice that backward."""
+    return 6 * sum(m * k * n for _, m, k, n in multiply_adds(sizes))
+
+
+def bytes_per_step(sizes, batch):
+    """The least memory traffic of a training step, in bytes (float32): each layer reads its input
+    and writes its output forward, reads the output's gradient and the input and writes the input's
+    gradient backward; Adam reads weights, gradient and two moments and writes three of them."""
+    if is_cnn(sizes):
+        model = jitprop_model(sizes)
+        dims, params = [int(np.prod(s)) for s in model.shapes], model.n_params
+    else:
+        dims, params = list(sizes), sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    activations = sum(5 * (a + b) for a, b in zip(dims[:-1], dims[1:]))  # fwd 2, bwd 3 passes
+    return 4 * (batch * activations + 7 * params)
 
 
 def load_data(spec, seed=0):
-    """Standardised float32 inputs and int64 labels: digits (80% for training) or synthetic."""
-    if spec == "digits":
+    """Standardised float32 inputs and int64 labels: digits (80% for training; as 1x8x8 images for
+    "digit_images") or synthetic rows (n, d) or images (n, (C, H, W))."""
+    if spec in ("digits", "digit_images"):
         from jitprop.default_plugins.datasets import Digits
 
         table = Digits().load()
         order = np.random.default_rng(seed).permutation(len(table.y))[: int(0.8 * len(table.y))]
         X, y = table.X[order], table.y[order]
         X = (X - X.mean(0)) / (X.std(0) + 1e-8)
+        if spec == "digit_images":
+            X = X.reshape(-1, 1, 8, 8)
     else:
         # Already standard normal; made in float32 and in place so the process holds one copy.
         n, d = spec
+        shape = d if isinstance(d, tuple) else (d,)
+        d = int(np.prod(shape))
         rng = np.random.default_rng(seed)
         X = rng.standard_normal((n, d), dtype=np.float32)
         teacher = rng.standard_normal((d, 10), dtype=np.float32)  # labels a network can learn
         y = np.argmax(np.tanh(X @ teacher / np.sqrt(d)) + 0.1 * rng.standard_normal((n, 10), dtype=np.float32), axis=1)
+        X = X.reshape(n, *shape)
     return np.ascontiguousarray(X, np.float32), y.astype(np.int64)
 
 
 def initial_weights(sizes, seed=0):
-    """torch.nn.Linear's default initialisation, shared by every system."""
+    """torch.nn.Linear's default initialisation, shared by every system; a CNN's: jitprop's, as its
+    ``state_dict`` (torch's keys and shapes)."""
+    if is_cnn(sizes):
+        return jitprop_model(sizes, seed).state_dict()
     rng = np.random.default_rng(seed)
     weights = []
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
@@ -106,15 +164,19 @@ class Jitprop:
     def __init__(self, sizes, batch, weights, X, y, seed):
         import jitprop
 
-        layers = []
-        for units in sizes[1:-1]:
-            layers += [jitprop.layer("dense", units=units), *self.hidden]
-        layers.append(jitprop.layer("dense", units=sizes[-1]))
-        self.model = jitprop.Sequential(layers, input_dim=sizes[0], dtype="float32", seed=seed)
-        state = self.model.state_dict()  # a plugin layer's own values stay as it initialised them
-        dense = [i for i, layer in enumerate(self.model.layers) if layer.name == "dense"]
-        state.update({f"{i}.{k}": v for i, (w, b) in zip(dense, weights) for k, v in (("weight", w), ("bias", b))})
-        self.model.load_state_dict(state)
+        if is_cnn(sizes):
+            self.model = jitprop_model(sizes, seed)
+            self.model.load_state_dict(weights)
+        else:
+            layers = []
+            for units in sizes[1:-1]:
+                layers += [jitprop.layer("dense", units=units), *self.hidden]
+            layers.append(jitprop.layer("dense", units=sizes[-1]))
+            self.model = jitprop.Sequential(layers, input_dim=sizes[0], dtype="float32", seed=seed)
+            state = self.model.state_dict()  # a plugin layer's own values stay as it initialised them
+            dense = [i for i, layer in enumerate(self.model.layers) if layer.name == "dense"]
+            state.update({f"{i}.{k}": v for i, (w, b) in zip(dense, weights) for k, v in (("weight", w), ("bias", b))})
+            self.model.load_state_dict(state)
         timer = self.timer = epoch_timer()
         self.trainer = jitprop.Trainer(self.model, self.loss, jitprop.optimizer("adam", lr=1e-3),
                                        batch_size=batch, seed=seed, callbacks=[timer], transforms=self.transforms)
@@ -132,14 +194,16 @@ class Jitprop:
         """Each kernel of a training step timed in place, in the compiled step's order, on the
         trainer's own buffers, weights and optimizer state: [(part, seconds per batch)]. Each
         kernel is called from Python here, which adds a few µs of dispatch per call."""
-        from jitprop.kernels import all_finite, gather, gather_rows
         from jitprop.contracts.losses import ACCURACY
+        from jitprop.kernels import all_finite, gather, gather_rows
+        from jitprop.runtime import threads
 
         t, model = self.trainer, self.model
         bs = t.batch_size
         acts, caches, deltas = model.workspace(bs, training=True).views(bs)
         yb = np.empty(bs, self.y.dtype)
         index = next(epoch_orders(len(self.y), 1))
+        rows = self.X.reshape(len(self.X), -1)  # images as the trainer keeps them: one row a sample
         accuracy = ACCURACY[t.loss.target]
         names = [f"{i}: {layer.name}" for i, layer in enumerate(model.layers)]
         spent = {}
@@ -150,24 +214,25 @@ class Jitprop:
             spent[part] = spent.get(part, 0.0) + time.perf_counter() - started
             return out
 
-        for b in range(batches + 2):
-            if b == 2:  # the first two batches only warm the caches
-                spent.clear()
-            start = (b * bs) % (len(self.y) - bs)
-            timed("gather the batch (rows, labels)", gather_rows, self.X, index, start, acts[0])
-            timed("gather the batch (rows, labels)", gather(self.y), self.y, index, start, yb)
-            for i, kernel in enumerate(model.forward_kernels):
-                timed(f"{names[i]} forward", kernel, model.layer_params[i], model.hypers[i], acts[i], acts[i + 1],
-                      caches[i], True, np.uint64(b))
-            timed("loss (value and gradient), accuracy", t.loss_kernel, acts[-1], yb, deltas[-1], t.loss_h)
-            timed("loss (value and gradient), accuracy", accuracy, acts[-1], yb)
-            for i in range(len(model.layers) - 1, -1, -1):
-                timed(f"{names[i]} backward", model.backward_kernels[i], model.layer_params[i], model.hypers[i],
-                      acts[i], acts[i + 1], caches[i], deltas[i + 1], deltas[i], model.layer_grads[i])
-            timed("finiteness check of the gradients", all_finite, model.grads)
-            t.step += 1
-            timed(f"optimizer ({t.optimizer.name})", t.opt_kernel, model.params, model.grads, t.opt_state, t.lr, t.opt_h,
-                  t.step)
+        with threads.one_blas_thread(t._own_threads()):  # as the trainer runs a span (runtime/threads.py)
+            for b in range(batches + 2):
+                if b == 2:  # the first two batches only warm the caches
+                    spent.clear()
+                start = (b * bs) % (len(self.y) - bs)
+                timed("gather the batch (rows, labels)", gather_rows, rows, index, start, acts[0])
+                timed("gather the batch (rows, labels)", gather(self.y), self.y, index, start, yb)
+                for i, kernel in enumerate(model.forward_kernels):
+                    timed(f"{names[i]} forward", kernel, model.layer_params[i], model.hypers[i], acts[i], acts[i + 1],
+                          caches[i], True, np.uint64(b), *model.last_args(i))
+                timed("loss (value and gradient), accuracy", t.loss_kernel, acts[-1], yb, deltas[-1], t.loss_h)
+                timed("loss (value and gradient), accuracy", accuracy, acts[-1], yb)
+                for i in range(len(model.layers) - 1, -1, -1):
+                    timed(f"{names[i]} backward", model.backward_kernels[i], model.layer_params[i], model.hypers[i],
+                          acts[i], acts[i + 1], caches[i], deltas[i + 1], deltas[i], model.layer_grads[i], *model.last_args(i))
+                timed("finiteness check of the gradients", all_finite, model.grads)
+                t.step += 1
+                timed(f"optimizer ({t.optimizer.name})", t.opt_kernel, model.params, model.grads, t.opt_state, t.lr, t.opt_h,
+                      t.step)
         return [(part, seconds / batches) for part, seconds in spent.items()]
 
 
@@ -243,17 +308,22 @@ class Torch:
         import torch
 
         torch.set_num_threads(2)
-        mods = []
-        for i in range(len(sizes) - 1):
-            mods.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
-            if i < len(sizes) - 2:
-                mods += [torch.nn.BatchNorm1d(sizes[i + 1])] if self.batch_norm else []
-                mods.append(torch.nn.ReLU())
-        self.net = torch.nn.Sequential(*mods)
-        state = self.net.state_dict()
-        linear = [i for i, m in enumerate(mods) if isinstance(m, torch.nn.Linear)]
-        state.update({f"{i}.{k}": torch.from_numpy(v.copy()) for i, (w, b) in zip(linear, weights) for k, v in (("weight", w), ("bias", b))})
-        self.net.load_state_dict(state)
+        if is_cnn(sizes):
+            self.net = torch_cnn(jitprop_model(sizes))
+            self.net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in weights.items()})
+        else:
+            mods = []
+            for i in range(len(sizes) - 1):
+                mods.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
+                if i < len(sizes) - 2:
+                    mods += [torch.nn.BatchNorm1d(sizes[i + 1])] if self.batch_norm else []
+                    mods.append(torch.nn.ReLU())
+            self.net = torch.nn.Sequential(*mods)
+            state = self.net.state_dict()
+            linear = [i for i, m in enumerate(mods) if isinstance(m, torch.nn.Linear)]
+            state.update({f"{i}.{k}": torch.from_numpy(v.copy()) for i, (w, b) in zip(linear, weights)
+                          for k, v in (("weight", w), ("bias", b))})  # fmt: skip
+            self.net.load_state_dict(state)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-3)
         self.loss = torch.nn.CrossEntropyLoss()
         self.torch, self.batch = torch, batch
@@ -273,6 +343,25 @@ class Torch:
             self.opt.step()
             total += loss.item() * len(idx)
         return time.perf_counter() - started, total / len(order)
+
+
+def torch_cnn(model):
+    """torch.nn.Sequential with the modules of a jitprop image model, in its order (so with its
+    ``state_dict`` keys)."""
+    import torch
+
+    mods = []
+    for layer in model.layers:
+        if layer.name == "conv2d":
+            mods.append(torch.nn.Conv2d(layer.in_shape[0], layer.out_channels, layer.kernel_size, layer.stride,
+                                        layer.padding, bias=layer.bias))  # fmt: skip
+        elif layer.name == "max_pool2d":
+            mods.append(torch.nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding))
+        elif layer.name == "dense":
+            mods.append(torch.nn.Linear(layer.in_dim, layer.out_dim))
+        else:
+            mods.append({"relu": torch.nn.ReLU, "flatten": torch.nn.Flatten}[layer.name]())
+    return torch.nn.Sequential(*mods)
 
 
 class TorchBatchNorm(Torch):
@@ -569,33 +658,74 @@ def _input_grad_product(g, w, out, reps):
         np.dot(g, w, out)  # as dense_backward: dL/dx = dL/dout . W (not for the first layer)
 
 
+def _conv_forward_product(w, col, out, reps):
+    for _ in range(reps):
+        np.dot(w, col, out)  # as conv2d_forward, per sample: W . col
+
+
+def _conv_weight_grad_product(g, col, out, reps):
+    for _ in range(reps):
+        np.dot(col, g.T, out)  # as conv2d_backward, per sample: dL/dW^T = col . dL/dy^T
+
+
+def _conv_input_grad_product(w, g, out, reps):
+    for _ in range(reps):
+        np.dot(w.T, g, out)  # as conv2d_backward, per sample: dL/dcol = W^T . dL/dy
+
+
 def product_profile(sizes, batch, seconds_each=0.15):
     """Each matrix product of one training step timed alone through Numba's np.dot, as the
-    dense kernels call it: [(name, (m, k, n), median seconds)]. Their sum is the most any step
-    built on that BLAS can reach on these shapes; the rest of jitprop's step is everything else."""
+    kernels call it: [(name, (m, k, n), median seconds per batch, products per batch)]. A
+    convolution's are per sample (``batch`` of each), on the columns as the kernel lays them out.
+    Their sum is the most any step built on that BLAS can reach on these shapes; the rest of
+    jitprop's step is everything else."""
     from numba import njit
 
     forward, weight_grad, input_grad = njit(_forward_product), njit(_weight_grad_product), njit(_input_grad_product)
     rng = np.random.default_rng(0)
     arr = lambda *shape: rng.standard_normal(shape, dtype=np.float32)  # noqa: E731
+    layers = []  # (number, in, out), or (number, c_out, taps, columns) for a convolution
+    if is_cnn(sizes):
+        for i, layer in enumerate(jitprop_model(sizes).layers):
+            if layer.name == "dense":
+                layers.append((i, layer.in_dim, layer.out_dim))
+            elif layer.name == "conv2d":
+                taps = layer.in_shape[0] * layer.kernel_size[0] * layer.kernel_size[1]
+                layers.append((i, layer.out_channels, taps, layer.cache_dim() // taps))
+    else:
+        layers = [(i + 1, d_in, d_out) for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:]))]
     rows = []
-    for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        x, w, g = arr(batch, d_in), arr(d_out, d_in), arr(batch, d_out)
-        products = [(f"layer {i + 1} forward", forward, (x, w, arr(batch, d_out)), (batch, d_in, d_out)),
-                    (f"layer {i + 1} weight gradient", weight_grad, (g, x, arr(d_out, d_in)), (d_out, batch, d_in))]
-        if i > 0:
-            products.append((f"layer {i + 1} input gradient", input_grad, (g, w, arr(batch, d_in)), (batch, d_out, d_in)))
+    for n, layer in enumerate(layers):
+        i = layer[0]
+        if len(layer) == 3:
+            d_in, d_out = layer[1:]
+            x, w, g = arr(batch, d_in), arr(d_out, d_in), arr(batch, d_out)
+            products = [(f"layer {i} forward", forward, (x, w, arr(batch, d_out)), (batch, d_in, d_out)),
+                        (f"layer {i} weight gradient", weight_grad, (g, x, arr(d_out, d_in)), (d_out, batch, d_in))]
+            if n > 0:
+                products.append((f"layer {i} input gradient", input_grad, (g, w, arr(batch, d_in)), (batch, d_out, d_in)))
+            count = 1
+        else:
+            c_out, taps, cols = layer[1:]
+            w, col, g = arr(c_out, taps), arr(taps, cols), arr(c_out, cols)
+            products = [(f"layer {i} forward (conv2d)", njit(_conv_forward_product), (w, col, arr(c_out, cols)), (c_out, taps, cols)),
+                        (f"layer {i} weight gradient (conv2d)", njit(_conv_weight_grad_product), (g, col, arr(taps, c_out)),
+                         (taps, cols, c_out))]  # fmt: skip
+            if n > 0:
+                products.append((f"layer {i} input gradient (conv2d)", njit(_conv_input_grad_product), (w, g, arr(taps, cols)),
+                                 (taps, c_out, cols)))  # fmt: skip
+            count = batch
         for name, f, args, shape in products:
             f(*args, 1)
             started = time.perf_counter()
-            f(*args, 3)
+            f(*args, 3 * count)
             reps = max(1, int(seconds_each / 7 / max((time.perf_counter() - started) / 3, 1e-7)))
             times = []
             for _ in range(7):
                 started = time.perf_counter()
-                f(*args, reps)
+                f(*args, reps * count)
                 times.append((time.perf_counter() - started) / reps)
-            rows.append((name, shape, float(np.median(times))))
+            rows.append((name, shape, float(np.median(times)), count))
     return rows
 
 
@@ -628,7 +758,7 @@ def report(results, peak, mem, startup, info):
     if baselines:
         lines += ["", "x PyTorch: each system against the PyTorch model that computes the same thing (" +
                   ", ".join(baselines) + ")."]
-    lines += ["", "## Targets (issue 4)", "", "| target | measured | met |", "|---|---|---|"]
+    lines += ["", "## Targets (issues 4 and 14)", "", "| target | measured | met |", "|---|---|---|"]
     for target, value, ok in targets(results, peak, mem, startup):
         lines.append(f"| {target} | {value} | {'yes' if ok else '**no**'} |")
     if any(not ok for _, _, ok in targets(results, peak, mem, startup)):
@@ -668,20 +798,31 @@ def profile_lines(res, peak):
             lines += [f"| the compiled step, for comparison (median epoch time / batches) | {batch / e['samples_per_s'] * 1e6:,.0f} | |"]
         lines.append("")
     rows = res["profile"]
-    lines += [f"Each matrix product of a {res['config']} step alone, as the dense kernels call it (Numba's `np.dot`),"
-              f" median: what any step built on that BLAS can reach on these shapes (peak measured just before:"
-              f" {peak:.0f} GFLOP/s).", "",
-              "| product | m x k x n | µs | GFLOP/s | % of peak |", "|---|---|---|---|---|"]
-    for name, (m, k, n), seconds in rows:
-        gflops = 2 * m * k * n / seconds / 1e9
-        lines.append(f"| {name} | {m} x {k} x {n} | {seconds * 1e6:,.0f} | {gflops:.0f} | {100 * gflops / peak:.0f}% |")
-    products = sum(seconds for *_, seconds in rows)
+    lines += [f"Each matrix product of a {res['config']} step alone, as the kernels call it (Numba's `np.dot`; a"
+              f" convolution's once per sample, its µs per batch), median: what any step built on that BLAS can reach"
+              f" on these shapes (peak measured just before: {peak:.0f} GFLOP/s).", "",
+              "| product | m x k x n | µs per batch | GFLOP/s | % of peak |", "|---|---|---|---|---|"]
+    for name, (m, k, n), seconds, *count in rows:
+        gflops = 2 * m * k * n * (count[0] if count else 1) / seconds / 1e9
+        shown = f"{m} x {k} x {n}" + (f", x{count[0]}" if count and count[0] > 1 else "")
+        lines.append(f"| {name} | {shown} | {seconds * 1e6:,.0f} | {gflops:.0f} | {100 * gflops / peak:.0f}% |")
+    products = sum(row[2] for row in rows)
     gflops = batch * flops_per_sample(res["sizes"]) / products / 1e9
     lines.append(f"| all products | | {products * 1e6:,.0f} | {gflops:.0f} | {100 * gflops / peak:.0f}% |")
+    if is_cnn(res["sizes"]):  # the roofline of the step
+        flops, moved = batch * flops_per_sample(res["sizes"]), bytes_per_step(res["sizes"], batch)
+        lines += ["", f"Roofline of a {res['config']} step (batch {batch}): {flops / 1e6:,.1f} MFLOP (nominal: 6 per"
+                  f" multiply-add of the forward products) and at least {moved / 1e6:,.2f} MB moved (each activation and"
+                  f" its gradient written once and read where needed, and Adam's pass over the weights):"
+                  f" {flops / moved:.0f} FLOP a byte."]
+        for name, e in res["systems"].items():
+            step = batch / e["samples_per_s"]
+            lines.append(f"- {name}: {step * 1e3:.2f} ms a step, {flops / step / 1e9:.1f} GFLOP/s,"
+                         f" {100 * flops / step / 1e9 / peak:.0f}% of the {peak:.0f} GFLOP/s peak.")
     return lines
 
 
-TARGETS = {"S": (25.0, None), "M": (1.5, 0.80), "L": (1.2, 0.85)}
+TARGETS = {"S": (25.0, None), "M": (1.5, 0.80), "L": (1.2, 0.85), "C": (2.0, None), "Cs": (10.0, None)}
 #: What per-layer gradient statistics may cost S (the redesign issue).
 STATS_COST = 0.05
 
@@ -792,12 +933,16 @@ def main(argv=None):
         # each round and profiles. The others (S: fixed per-batch costs) get no peak between their
         # rounds, where a 2 ms epoch right after a large product would be timed with cold caches.
         by_products = TARGETS.get(name, (None, None))[1] is not None
-        res = run_config(name, table[name], with_plugins if name == "S" else systems,
-                         rounds * table[name].get("round_factor", 1), profile=by_products,
-                         peak_sizes=peak_sizes if by_products else ())
-        if by_products:
+        cnn = is_cnn(table[name]["sizes"])  # PyTorch's and jitprop's CNNs (no NumPy one), profiled too
+        res = run_config(name, table[name], with_plugins if name == "S" else [x for x in systems if x != "numpy"] if cnn else systems,
+                         rounds * table[name].get("round_factor", 1), profile=by_products or cnn,
+                         peak_sizes=peak_sizes if by_products else ())  # fmt: skip
+        if by_products or cnn:
             res["profile_peak"] = matmul_peak(peak_sizes, 2)
-            res["profile"] = product_profile(table[name]["sizes"], table[name]["batch"], 0.02 if args.quick else 0.15)
+            from jitprop.runtime import threads
+
+            with threads.one_blas_thread(cnn):  # a CNN's products run on one thread each, as in its step
+                res["profile"] = product_profile(table[name]["sizes"], table[name]["batch"], 0.02 if args.quick else 0.15)
         results.append(res)
         for system, e in res["systems"].items():
             ratio = f"  x{e['ratio_to_pytorch']:.2f} {e['baseline']}" if "ratio_to_pytorch" in e else ""

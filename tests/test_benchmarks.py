@@ -52,6 +52,31 @@ def test_quick_benchmark_runs_every_system_to_the_same_loss(bench):
             assert "| all products |" in "\n".join(bench.profile_lines(res, 100.0))
 
 
+def test_the_cnn_configurations_run_on_the_compiled_path_with_their_profile(bench):
+    """Cs, quick: jitprop's CNN (and PyTorch's, where installed) from the same weights; each kernel
+    of the step in place; each convolution's products per sample; the roofline."""
+    import numpy as np
+
+    (res,) = bench.main(["--quick", "--configs", "Cs"])
+    systems = res["systems"]
+    assert systems["jitprop"]["compiled_path"] and "numpy" not in systems  # NumPy has no CNN here
+    if "pytorch" in systems:  # same weights, same batches: the same first epoch to float32 rounding
+        assert abs(systems["pytorch"]["first_epoch_loss"] - systems["jitprop"]["first_epoch_loss"]) < 1e-3
+    parts = dict(res["step_profile"])
+    assert {"0: conv2d forward", "0: conv2d backward", "2: max_pool2d forward", "3: conv2d backward"} <= set(parts)
+    assert [name for name, *_ in res["profile"]] == [
+        "layer 0 forward (conv2d)", "layer 0 weight gradient (conv2d)", "layer 3 forward (conv2d)",
+        "layer 3 weight gradient (conv2d)", "layer 3 input gradient (conv2d)", "layer 7 forward",
+        "layer 7 weight gradient", "layer 7 input gradient"]
+    assert res["profile"][0][1] == (16, 9, 80) and res["profile"][0][3] == 32  # 8x8 on the wide grid: 8 x 10, per sample
+    text = "\n".join(bench.profile_lines(res, 100.0))
+    assert "Roofline of a Cs step (batch 32)" in text and "FLOP a byte" in text
+    # one sample's forward: conv 16x9x64 + conv 32x144x16 + dense 128x10 multiply-adds, 6 FLOPs each
+    assert bench.flops_per_sample(("cnn", (1, 8, 8))) == 6 * (16 * 9 * 64 + 32 * 144 * 16 + 128 * 10)
+    X, y = bench.load_data("digit_images")
+    assert X.shape[1:] == (1, 8, 8) and X.dtype == np.float32 and len(X) == len(y)
+
+
 def test_report_names_machine_and_ratios(bench):
     res = {"config": "S", "sizes": [64, 64, 10], "batch": 32, "systems": {
         "jitprop": {"samples_per_s": 1e6, "min": 9e5, "max": 1.1e6, "gflops": 28.4, "final_loss": 0.2, "first_epoch_loss": 0.5,

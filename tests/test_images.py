@@ -102,6 +102,8 @@ CONVS = [  # (in_shape, options, batch)
     ((3, 4, 5), {"out_channels": 1, "kernel_size": 3, "padding": 2, "bias": False}, 1),
     ((2, 9, 9), {"out_channels": 4, "kernel_size": 5, "stride": (2, 1), "padding": 2}, 2),
     ((1, 6, 3), {"out_channels": 2, "kernel_size": 1, "stride": 3}, 2),
+    # stride 1 (the wide grid), a rectangular kernel, padding on one side only, more samples than chunks
+    ((2, 6, 5), {"out_channels": 3, "kernel_size": (3, 2), "padding": (0, 1)}, 11),
 ]
 
 
@@ -131,6 +133,7 @@ POOLS = [  # (in_shape, options, batch)
     ((2, 5, 7), {"kernel_size": 3, "stride": 2, "padding": 1}, 1),
     ((3, 6, 5), {"kernel_size": (2, 3), "stride": (1, 2), "padding": (1, 1)}, 2),
     ((1, 7, 7), {"kernel_size": 3, "stride": 1}, 3),
+    ((2, 7, 6), {"kernel_size": (3, 2), "stride": (2, 3)}, 2),  # no padding: windows never clipped; sizes floor
 ]
 
 
@@ -167,6 +170,7 @@ GRADCHECKS = [
     ("conv2d", {"out_channels": 3, "kernel_size": (2, 3), "stride": 2, "padding": (1, 0)}, (2, 7, 6)),
     ("conv2d", {"out_channels": 2, "kernel_size": 3, "stride": (1, 2), "bias": False}, (1, 5, 5)),
     ("max_pool2d", {"kernel_size": 2}, (2, 4, 6)),
+    ("max_pool2d", {"kernel_size": 3, "stride": 2}, (1, 7, 6)),
     ("max_pool2d", {"kernel_size": 3, "stride": 2, "padding": 1}, (2, 7, 6)),
     ("max_pool2d", {"kernel_size": (2, 3), "stride": (2, 1), "padding": (1, 0)}, (1, 5, 5)),
     ("avg_pool2d", {"kernel_size": 2, "stride": 1, "padding": 1}, (2, 5, 4)),
