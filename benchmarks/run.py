@@ -1,6 +1,6 @@
 """jitprop against PyTorch eager and plain NumPy on the configurations of shared/guide/PERF.md.
 
-    python benchmarks/run.py                 # S, M, L; writes benchmarks/RESULTS.md
+    python benchmarks/run.py                 # S, M, L, C, Cs; writes benchmarks/RESULTS.md
     python benchmarks/run.py --quick         # tiny settings, a smoke test (no file written)
     python benchmarks/run.py --configs S     # one configuration
 
@@ -15,6 +15,12 @@ out)) and its share of the float32 matrix-product peak, measured before each
 round (median of the per-round shares, so a slow phase hits both sides of
 the fraction), the final training loss of each (a fast wrong answer shows),
 and peak resident memory of each system training M alone in a fresh process.
+
+C and Cs are CNNs (jitprop's ``--model lenet`` on 28x28 random images with
+learnable labels, ``--model cnn`` on the digits as 1x8x8 images): jitprop
+against PyTorch eager only (no NumPy CNN), from jitprop's initial weights
+loaded into both; FLOPs count 6 per multiply-add of the forward products (a
+convolution's as its im2col product), and the report adds each one's roofline.
 """
 
 import argparse
@@ -749,7 +755,7 @@ def report(results, peak, mem, startup, info):
         for name, e in res["systems"].items():
             ratio = f"{e['ratio_to_pytorch']:.2f} ({e['ratio_min']:.2f}-{e['ratio_max']:.2f})" if "ratio_to_pytorch" in e else "1"
             lines.append(
-                f"| {res['config']} {res['sizes']} b{res['batch']} | {name} | {e['samples_per_s']:,.0f} | "
+                f"| {res['config']} {label(res['sizes'])} b{res['batch']} | {name} | {e['samples_per_s']:,.0f} | "
                 f"{e['min']:,.0f}-{e['max']:,.0f} | {ratio} | {e['gflops']:.1f} | {100 * peak_share(e, peak):.0f}% |"
                 f" {e['first_epoch_loss']:.5f} | {e['final_loss']:.4f} |"
             )
@@ -779,6 +785,11 @@ def report(results, peak, mem, startup, info):
                       f" scipy.linalg for it; jitprop loads only its BLAS module); one whose cached function is a"
                       f" plain loop (no BLAS, no SciPy) takes {startup['floor_loop_s']:.2f} s."]
     return "\n".join(lines) + "\n"
+
+
+def label(sizes):
+    """A configuration's model in a table: layer widths, or "lenet 1x28x28"."""
+    return f"{sizes[0]} {'x'.join(map(str, sizes[1]))}" if is_cnn(sizes) else str(sizes)
 
 
 def profile_lines(res, peak):
@@ -861,6 +872,23 @@ from the runs of 2026-11-28.
   is already ~60% of PyTorch's peak, so no trainer built on Numba meets half
   on this job.
   jitprop's own arrays (weights, Adam state, workspaces) are ~5 MB.
+- **CNNs (C, Cs; issue 14).** The products alone (each timed on one
+  thread, as each of conv2d's chunks calls BLAS) add up to 2.1 ms of C's
+  step (1.0 ms over two cores) and 0.25 ms of Cs's (0.13 ms); the compiled
+  steps took 3.8-4.4 and 0.46-0.70 ms in the two runs of 2026-12-01,
+  PyTorch's 6.0-8.0 and 2.1-2.9 ms. The rest is unfolding and folding
+  (im2col, col2im), pooling, the
+  copies of the wide grid, and the activations' traffic: a C step reads and
+  writes at least 41 MB (about 2 ms at the ~20 GB/s this machine copies
+  at), because each layer runs over the whole batch before the next starts.
+  max_pool2d costs ~10 ns a window with its sizes read at run time, against
+  0.7 ns for a loop whose sizes are constants. So 2x on C needs the pools
+  specialised per geometry and fewer passes over the activations (conv,
+  ReLU and pool fused, or a batch run through the network in chunks that
+  stay in cache). Cs's 10x means 0.21 ms for 16 MFLOP, 78 GFLOP/s: more
+  than OpenBLAS gives on one core on these per-sample shapes (32 x 144 x
+  24 at 81-113 GFLOP/s), so it needs products over the whole batch (im2row)
+  as well as both cores.
 - **Start-up, warm cache.** No kernel is compiled; importing Numba (~0.4 s)
   and its first load of cached code (it registers its NumPy
   implementations: ~0.3 s) are most of it. jitprop loads only SciPy's BLAS
@@ -906,7 +934,7 @@ def targets(results, peak, mem, startup):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", default="S,M,L")
+    parser.add_argument("--configs", default="S,M,L,C,Cs")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="tiny settings; prints, writes nothing")
     parser.add_argument("--no-memory", action="store_true")

@@ -143,6 +143,7 @@ class Trainer:
         if message:
             raise DataError(message)
         self.device = check_device(device)
+        self._parallel = None  # see _own_threads
         if on_divergence not in DIVERGENCE:
             raise ConfigError(f"on_divergence must be one of {', '.join(DIVERGENCE)}, got {on_divergence!r}")
         self.on_divergence = on_divergence
@@ -324,10 +325,9 @@ class Trainer:
         stops and progress hooks are served between calls. Returns (sums, diverged batch or None)."""
         backend, hook = self.backend, self.hook
         chunk_end = bool(hook.on_train_chunk_end.get_hookimpls())
-        own_threads = self._own_threads()
         b = first
         while b < n_batches:
-            with threads.one_blas_thread(own_threads):
+            with threads.one_blas_thread(self._own_threads()):
                 sums, done, bad = backend.run(b, min(n_batches, b + backend.span), sums)
             self.batches_done = done
             if chunk_end:
@@ -454,9 +454,11 @@ class Trainer:
 
     def _own_threads(self):
         """True when some layer's kernels split a batch over the cores themselves (runtime/threads.py)."""
-        return self.device == "cpu" and any(
-            threads.parallel(kernel(layer, k)) for layer in self.model.layers for k in ("forward_kernel", "backward_kernel")
-        )
+        if self._parallel is None:  # the model's layers never change: asked once
+            self._parallel = self.device == "cpu" and any(
+                threads.parallel(kernel(layer, k)) for layer in self.model.layers for k in ("forward_kernel", "backward_kernel")
+            )
+        return self._parallel
 
 
 # -- the rules a run's settings follow, each checked here and only here -------
