@@ -13,7 +13,7 @@ from jitprop.components import real
 
 from .kernels import batch_norm2d_backward, batch_norm2d_forward, batch_norm_backward, batch_norm_forward
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 
 class BatchNorm(jitprop.Layer):
