@@ -88,7 +88,8 @@ def wide_sizes(c_in, height, width, kh, kw, ph, pw):
 
 @njit(cache=True)
 def pad(x, c_in, height, width, ph, pw, xpad):
-    """One sample with ``ph``/``pw`` zeros around each channel, and ``kw - 1`` zeros after."""
+    """One sample with ``ph``/``pw`` zeros around each channel into ``xpad``, zeroed first (so
+    the ``kw - 1`` values after the last channel are zeros too)."""
     hp, wp = height + 2 * ph, width + 2 * pw
     xpad[:] = 0.0
     for c in range(c_in):
@@ -222,7 +223,7 @@ def conv2d_backward(p, h, x, out, cache, grad_out, grad_in, grad_p, scratch):
         g_wide[:] = 0.0  # the junk outputs' gradient: 0
         first, last = chunk(c, grad_out.shape[0])
         for n in range(first, last):
-            for o in range(c_out):
+            for o in range(c_out if h[HAS_BIAS] != 0.0 else 0):
                 g = grad_out[n, o * pixels : (o + 1) * pixels]
                 total = sum_b[o]
                 for q in range(pixels):
