@@ -881,9 +881,11 @@ from the runs of 2026-11-28.
   copies of the wide grid, and the activations' traffic: a C step reads and
   writes at least 41 MB (about 2 ms at the ~20 GB/s this machine copies
   at), because each layer runs over the whole batch before the next starts.
-  max_pool2d costs ~10 ns a window with its sizes read at run time, against
-  0.7 ns for a loop whose sizes are constants. So 2x on C needs the pools
-  specialised per geometry and fewer passes over the activations (conv,
+  max_pool2d costs 6-10 ns a window (one core, 2x2): ~6.5 ns with every
+  size a constant, and 0.7 ns for a constant-size loop that keeps only the
+  maximum (no winner's index, which the backward needs). So 2x on C needs a
+  pool that finds its winners without a branch per value, specialised per
+  geometry, and fewer passes over the activations (conv,
   ReLU and pool fused, or a batch run through the network in chunks that
   stay in cache). Cs's 10x means 0.21 ms for 16 MFLOP, 78 GFLOP/s: more
   than OpenBLAS gives on one core on these per-sample shapes (32 x 144 x
