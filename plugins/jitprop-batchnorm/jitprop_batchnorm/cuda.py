@@ -19,26 +19,35 @@ running_statistics = cuda_launch.device(running_statistics)
 input_grad_scale = cuda_launch.device(input_grad_scale)
 
 
+@cuda.jit(device=True)
+def _mean_and_squares(x, c, channels, scratch):
+    """Channel c's mean over the batch and its pixels (kept in scratch[c], in the model's dtype, as
+    the CPU keeps it) and its sum of squared deviations, summed in the CPU kernels' order."""
+    n, area = x.shape[0], x.shape[1] // channels
+    total = x[0, 0] * 0
+    for i in range(n):
+        for a in range(c * area, (c + 1) * area):
+            total += x[i, a]
+    scratch[c] = total / (n * area)
+    mean = scratch[c]
+    squares = x[0, 0] * 0
+    for i in range(n):
+        for a in range(c * area, (c + 1) * area):
+            squares += (x[i, a] - mean) * (x[i, a] - mean)
+    return mean, squares
+
+
 @cuda.jit
 def _statistics(x, channels, momentum, eps, state, scratch):
     """Per channel: the batch's mean and 1/std into scratch, the running statistics moved."""
-    n, area = x.shape[0], x.shape[1] // channels
+    count = x.shape[0] * (x.shape[1] // channels)
     first, stride = cuda.grid(1), cuda.gridsize(1)
     if first == 0:
         state[2 * channels] += 1.0  # num_batches_tracked
     for c in range(first, channels, stride):
-        total = x[0, 0] * 0
-        for i in range(n):
-            for a in range(c * area, (c + 1) * area):
-                total += x[i, a]
-        scratch[c] = total / (n * area)
-        mean = scratch[c]  # in the model's dtype, as the CPU keeps it
-        squares = x[0, 0] * 0
-        for i in range(n):
-            for a in range(c * area, (c + 1) * area):
-                squares += (x[i, a] - mean) * (x[i, a] - mean)
+        mean, squares = _mean_and_squares(x, c, channels, scratch)
         state[c], state[channels + c], scratch[channels + c] = running_statistics(
-            mean, squares, n * area, momentum, eps, state[c], state[channels + c]
+            mean, squares, count, momentum, eps, state[c], state[channels + c]
         )
 
 
@@ -78,16 +87,7 @@ def _channel_grads(x, p, grad_out, cache, channels, eps, with_input, grad_p, scr
                 sum_gx += grad_out[i, a] * cache[i, a]
         grad_p[c], grad_p[channels + c] = sum_gx, sum_g
         if with_input:
-            total = x[0, 0] * 0
-            for i in range(n):
-                for a in range(c * area, (c + 1) * area):
-                    total += x[i, a]
-            scratch[c] = total / (n * area)
-            mean = scratch[c]
-            squares = x[0, 0] * 0
-            for i in range(n):
-                for a in range(c * area, (c + 1) * area):
-                    squares += (x[i, a] - mean) * (x[i, a] - mean)
+            _, squares = _mean_and_squares(x, c, channels, scratch)
             scratch[channels + c] = input_grad_scale(p[c], squares, n * area, eps)
 
 
