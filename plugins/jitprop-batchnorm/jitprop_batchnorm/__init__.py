@@ -10,6 +10,7 @@ import numpy as np
 
 import jitprop
 from jitprop.components import real
+from jitprop.default_plugins.geometry import image_shape
 
 from .kernels import batch_norm2d_backward, batch_norm2d_forward, batch_norm_backward, batch_norm_forward
 
@@ -78,10 +79,7 @@ class BatchNorm2d(BatchNorm):
     cuda_backward = "jitprop_batchnorm.cuda:batch_norm2d_backward"
 
     def output_shape(self, in_shape):
-        if len(in_shape) != 3:
-            shown = "x".join(map(str, in_shape))
-            raise jitprop.ConfigError(f"takes samples of shape (channels, height, width), got {shown}; batch_norm normalises rows")
-        return in_shape
+        return image_shape(in_shape)  # the image layers' own check and message
 
     @property
     def features(self):
