@@ -872,25 +872,22 @@ from the runs of 2026-11-28.
   is already ~60% of PyTorch's peak, so no trainer built on Numba meets half
   on this job.
   jitprop's own arrays (weights, Adam state, workspaces) are ~5 MB.
-- **CNNs (C, Cs; issue 14).** The products alone (each timed on one
-  thread, as each of conv2d's chunks calls BLAS) add up to 2.1 ms of C's
-  step (1.0 ms over two cores) and 0.25 ms of Cs's (0.13 ms); the compiled
-  steps took 3.8-4.4 and 0.46-0.70 ms in the two runs of 2026-12-01,
-  PyTorch's 6.0-8.0 and 2.1-2.9 ms. The rest is unfolding and folding
-  (im2col, col2im), pooling, the
-  copies of the wide grid, and the activations' traffic: a C step reads and
-  writes at least 41 MB (about 2 ms at the ~20 GB/s this machine copies
-  at), because each layer runs over the whole batch before the next starts.
-  max_pool2d costs 6-10 ns a window (one core, 2x2): ~6.5 ns with every
-  size a constant, and 0.7 ns for a constant-size loop that keeps only the
-  maximum (no winner's index, which the backward needs). So 2x on C needs a
-  pool that finds its winners without a branch per value, specialised per
-  geometry, and fewer passes over the activations (conv,
-  ReLU and pool fused, or a batch run through the network in chunks that
-  stay in cache). Cs's 10x means 0.21 ms for 16 MFLOP, 78 GFLOP/s: more
-  than OpenBLAS gives on one core on these per-sample shapes (32 x 144 x
-  24 at 81-113 GFLOP/s), so it needs products over the whole batch (im2row)
-  as well as both cores.
+- **CNNs (C, Cs; issue 14).** C misses 2x by 3% (1.93x in a run of
+  2026-12-01 after max_pool2d's 2x2 windows lost their branch, 1.94x after
+  conv2d's bias gradient was vectorised too; 1.60x and 1.80x before). The products alone (each timed on one thread, as each of
+  conv2d's chunks calls BLAS) take 1.8 ms of C's step (0.9 ms over two
+  cores) and 0.24 ms of Cs's (0.12 ms); the compiled steps took 2.7-3.0 and
+  0.39-0.40 ms, PyTorch's 5.1-5.6 and 1.8-1.9 ms. The rest is unfolding and
+  folding (im2col, col2im), pooling, the copies of the wide grid, and the
+  activations' traffic: a C step reads and writes at least 41 MB, because
+  each layer runs over the whole batch before the next starts, and its
+  ReLUs, which only copy, take 0.4 ms. So 2x on C needs fewer passes over
+  the activations (conv, ReLU and pool fused, or a batch run through the
+  network in chunks that stay in cache). Cs's 10x means 0.18-0.21 ms for
+  16 MFLOP, 78-90 GFLOP/s: more than OpenBLAS gives on one core on these
+  per-sample shapes (32 x 144 x 24 at 83-116 GFLOP/s) once unfolding and
+  pooling take their share, so it needs products over the whole batch
+  (im2row) and fused layers as well as both cores.
 - **Start-up, warm cache.** No kernel is compiled; importing Numba (~0.4 s)
   and its first load of cached code (it registers its NumPy
   implementations: ~0.3 s) are most of it. jitprop loads only SciPy's BLAS
