@@ -326,6 +326,8 @@ def train(ctx, config_path, dataset, target, normalize, input_shape, model, hidd
     if trainer.stop_reason:
         click.echo(trainer.stop_reason)
     final = trainer.history.history
+    if final and trainer.divergence is None:
+        click.echo(f"verdict: {trainer.history.verdict()}")
     if final:
         key = "val_accuracy" if "val_accuracy" in final else "val_loss" if "val_loss" in final else None
         key = key or ("accuracy" if "accuracy" in final else "loss")

@@ -31,6 +31,7 @@ from ..plugins import hookspecs
 from ..plugins.hookspecs import hookimpl
 from ..plugins.manager import load_plugins
 from ..runtime import threads
+from ..views.verdict import baseline_loss, judge
 
 #: ``on_divergence`` choices: stop at the bad batch, or roll back the epoch and lower the rate.
 DIVERGENCE = ("stop", "rollback")
@@ -65,6 +66,8 @@ class History(Callback):
         self.history = {}
         self.epoch = []
         self.iteration_loss = array("d")
+        #: The loss of the best prediction that ignores the inputs, on the training rows of the last fit.
+        self.baseline_loss = None
 
     @hookimpl
     def on_epoch_end(self, trainer, epoch, logs):
@@ -76,6 +79,10 @@ class History(Callback):
         for key, values in self.history.items():
             values.append(logs.get(key, math.nan))
         self.iteration_loss.frombytes(np.ascontiguousarray(trainer.batch_losses[: trainer.batches_done]).tobytes())
+
+    def verdict(self):
+        """Whether the run underfit, fit or overfit, with the evidence (rules: ``jitprop.views.verdict``)."""
+        return judge(self)
 
     def __repr__(self):
         return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
@@ -222,6 +229,7 @@ class Trainer:
         else:
             Xv = yv = None
         self.has_validation = Xv is not None
+        self.history.baseline_loss = baseline_loss(self.loss, y, model.output_dim, model.dtype)
         self.metric_names = ["loss"] + (["accuracy"] if self.classification else [])
         if self.has_validation:
             self.metric_names += ["val_" + m for m in self.metric_names]

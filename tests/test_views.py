@@ -1,0 +1,92 @@
+"""Learner views: verdicts on fit (views/verdict.py), on curves built for each rule and on real runs."""
+
+import math
+
+import numpy as np
+import pytest
+
+import jitprop
+from jitprop.data.tables import load_table
+from jitprop.views.verdict import RISE, WEAK, baseline_loss, judge
+
+from test_cli import run
+
+
+@pytest.fixture(scope="module")
+def digits():
+    t = load_table("digits")
+    X = t.X.astype(np.float32)
+    return (X - X.mean(0)) / (X.std(0) + 1e-8), t.y
+
+
+def test_baseline_is_the_loss_of_predicting_without_inputs():
+    y = np.array([0, 0, 0, 1, 2, 2])
+    p = np.array([3, 1, 2]) / 6
+    assert math.isclose(baseline_loss(jitprop.loss("cross_entropy"), y, 3), -(p * np.log(p)).sum(), rel_tol=1e-12)
+    assert math.isclose(baseline_loss(jitprop.loss("cross_entropy"), y, 4), -(p * np.log(p)).sum(), rel_tol=1e-9)  # an unseen class
+    t = np.array([[1.0, 5.0], [2.0, 7.0], [6.0, 0.0]])
+    assert math.isclose(baseline_loss(jitprop.loss("mse"), t, 2), t.var(axis=0).mean(), rel_tol=1e-12)
+    b = np.array([[1.0], [0.0], [0.0], [0.0]])
+    assert math.isclose(baseline_loss(jitprop.loss("bce"), b, 1), -(0.25 * math.log(0.25) + 0.75 * math.log(0.75)), rel_tol=1e-6)
+
+
+def curves(train, val=None):
+    logs = {"loss": list(train)}
+    if val is not None:
+        logs["val_loss"] = list(val)
+    return logs
+
+
+def test_each_rule_on_curves_built_for_it():
+    falling = np.linspace(1.0, 0.1, 12)
+    over = judge(curves(falling, [1.0, 0.6, 0.4, 0.3, 0.32, 0.35, 0.38, 0.4, 0.42, 0.45, 0.5, 0.55]), baseline=2.3)
+    assert over.kind == "overfit" and over.epoch == 4
+    assert "overfitting from epoch 4: validation loss rose 83%" in over.message
+    assert "early_stopping:restore_best_weights=true would have kept epoch 4" in over.message
+    just_below = [0.3] * 8 + [0.3 * (1 + RISE) - 1e-6]  # a rise under RISE is noise, not overfitting
+    assert judge(curves(np.linspace(0.5, 0.1, 9), just_below), baseline=2.3).kind == "fit"
+    flat_train = judge(curves([0.2] * 8 + [0.25], [0.3] * 8 + [0.5]), baseline=2.3)  # training loss did not fall
+    assert flat_train.kind != "overfit"
+
+    still = judge(curves(np.linspace(2.0, 1.0, 8), np.linspace(2.0, 1.1, 8)), baseline=2.3)
+    assert still.kind == "underfit" and "still falling" in still.message and "--epochs 16" in still.message
+    weak = judge(curves([2.0, 1.5, 1.2, 1.2, 1.2, 1.2], [2.0, 1.5, 1.25, 1.25, 1.25, 1.25]), baseline=2.3)
+    assert weak.kind == "underfit" and "is 52% of 2.3" in weak.message
+    assert weak.evidence["share_of_baseline"] > WEAK
+
+    fit = judge(curves(np.linspace(1.0, 0.05, 10), [0.9, 0.5, 0.3, 0.2, 0.15, 0.12, 0.11, 0.1, 0.1, 0.101]), baseline=2.3)
+    assert fit.kind == "fit" and fit.epoch == 8 and "lowest at epoch 8 of 10" in fit.message
+
+    assert judge(curves(np.linspace(1.0, 0.01, 10)), baseline=2.3).kind == "unjudged"  # no validation rows
+    assert judge(curves([2.2, 2.1]), baseline=2.3).kind == "underfit"
+    assert judge(curves([])).kind == "unjudged"
+    nan_end = judge(curves([1.0, 0.5, math.nan], [1.0, 0.6, math.nan]), baseline=2.3)  # a diverged last epoch is left out
+    assert nan_end.evidence["epochs"] == 2
+
+
+def fit(data, hidden, epochs, rows=None, noise=0.0):
+    X, y = data
+    if rows is not None:
+        rng = np.random.default_rng(0)
+        idx = rng.choice(len(y), rows, replace=False)
+        X, y = X[idx], y[idx].copy()
+        flip = rng.random(rows) < noise
+        y[flip] = rng.integers(0, 10, flip.sum())
+    layers = [jitprop.layer(**spec) for spec in jitprop.model.architectures.mlp(10, hidden, "relu", 0.0)]
+    model = jitprop.Sequential(layers, input_dim=X.shape[1], seed=0)
+    return jitprop.fit(model, X, y, loss="cross_entropy", epochs=epochs, validation_split=0.2, seed=0)
+
+
+def test_runs_built_to_underfit_fit_and_overfit(digits):
+    assert fit(digits, [2], 3).verdict().kind == "underfit"  # a tiny model, few epochs
+    good = fit(digits, [128, 64], 20).verdict()  # the default run
+    assert good.kind == "fit", good.message
+    over = fit(digits, [256, 256], 40, rows=300, noise=0.3).verdict()  # a large model, a small noisy set
+    assert over.kind == "overfit", over.message
+    assert over.evidence["rise"] >= RISE and over.epoch < 40
+
+
+def test_train_prints_its_verdict_before_the_final_score():
+    lines = run("train", "--hidden", "2", "--epochs", "3").output.strip().splitlines()
+    assert lines[-2].startswith("verdict: underfitting: ")
+    assert lines[-1].startswith("validation accuracy: ")
