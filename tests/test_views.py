@@ -1,15 +1,20 @@
 """Learner views: verdicts on fit (views/verdict.py), on curves built for each rule and on real runs."""
 
+import json
 import math
+import re
 
 import numpy as np
 import pytest
 
 import jitprop
 from jitprop.data.tables import load_table
+from jitprop.model.architectures import mlp
+from jitprop.views import picture as pictures
+from jitprop.views.lr_find import lr_find, valley
 from jitprop.views.verdict import RISE, WEAK, baseline_loss, judge
 
-from test_cli import run
+from test_cli import one_line_error, run
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +77,7 @@ def fit(data, hidden, epochs, rows=None, noise=0.0):
         X, y = X[idx], y[idx].copy()
         flip = rng.random(rows) < noise
         y[flip] = rng.integers(0, 10, flip.sum())
-    layers = [jitprop.layer(**spec) for spec in jitprop.model.architectures.mlp(10, hidden, "relu", 0.0)]
+    layers = [jitprop.layer(**spec) for spec in mlp(10, hidden, "relu", 0.0)]
     model = jitprop.Sequential(layers, input_dim=X.shape[1], seed=0)
     return jitprop.fit(model, X, y, loss="cross_entropy", epochs=epochs, validation_split=0.2, seed=0)
 
@@ -90,3 +95,64 @@ def test_train_prints_its_verdict_before_the_final_score():
     lines = run("train", "--hidden", "2", "--epochs", "3").output.strip().splitlines()
     assert lines[-2].startswith("verdict: underfitting: ")
     assert lines[-1].startswith("validation accuracy: ")
+
+
+# -- lr-find -----------------------------------------------------------------
+
+
+def small_model(seed=0):
+    layers = [jitprop.layer(**spec) for spec in mlp(10, [16], "relu", 0.0)]
+    return jitprop.Sequential(layers, input_dim=64, seed=seed)
+
+
+def test_valley_takes_a_point_half_way_down_the_longest_decreasing_run():
+    losses = [5.0, 4.0, 4.5, 3.0, 2.5, 2.6, 2.0, 1.0, 0.5, 3.0, 9.0]
+    lrs = [10.0**i for i in range(len(losses))]
+    # The longest decreasing subsequence is 5, 4, 3, 2.5, 2, 1, 0.5 (indices 0..8, seven points);
+    # fast.ai's rule: start = end - length = 8 - 7 = 1, third = 7/3, index = 1 + 2 + 1 = 4.
+    assert valley(lrs, losses) == (1e4, 4)
+    assert valley([1.0], [1.0]) == (None, None)
+
+
+def test_lr_find_grows_the_rate_smooths_the_loss_and_restores_the_model(digits):
+    model = small_model()
+    params = model.params.copy()
+    result = lr_find(model, *digits, loss="cross_entropy", num_it=40, start_lr=1e-5, end_lr=1.0)
+    np.testing.assert_array_equal(model.params, params)  # the test only looks
+    n = len(result.lrs)
+    np.testing.assert_allclose(result.lrs, 1e-5 * (1.0 / 1e-5) ** (np.arange(n) / 40), rtol=1e-12)
+    average, expected = 0.0, []
+    for i, loss in enumerate(result.losses):  # fast.ai's AvgSmoothLoss, written out
+        average = 0.98 * average + 0.02 * loss
+        expected.append(average / (1 - 0.98 ** (i + 1)))
+    np.testing.assert_allclose(result.smoothed, expected, rtol=1e-12)
+    a = 40 // 10
+    window = result.smoothed[a : max(a, n - 5)]
+    lr, index = valley(result.lrs[a : a + len(window)], window)
+    assert result.suggestion == lr and result.suggestion_index == a + index
+    again = lr_find(model, *digits, loss="cross_entropy", num_it=40, start_lr=1e-5, end_lr=1.0)
+    np.testing.assert_array_equal(again.losses, result.losses)  # from the same weights, the same run
+
+
+def test_lr_find_stops_when_the_loss_runs_away(digits):
+    result = lr_find(small_model(), *digits, loss="cross_entropy", optimizer="sgd", end_lr=1e4)
+    assert len(result.lrs) < 100 and result.stopped.startswith("the smoothed loss passed 4x its best")
+    assert result.smoothed[-1] > 4 * result.smoothed.min()
+    assert 1e-7 <= result.suggestion <= result.lrs[-1]
+    with pytest.raises(jitprop.ConfigError, match="0 < start_lr < end_lr"):
+        lr_find(small_model(), *digits, loss="cross_entropy", start_lr=1.0, end_lr=0.1)
+
+
+def test_lr_find_command_suggests_a_rate_last_and_in_json(monkeypatch):
+    args = ("lr-find", "--hidden", "16", "--num-it", "30")
+    monkeypatch.setattr(pictures, "draw", lambda picture, path: False)  # no drawing plugin: text instead
+    out = run(*args, "--plot", "lr.png").output.strip().splitlines()
+    assert out[0].startswith("lr-find: adam on digits, 1438 training rows, batch 32")
+    assert any(line.startswith("no plugin draws pictures") for line in out)
+    assert any(line.strip().startswith("V suggested lr") or "V suggested lr" in line for line in out)
+    assert re.fullmatch(r"suggested lr: \d\.?\d*(e-\d+)?", out[-1]), out[-1]
+    record = json.loads(run(*args, "--json").output)
+    assert f"suggested lr: {record['suggested_lr']:.2g}" == out[-1]
+    assert record["rule"] == "valley" and len(record["iterations"]) == 30
+    error = one_line_error(run("lr-find", "--device", "cuda", ok=False))
+    assert "runs on the CPU" in error or "cuda" in error

@@ -31,6 +31,7 @@ from .model import Sequential
 from .plugins import registry
 from .plugins.hookspecs import hookimpl
 from .training import History, Trainer, evaluate, fit, value_and_grad
+from .views.lr_find import lr_find
 
 # Modules plugins import by their 0.1 paths, before the core moved into subpackages:
 # ``import jitprop.checkpoint`` and ``from jitprop.registry import lookup`` still work.
@@ -59,6 +60,7 @@ __all__ = [
     "fit",
     "hookimpl",
     "layer",
+    "lr_find",
     "loss",
     "optimizer",
     "prepare",

@@ -324,3 +324,39 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# -- jitprop's own pictures, through the draw_picture hook --------------------
+
+
+def test_lr_find_draws_its_picture_through_the_hook(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = run("lr-find", "--hidden", "16", "--num-it", "30", "--plot", "lr.png").output.splitlines()
+    assert "wrote lr.png" in out and out[-1].startswith("suggested lr: ")
+    data = (tmp_path / "lr.png").read_bytes()
+    assert data.startswith(PNG_SIGNATURE) and data.endswith(b"IEND\xaeB`\x82")
+    import matplotlib.image
+
+    image = matplotlib.image.imread(tmp_path / "lr.png")
+    assert (image[:, :, :3] < 0.9).any(axis=2).mean() > 0.01 and color_pixels(image, BLUE) > 100
+
+
+def test_a_picture_has_its_curves_marks_and_scales():
+    from jitprop.views.lr_find import LRFind, picture
+    from jitprop.views.picture import Panel, Picture, Series
+
+    lrs = np.geomspace(1e-7, 10, 40)
+    smoothed = np.concatenate([np.full(20, 2.3), np.linspace(2.3, 0.5, 15), np.linspace(0.6, 3.0, 5)])
+    result = LRFind(lrs, smoothed, smoothed, float(lrs[25]), 25)
+    fig = jitprop_plot.pictures.figure(picture(result))
+    (ax,) = fig.axes
+    assert len(ax.lines) == 2 and ax.get_xscale() == "log"  # the smoothed curve and the suggestion
+    np.testing.assert_allclose(ax.lines[0].get_xdata(), lrs[:35])  # fast.ai leaves the last 5 points out
+    assert ax.lines[1].get_xdata()[0] == lrs[25] and "suggested lr" in ax.lines[1].get_label()
+    grid = Picture("runs", [Panel(f"run {i}", "epoch", "loss", [Series("train", [1, 2], [1.0, 0.5]),
+                                                                  Series("val", [1, 2], [1.1, 0.7], points=True)])
+                            for i in range(5)], columns=3)  # fmt: skip
+    fig = jitprop_plot.pictures.figure(grid)
+    visible = [a for a in fig.axes if a.get_visible()]
+    assert len(visible) == 5 and all(len(a.lines) == 2 for a in visible)
+    assert visible[0].lines[1].get_linestyle() == "None"  # points: markers only

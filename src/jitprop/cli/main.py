@@ -24,7 +24,7 @@ from .. import gradcheck as gradchecks
 from ..backends.python import numba_summary
 from ..data import checkpoint as checkpoints
 from ..data import runconfig
-from ..errors import ConfigError, DataError, JitpropError
+from ..errors import ConfigError, JitpropError
 from ..plugins.manager import (
     PluginLoadWarning,
     distribution_of,
@@ -38,7 +38,7 @@ from ..plugins.registry import entries, tables
 from ..runtime import caches
 from ..training.trainer import evaluate as evaluate_model
 from ..version import __version__
-from . import manage
+from . import flags, manage, views
 from .progress import EpochPrinter, ProgressBar
 from .run import inputs_for, plan
 
@@ -105,55 +105,6 @@ def cli():
 # -- train -----------------------------------------------------------------
 
 
-def _spec_option(config, key, text):
-    """Merge ``--loss`` / ``--optimizer`` NAME[:k=v] into a config table of the same name."""
-    spec = runconfig.parse_spec(text)
-    current = config.get(key)
-    if isinstance(current, dict) and current.get("name") == spec["name"]:
-        spec = {**current, **spec}
-    config[key] = spec
-
-
-def _widths(text, flag, example):
-    try:
-        widths = [int(w) for w in text.split(",") if w.strip()]
-    except ValueError:
-        raise ConfigError(f"{flag} takes comma-separated {example}, got {text!r}") from None
-    if any(w < 1 for w in widths):
-        raise ConfigError(f"{flag} sizes must be positive, got {text!r}")
-    return widths
-
-
-def _model_flags(config, input_shape, model, hidden, activation, dropout):
-    """Merge the flags that choose the model into a run configuration: they replace the file's stack."""
-    shorthand = {"activation": activation, "dropout": dropout}
-    if hidden is not None:
-        shorthand["hidden"] = _widths(hidden, "--hidden", "layer widths like 128,64")
-    shorthand = {k: v for k, v in shorthand.items() if v is not None}
-    if input_shape is not None:
-        config["input_shape"] = _widths(input_shape, "--input-shape", "sizes like 1,28,28")
-    if model is not None or shorthand:
-        config.pop("layers", None)
-        if model is not None:  # another architecture: the file's mlp shorthand no longer applies
-            for key in ("hidden", "activation", "dropout"):
-                config.pop(key, None)
-            config["model"] = model
-        else:
-            config.pop("model", None)
-        config.update(shorthand)
-
-
-def _check_writable(path, what):
-    """Fail before training, not after it, when a file cannot be written."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise DataError(f"{what} {path} is a directory")
-    if not os.path.isdir(directory):
-        raise DataError(f"cannot write {what} {path}: directory {directory} does not exist")
-    if not os.access(directory, os.W_OK):
-        raise DataError(f"cannot write {what} {path}: directory {directory} is not writable")
-
-
 def _run_config(saved):
     """The run configuration a checkpoint was trained with, or a one-line error."""
     config = saved.info.get("config")
@@ -169,34 +120,13 @@ RESUMABLE = {"resume", "epochs", "checkpoint", "callbacks", "print_config", "lr"
 
 
 @cli.command()
-@click.option("--config", "config_path", help="Run file (TOML) as written by --print-config; flags override it.")
-@click.option("--dataset", help="Built-in data set (jitprop list datasets) or a .csv / .npz file.  [default: digits]")
-@click.option("--target", help="CSV column to predict.  [default: the last column]")
-@click.option("--normalize/--no-normalize", default=None, help="Standardise inputs with the training rows' mean and std.  [default: on]")
-@click.option("--input-shape", help="One sample's shape, e.g. 1,28,28 for CSV rows of 28x28 pixels (channels first).")
-@click.option("--model", help="A ready architecture: mlp, cnn (small images) or lenet (28x28).  [default: mlp]")
-@click.option("--hidden", help="Hidden layer widths, comma-separated.  [default: 128,64]")
-@click.option("--activation", help="Activation after each hidden layer.  [default: relu]")
-@click.option("--dropout", type=float, help="Dropout rate after each hidden activation.  [default: 0]")
-@click.option("--loss", help="Loss NAME[:k=v,...].  [default: cross_entropy for labels, mse for numbers]")
-@click.option("--optimizer", help="Optimizer NAME[:k=v,...], e.g. sgd:momentum=0.9.  [default: adam]")
-@click.option("--lr", type=float, help="Learning rate.  [default: the optimizer's]")
-@click.option("--schedule", help="Learning-rate schedule NAME[:k=v,...], e.g. cosine:T_max=20,warmup=2.")
-@click.option("--epochs", type=int, help="Total epochs (with --resume too).  [default: 20]")
-@click.option("--batch-size", type=int, help="Rows per batch.  [default: 32]")
-@click.option("--validation-split", type=float, help="Fraction held out for validation (0 for none).  [default: 0.2]")
-@click.option("--seed", type=int, help="Seed of weights, shuffling and dropout.  [default: 0]")
-@click.option("--dtype", type=click.Choice(["float32", "float64"]), help="Floating-point precision.  [default: float32]")
-@click.option("--device", help="cpu or cuda.  [default: cpu]")
-@click.option("--on-divergence", type=click.Choice(["stop", "rollback"]),
-              help="At a NaN or infinite loss or gradient: stop before the update, or roll the epoch back and"
-                   " halve the learning rate.  [default: stop]")  # fmt: skip
+@flags.options("config", "dataset", "target", "normalize", "input_shape", "model", "hidden", "activation", "dropout",
+               "loss", "optimizer", "lr", "schedule", "epochs", "batch_size", "validation_split", "seed", "dtype",
+               "device", "on_divergence")
 @click.option("--checkpoint", help="Save the run here (.npz) at the end and on Ctrl-C.")
 @click.option("--resume", help="Continue the run saved in this checkpoint.")
 @click.option("--callback", "callbacks", multiple=True, help="Callback NAME[:k=v,...]; repeatable.")
-@click.option("--transform", "transforms", multiple=True,
-              help="Gradient transform NAME[:k=v,...] between backward and update, e.g."
-                   " gradient_clipping:max_norm=1; repeatable, run in order.")  # fmt: skip
+@flags.options("transforms")
 @click.option("--print-config", is_flag=True, help="Print the resolved run as TOML and exit.")
 @click.pass_context
 def train(ctx, config_path, dataset, target, normalize, input_shape, model, hidden, activation, dropout, loss, optimizer, lr, schedule,
@@ -238,30 +168,13 @@ def train(ctx, config_path, dataset, target, normalize, input_shape, model, hidd
         # Saved where it was read from (or --checkpoint), never to the path the run was first saved
         # under: resuming a copy must not overwrite the original.
         config["checkpoint"] = checkpoint or resume
+        if epochs is not None:
+            config["epochs"] = epochs
+        config["callbacks"] = list(config.get("callbacks", [])) + [runconfig.parse_spec(c) for c in callbacks]
+        config = runconfig.check(config, "run")
     else:
         saved = None
-        config = runconfig.load(config_path) if config_path else {}
-        flags = {
-            "dataset": dataset, "target": target, "normalize": normalize, "lr": lr, "batch_size": batch_size,
-            "validation_split": validation_split, "seed": seed, "dtype": dtype, "device": device,
-            "on_divergence": on_divergence, "checkpoint": checkpoint,
-        }  # fmt: skip
-        if dataset is not None and target is None:
-            config.pop("target", None)
-        config.update({k: v for k, v in flags.items() if v is not None})
-        _model_flags(config, input_shape, model, hidden, activation, dropout)
-        if loss:
-            _spec_option(config, "loss", loss)
-        if optimizer:
-            _spec_option(config, "optimizer", optimizer)
-        if schedule:
-            config["schedule"] = runconfig.parse_spec(schedule)
-    if epochs is not None:
-        config["epochs"] = epochs
-    config["callbacks"] = list(config.get("callbacks", [])) + [runconfig.parse_spec(c) for c in callbacks]
-    if transforms:
-        config["transforms"] = list(config.get("transforms", [])) + [runconfig.parse_spec(t) for t in transforms]
-    config = runconfig.check(config, "run")
+        config = flags.run_config(ctx.params)
 
     p = plan(config, saved)
     if print_config:
@@ -269,7 +182,7 @@ def train(ctx, config_path, dataset, target, normalize, input_shape, model, hidd
         return
     path = p.config.get("checkpoint")
     if path:
-        _check_writable(path, "checkpoint")
+        flags.check_writable(path, "checkpoint")
 
     total = p.config["epochs"]
     reporters = [ProgressBar(total)] if sys.stdout.isatty() else []
@@ -362,7 +275,7 @@ def summary(config_path, dataset, target, input_shape, model, hidden, activation
         config.pop("target", None)
     if target is not None:
         config["target"] = target
-    _model_flags(config, input_shape, model, hidden, activation, dropout)
+    flags.model_flags(config, input_shape, model, hidden, activation, dropout)
     p = plan(runconfig.check(config, "summary"))
     click.echo(f"{p.table.source}: {p.data.X.shape[0]} rows of {'x'.join(map(str, p.data.shape))}")
     click.echo(p.model.summary())
@@ -418,7 +331,7 @@ def predict(checkpoint_path, input_path, output):
       jitprop predict model.npz digits | head
     """
     if output != "-":
-        _check_writable(output, "output")
+        flags.check_writable(output, "output")
     saved = checkpoints.load(checkpoint_path)
     model = saved.build_model()
     loss = api.loss(**saved.meta["loss"])
@@ -593,5 +506,5 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, _de
         _default(message, category, filename, lineno, file, line)
 
 
-for command in manage.COMMANDS:
+for command in manage.COMMANDS + views.COMMANDS:
     cli.add_command(command)

@@ -58,6 +58,13 @@ def register_commands(cli):
     """Add commands to the ``jitprop`` click group ``cli``."""
 
 
+@hookspec(firstresult=True)
+def draw_picture(picture, path):
+    """Draw ``picture`` (a ``jitprop.views.picture.Picture``: panels of curves and marked points)
+    into the file ``path``, replacing it whole; return True, or None to leave it to another plugin
+    (jitprop renders it as text when none draws)."""
+
+
 # -- training lifecycle --------------------------------------------------
 # ``trainer`` is the running ``jitprop.training.Trainer``: it holds the model,
 # loss, optimizer, current epoch and iteration, and ``stop_training``.

@@ -229,7 +229,10 @@ class Trainer:
         else:
             Xv = yv = None
         self.has_validation = Xv is not None
-        self.history.baseline_loss = baseline_loss(self.loss, y, model.output_dim, model.dtype)
+        try:
+            self.history.baseline_loss = baseline_loss(self.loss, y, model.output_dim, model.dtype)
+        except NumbaError:  # a loss kernel that does not compile: training names its plugin below
+            self.history.baseline_loss = None
         self.metric_names = ["loss"] + (["accuracy"] if self.classification else [])
         if self.has_validation:
             self.metric_names += ["val_" + m for m in self.metric_names]

@@ -1,9 +1,10 @@
 """jitprop-plot: training curves, to see under- and overfitting.
 
-Adds the command ``jitprop plot RUN.csv|CHECKPOINT.npz -o curves.png`` and
-the callback ``plot`` (``--callback plot:path=curves.png``), which redraws
-the same picture as training goes. Both are registered through jitprop's
-hooks, from the entry point ``plot`` of the group ``jitprop``.
+Adds the command ``jitprop plot RUN.csv|CHECKPOINT.npz -o curves.png``, the
+callback ``plot`` (``--callback plot:path=curves.png``), which redraws the
+same picture as training goes, and draws jitprop's own pictures (lr-find's
+``--plot``, ...) through the hook ``draw_picture``. All are registered
+through jitprop's hooks, from the entry point ``plot`` of the group ``jitprop``.
 """
 
 from pathlib import Path
@@ -12,10 +13,12 @@ import click
 
 import jitprop
 
+from . import pictures
 from .curves import Curves, check_writable, draw_png, read, write_png
+from .pictures import draw_picture  # noqa: F401  (the hook: jitprop's pictures, lr-find's and others, as PNG)
 
-__version__ = "0.1.0"
-__all__ = ["Curves", "PlotCallback", "check_writable", "draw_png", "read", "write_png"]
+__version__ = "0.2.0"
+__all__ = ["Curves", "PlotCallback", "check_writable", "draw_png", "pictures", "read", "write_png"]
 
 
 class PlotCallback(jitprop.Callback):

@@ -1,0 +1,75 @@
+"""Commands that show a learner what a run does: lr-find (and, as they land, sweep, check, explain)."""
+
+import json
+
+import click
+
+from .. import api
+from ..errors import ConfigError
+from ..views import lr_find as lrf
+from ..views import picture as pictures
+from . import flags
+from .run import plan
+
+
+def _show(picture, path):
+    """Write ``picture`` to ``path`` through a drawing plugin; else (or without a path) print it as text."""
+    if path:
+        flags.check_writable(path, "picture")
+        if pictures.draw(picture, path):
+            return f"wrote {path}"
+        click.echo(f"no plugin draws pictures (pip install plugins/jitprop-plot, with matplotlib); as text instead of {path}:")
+    click.echo(pictures.text(picture))
+    return None
+
+
+@click.command("lr-find")
+@flags.options(*flags.DATA_AND_MODEL)
+@click.option("--start-lr", type=float, default=lrf.START_LR, show_default=True, help="Learning rate of the first iteration.")
+@click.option("--end-lr", type=float, default=lrf.END_LR, show_default=True, help="Learning rate the last iteration approaches.")
+@click.option("--num-it", type=int, default=lrf.NUM_IT, show_default=True, help="Iterations, the rate growing exponentially.")
+@click.option("--plot", "plot_path", help="Write the picture here (PNG, through the jitprop-plot plugin).  [default: text]")
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON instead of a table.")
+def lr_find(start_lr, end_lr, num_it, plot_path, as_json, **params):
+    """Find a learning rate: train a few iterations at an exponentially rising rate, watch the loss.
+
+    The range test as fast.ai runs it: 1e-7 to 10 over 100 iterations, the
+    loss smoothed (beta 0.98, bias-corrected), stopping when it passes 4x its
+    best. The suggestion is the valley rule's: a point half of the way down
+    the longest decreasing stretch of the curve. Weights are not kept: the
+    test only looks. Same data and model flags as train.
+
+    \b
+    Examples:
+      jitprop lr-find
+      jitprop lr-find --optimizer sgd:momentum=0.9 --plot lr.png
+      jitprop lr-find --dataset digit_images --model cnn --json
+    """
+    p = plan(flags.run_config(params))
+    c = p.config
+    if c["device"] != "cpu":
+        raise ConfigError("lr-find sets the learning rate batch by batch, which runs on the CPU; drop --device")
+    X, y = p.train
+    result = lrf.lr_find(p.model, X, y, loss=p.loss, optimizer=api.optimizer(**c["optimizer"]), batch_size=c["batch_size"],
+                         start_lr=start_lr, end_lr=end_lr, num_it=num_it, seed=c["seed"],
+                         transforms=[api.transform(**t) for t in c.get("transforms", [])])  # fmt: skip
+    if as_json:
+        click.echo(json.dumps({"optimizer": c["optimizer"]["name"], "dataset": p.table.source, **result.to_dict()}, indent=1))
+        return
+    click.echo(f"lr-find: {c['optimizer']['name']} on {p.table.source}, {len(y)} training rows, batch {c['batch_size']}:"
+               f" lr {start_lr:g} -> {end_lr:g} over {num_it} iterations")  # fmt: skip
+    click.echo(f"{'iteration':>9}  {'lr':>9}  {'loss':>9}  {'smoothed':>9}")
+    for i, lr, loss, smooth in result.rows():
+        mark = "  <- suggested" if i - 1 == result.suggestion_index else ""
+        click.echo(f"{i:>9}  {lr:>9.3g}  {loss:>9.4f}  {smooth:>9.4f}{mark}")
+    click.echo(f"stopped: {result.stopped}")
+    wrote = _show(lrf.picture(result, f"lr-find: {c['optimizer']['name']} on {p.table.source}"), plot_path)
+    if wrote:
+        click.echo(wrote)
+    if result.suggestion is None:
+        raise ConfigError(f"no suggestion: only {len(result.lrs)} iterations before the loss ran away; try a lower --end-lr"
+                          " or more --num-it")  # fmt: skip
+    click.echo(f"suggested lr: {result.suggestion:.2g}")
+
+
+COMMANDS = (lr_find,)
