@@ -1,4 +1,4 @@
-"""Learner views: verdicts on fit (views/verdict.py), on curves built for each rule and on real runs."""
+"""Learner views: verdicts on fit, lr-find and sanity checks (jitprop.views), on runs built for each case."""
 
 import json
 import math
@@ -6,11 +6,14 @@ import re
 
 import numpy as np
 import pytest
+from numba import njit
 
 import jitprop
+import jitprop.model.architectures
 from jitprop.data.tables import load_table
 from jitprop.model.architectures import mlp
 from jitprop.views import picture as pictures
+from jitprop.views import sanity
 from jitprop.views.lr_find import lr_find, valley
 from jitprop.views.verdict import RISE, WEAK, baseline_loss, judge
 
@@ -156,3 +159,84 @@ def test_lr_find_command_suggests_a_rate_last_and_in_json(monkeypatch):
     assert record["rule"] == "valley" and len(record["iterations"]) == 30
     error = one_line_error(run("lr-find", "--device", "cuda", ok=False))
     assert "runs on the CPU" in error or "cuda" in error
+
+
+# -- sanity checks ---------------------------------------------------------------
+
+
+@njit(cache=True)
+def _double_forward(p, h, x, out, cache, training, seed):
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            out[i, j] = 2.0 * x[i, j]
+
+
+@njit(cache=True)
+def _double_backward_wrong(p, h, x, out, cache, grad_out, grad_in, grad_p):
+    for i in range(grad_in.shape[0]):
+        for j in range(grad_in.shape[1]):
+            grad_in[i, j] = grad_out[i, j]  # forgets the factor 2
+
+
+class WrongDouble(jitprop.Layer):
+    """out = 2x, with a backward that forgets the 2: what the gradient check is for."""
+
+    name = "wrong_double"
+    forward_kernel = staticmethod(_double_forward)
+    backward_kernel = staticmethod(_double_backward_wrong)
+
+
+def test_expected_initial_loss_by_target():
+    model = small_model()
+    assert sanity.expected_initial_loss(jitprop.loss("cross_entropy"), model, None) == (math.log(10), "log of 10 classes")
+    assert sanity.expected_initial_loss(jitprop.loss("bce"), model, None)[0] == math.log(2)
+    y = np.ones((4, 10), np.float32) * 3.0
+    assert sanity.expected_initial_loss(jitprop.loss("mse"), model, y) == (9.0, "the loss of predicting 0")
+
+
+def test_initial_loss_flags_a_last_layer_that_starts_too_sure(digits):
+    X, y = digits
+    model = small_model()
+    ce = jitprop.loss("cross_entropy")
+    assert sanity.initial_loss(model, ce, X, y).ok
+    model.parameters()["2.weight"][...] *= 20.0  # logits 20x larger at the start
+    check = sanity.initial_loss(model, ce, X, y)
+    assert not check.ok and "too sure of itself" in check.message and str(check).endswith(": FAIL")
+
+
+def test_overfit_one_batch_passes_for_a_real_model_and_fails_for_a_tiny_one(digits):
+    X, y = digits
+    model = small_model()
+    before = model.params.copy()
+    ce = jitprop.loss("cross_entropy")
+    ok = sanity.overfit_batch(model, ce, jitprop.optimizer("adam"), X, y, 32)
+    assert ok.ok and "overfit one batch of 32 rows" in ok.message
+    np.testing.assert_array_equal(model.params, before)  # trained on a copy's behalf, put back
+    tiny = jitprop.Sequential([jitprop.layer(**s) for s in mlp(10, [2], "relu", 0.0)], input_dim=64, seed=0)
+    bad = sanity.overfit_batch(tiny, ce, jitprop.optimizer("adam"), X, y, 32, iterations=100)
+    assert not bad.ok and "after 100 iterations" in bad.message
+
+
+def test_gradient_checks_pass_on_a_cnn_and_catch_a_wrong_backward(digits):
+    X, y = digits
+    ce = jitprop.loss("cross_entropy")
+    cnn = jitprop.Sequential([jitprop.layer(**s) for s in jitprop.model.architectures.cnn(10)], input_shape=(1, 8, 8), seed=0)
+    checks = sanity.gradients(cnn, ce, X.reshape(-1, 1, 8, 8), y)
+    assert [c.name for c in checks] == ["gradient 0", "gradient 3", "gradient 7"] and all(c.ok for c in checks)
+    model = jitprop.Sequential([jitprop.layer("dense", units=8), WrongDouble(), "tanh", jitprop.layer("dense", units=10)],
+                               input_dim=64, seed=0)  # fmt: skip
+    first, last = sanity.gradients(model, ce, X, y)
+    assert not first.ok and "through layers 1-3" in first.message  # the wrong backward sits between
+    assert last.ok  # the layer after it is unaffected
+
+
+def test_check_command_and_train_check():
+    out = run("check", "--hidden", "16").output.strip().splitlines()
+    assert out[0] == "checks of 3 layers (1,210 parameters) on digits" and out[-1] == "all 4 checks passed"
+    assert out[1].startswith("loss at initialisation ") and out[1].endswith(": ok")
+    failed = run("check", "--hidden", "2", ok=False)
+    assert failed.exit_code == 1 and failed.output.strip().splitlines()[-1] == "1 of 4 checks failed"
+    assert "overfit one batch" in failed.output and "FAIL" in failed.output
+    stopped = run("train", "--check", "--hidden", "2", ok=False)
+    assert stopped.exit_code == 1 and "epoch 1/" not in stopped.output
+    assert stopped.output.strip().splitlines()[-1].startswith("Error: 1 sanity check(s) failed (above): overfit one batch")

@@ -127,11 +127,12 @@ RESUMABLE = {"resume", "epochs", "checkpoint", "callbacks", "print_config", "lr"
 @click.option("--resume", help="Continue the run saved in this checkpoint.")
 @click.option("--callback", "callbacks", multiple=True, help="Callback NAME[:k=v,...]; repeatable.")
 @flags.options("transforms")
+@click.option("--check", "sanity", is_flag=True, help="Run jitprop check's sanity checks first; stop if any fails.")
 @click.option("--print-config", is_flag=True, help="Print the resolved run as TOML and exit.")
 @click.pass_context
 def train(ctx, config_path, dataset, target, normalize, input_shape, model, hidden, activation, dropout, loss, optimizer, lr, schedule,
           epochs, batch_size, validation_split, seed, dtype, device, on_divergence, checkpoint, resume, callbacks,
-          transforms, print_config):  # fmt: skip
+          transforms, sanity, print_config):  # fmt: skip
     """Train a model and report loss and accuracy per epoch.
 
     \b
@@ -143,6 +144,7 @@ def train(ctx, config_path, dataset, target, normalize, input_shape, model, hidd
       jitprop train --dataset data.csv --target species --checkpoint model.npz
       jitprop train --callback early_stopping:patience=3,restore_best_weights=true
       jitprop train --transform gradient_clipping:max_norm=1
+      jitprop train --check                           # sanity checks first (jitprop check)
       jitprop train --print-config > run.toml && jitprop train --config run.toml
       jitprop train --resume model.npz --epochs 40    # continue to 40 epochs in all
       jitprop train --resume model.npz --lr 1e-4      # ... at a lower learning rate
@@ -201,6 +203,10 @@ def train(ctx, config_path, dataset, target, normalize, input_shape, model, hidd
         f" {len(y)} training rows, {n_val} validation rows; epochs {trainer.epoch + 1}..{total}"
     )
     click.echo(p.model.summary())
+    if sanity:
+        failed = [c for c in views.run_checks(p) if not c.ok]
+        if failed:
+            raise JitpropError(f"{len(failed)} sanity check(s) failed (above): {failed[0].name}; train without --check to train anyway")
     if trainer.epoch >= total:
         click.echo(f"already trained for {trainer.epoch} epochs; ask for more with --epochs")
 

@@ -1,4 +1,4 @@
-"""Commands that show a learner what a run does: lr-find (and, as they land, sweep, check, explain)."""
+"""Commands that show a learner what a run does: lr-find, check (and, as they land, sweep, explain)."""
 
 import json
 
@@ -8,6 +8,7 @@ from .. import api
 from ..errors import ConfigError
 from ..views import lr_find as lrf
 from ..views import picture as pictures
+from ..views import sanity
 from . import flags
 from .run import plan
 
@@ -72,4 +73,40 @@ def lr_find(start_lr, end_lr, num_it, plot_path, as_json, **params):
     click.echo(f"suggested lr: {result.suggestion:.2g}")
 
 
-COMMANDS = (lr_find,)
+def run_checks(p, echo=click.echo):
+    """The sanity checks of a planned run, each printed as its line; True when all passed."""
+    c = p.config
+    X, y = p.train
+    model = p.model
+    checks = [sanity.initial_loss(model, p.loss, X, y),
+              sanity.overfit_batch(model, p.loss, api.optimizer(**c["optimizer"]), X, y, c["batch_size"]),
+              *sanity.gradients(model, p.loss, X, y)]  # fmt: skip
+    for check in checks:
+        echo(str(check))
+    return checks
+
+
+@click.command()
+@flags.options(*flags.DATA_AND_MODEL, "lr")
+def check(**params):
+    """Sanity checks before a long run, each one line: the loss at initialisation against
+    log(classes), overfitting one batch to near-zero loss, and each layer's gradient on your
+    own rows against finite differences. Exits with 1 when any fails. Same flags as train.
+
+    
+    Examples:
+      jitprop check
+      jitprop check --dataset digit_images --model cnn
+      jitprop check --hidden 2          # too small to overfit one batch: fails
+    """
+    p = plan(flags.run_config(params))
+    click.echo(f"checks of {len(p.model.layers)} layers ({p.model.n_params:,} parameters) on {p.table.source}")
+    checks = run_checks(p)
+    failed = sum(not c.ok for c in checks)
+    if failed:
+        click.echo(f"{failed} of {len(checks)} checks failed")
+        raise SystemExit(1)
+    click.echo(f"all {len(checks)} checks passed")
+
+
+COMMANDS = (check, lr_find)

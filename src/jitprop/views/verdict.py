@@ -8,7 +8,7 @@ The rules, in the order they are tried (epochs counted from 1, as printed):
    and the epoch that early stopping would have kept.
 2. **Underfitting, still learning**: the validation loss fell by more than
    ``STILL_FALLING`` (1%) an epoch over the last quarter of the run (at
-   least its last 2 epochs), so more epochs would still help. (Not the
+   least its last epoch), so more epochs would still help. (Not the
    training loss: a model that memorises its rows lowers that for ever.)
 3. **Underfitting, too weak**: the training loss ended above ``WEAK`` (25%)
    of the loss of the best prediction that ignores the inputs (the class
@@ -96,14 +96,15 @@ def judge(history, baseline=None):
                 f" while training loss fell ({train[best]:.4g} -> {train[-1]:.4g});"
                 f" early_stopping:restore_best_weights=true would have kept epoch {best + 1}"
             ), best + 1, evidence)  # fmt: skip
-    tail = max(2, n // 4)
+    tail = max(1, n // 4)
     if has_val and n > tail:
         rate = (curve[-tail - 1] - curve[-1]) / abs(curve[-tail - 1]) / tail if curve[-tail - 1] else 0.0
         evidence["fall_per_epoch"] = rate
+        span = f"in epoch {n}" if tail == 1 else f"an epoch over epochs {n - tail + 1}-{n}"
         if rate > STILL_FALLING:
             return Verdict("underfit", (
-                f"underfitting: validation loss still falling {rate:.1%} an epoch over epochs {n - tail + 1}-{n}"
-                f" ({curve[-tail - 1]:.4g} -> {curve[-1]:.4g}): train longer (--epochs {2 * n})"
+                f"underfitting: validation loss still falling ({rate:.1%} {span}, {curve[-tail - 1]:.4g} -> {curve[-1]:.4g}):"
+                f" train longer (--epochs {2 * n})"
             ), n, evidence)  # fmt: skip
     if baseline is not None and baseline > 0:
         share = train[-1] / baseline
