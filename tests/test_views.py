@@ -1,4 +1,4 @@
-"""Learner views: verdicts on fit, lr-find and sanity checks (jitprop.views), on runs built for each case."""
+"""Learner views: verdicts on fit, lr-find, sanity checks and explain (jitprop.views), on runs built for each case."""
 
 import json
 import math
@@ -12,6 +12,7 @@ import jitprop
 import jitprop.model.architectures
 from jitprop.data.tables import load_table
 from jitprop.model.architectures import mlp
+from jitprop.views import explain as explaining
 from jitprop.views import picture as pictures
 from jitprop.views import sanity
 from jitprop.views.lr_find import lr_find, valley
@@ -240,3 +241,53 @@ def test_check_command_and_train_check():
     stopped = run("train", "--check", "--hidden", "2", ok=False)
     assert stopped.exit_code == 1 and "epoch 1/" not in stopped.output
     assert stopped.output.strip().splitlines()[-1].startswith("Error: 1 sanity check(s) failed (above): overfit one batch")
+
+
+# -- explain -------------------------------------------------------------------
+
+
+def test_the_arithmetic_of_a_run():
+    lines = explaining.arithmetic(1438, 32, 20)
+    assert lines[0].startswith("1438 training rows, batch 32: 45 iterations per epoch, the last one of 30 rows;")
+    assert lines[1].startswith("20 epochs: 900 iterations, every row seen 20 times")
+    assert explaining.arithmetic(64, 32, 1)[0].startswith("64 training rows, batch 32: 2 iterations per epoch;")
+    assert "every row seen once" in explaining.arithmetic(64, 32, 1)[1]
+    dropped = explaining.arithmetic(1438, 32, 2, drop_last=True)
+    assert "44 iterations per epoch (drop_last: the last 30 rows" in dropped[0] and "88 iterations" in dropped[1]
+
+
+class _StopAfterOne(jitprop.Callback):
+    name = "stop_after_one"
+
+    @jitprop.hookimpl
+    def on_train_batch_end(self, trainer):
+        trainer.stop_training = True
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_the_traced_iteration_is_the_one_training_makes(digits, dropout):
+    X, y = digits
+    layers = [jitprop.layer(**s) for s in mlp(10, [16, 8], "tanh", dropout)]
+    model = jitprop.Sequential(layers, input_dim=64, seed=3)
+    before = model.params.copy()
+    trainer = jitprop.Trainer(model, loss="cross_entropy", optimizer="adam", batch_size=50, seed=3)
+    t = explaining.trace(trainer, X, y)
+    lines = explaining.first_iteration(trainer, X, y)
+    np.testing.assert_array_equal(model.params, before)  # explaining trains nothing
+    assert t["grad_norm"][1] is None and t["passed_back"][0] is None and t["grad_norm"][0] > 0
+    run_one = jitprop.Trainer(model, loss="cross_entropy", optimizer="adam", batch_size=50, seed=3, callbacks=[_StopAfterOne()])
+    run_one.fit(X, y, epochs=1)
+    assert run_one.batch_losses[0] == t["loss"]  # the same batch, the same dropout draw
+    np.testing.assert_array_equal(model.params, before + t["moved"])  # and the same update
+    assert lines[0].startswith("iteration 1: batch of 50 rows") and f"= {t['loss']:.4f}" in lines[1 + 4]
+    n = len(model.layers)
+    assert [int(line.split()[1]) for line in lines if line.startswith("    layer")][:n] == list(range(n))[::-1]  # last first
+
+
+def test_explain_command_and_train_explain():
+    out = run("explain", "--hidden", "16").output.splitlines()
+    assert out[0] == "explain: 3 layers (1,210 parameters) on digits"
+    assert out[1].startswith("1438 training rows, batch 32: 45 iterations per epoch, the last one of 30 rows")
+    assert any(line.startswith("  update: adam at lr 0.001") for line in out)
+    trained = run("train", "--explain", "--hidden", "16", "--epochs", "1").output
+    assert trained.index("iteration 1: batch of 32 rows") < trained.index("epoch 1/1")

@@ -128,11 +128,12 @@ RESUMABLE = {"resume", "epochs", "checkpoint", "callbacks", "print_config", "lr"
 @click.option("--callback", "callbacks", multiple=True, help="Callback NAME[:k=v,...]; repeatable.")
 @flags.options("transforms")
 @click.option("--check", "sanity", is_flag=True, help="Run jitprop check's sanity checks first; stop if any fails.")
+@click.option("--explain", "explained", is_flag=True, help="Explain the loop with this run's numbers first (jitprop explain).")
 @click.option("--print-config", is_flag=True, help="Print the resolved run as TOML and exit.")
 @click.pass_context
 def train(ctx, config_path, dataset, target, normalize, input_shape, model, hidden, activation, dropout, loss, optimizer, lr, schedule,
           epochs, batch_size, validation_split, seed, dtype, device, on_divergence, checkpoint, resume, callbacks,
-          transforms, sanity, print_config):  # fmt: skip
+          transforms, sanity, explained, print_config):  # fmt: skip
     """Train a model and report loss and accuracy per epoch.
 
     \b
@@ -145,6 +146,7 @@ def train(ctx, config_path, dataset, target, normalize, input_shape, model, hidd
       jitprop train --callback early_stopping:patience=3,restore_best_weights=true
       jitprop train --transform gradient_clipping:max_norm=1
       jitprop train --check                           # sanity checks first (jitprop check)
+      jitprop train --explain                         # the loop in words, its first iteration traced
       jitprop train --print-config > run.toml && jitprop train --config run.toml
       jitprop train --resume model.npz --epochs 40    # continue to 40 epochs in all
       jitprop train --resume model.npz --lr 1e-4      # ... at a lower learning rate
@@ -207,6 +209,8 @@ def train(ctx, config_path, dataset, target, normalize, input_shape, model, hidd
         failed = [c for c in views.run_checks(p) if not c.ok]
         if failed:
             raise JitpropError(f"{len(failed)} sanity check(s) failed (above): {failed[0].name}; train without --check to train anyway")
+    if explained and trainer.epoch == 0:
+        views.explain_run(p, trainer)
     if trainer.epoch >= total:
         click.echo(f"already trained for {trainer.epoch} epochs; ask for more with --epochs")
 

@@ -1,4 +1,4 @@
-"""Commands that show a learner what a run does: lr-find, check (and, as they land, sweep, explain)."""
+"""Commands that show a learner what a run does: lr-find, check, explain (and, as it lands, sweep)."""
 
 import json
 
@@ -7,6 +7,7 @@ import click
 from .. import api
 from ..errors import ConfigError
 from ..views import lr_find as lrf
+from ..views import explain as explaining
 from ..views import picture as pictures
 from ..views import sanity
 from . import flags
@@ -109,4 +110,30 @@ def check(**params):
     click.echo(f"all {len(checks)} checks passed")
 
 
-COMMANDS = (check, lr_find)
+def explain_run(p, trainer, echo=click.echo):
+    """Print the loop of a planned run in the learner's words (its first iteration traced)."""
+    X, y = p.train
+    for line in explaining.explain(trainer, X, y, p.config["epochs"]):
+        echo(line)
+
+
+@click.command()
+@flags.options(*flags.DATA_AND_MODEL, "lr", "schedule", "epochs")
+def explain(**params):
+    """Explain the training loop with this run's own numbers: rows, batches and epochs as
+    iterations, then the first iteration traced: the batch's predictions and loss, each
+    layer's gradient from the last layer back to the first, and how far the optimizer moved
+    the weights. Nothing is trained. Same flags as train.
+
+    \b
+    Examples:
+      jitprop explain
+      jitprop explain --batch-size 256 --epochs 5
+      jitprop explain --dataset digit_images --model cnn
+    """
+    p = plan(flags.run_config(params))
+    click.echo(f"explain: {len(p.model.layers)} layers ({p.model.n_params:,} parameters) on {p.table.source}")
+    explain_run(p, p.trainer())
+
+
+COMMANDS = (check, explain, lr_find)
