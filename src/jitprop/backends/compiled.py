@@ -35,7 +35,8 @@ class CompiledBackend(Backend):
         self.layer_args = [a for i in range(len(model.layers)) for a in
                            (model.layer_params[i], model.hypers[i], model.layer_grads[i], ws.caches[i],
                             model.layer_state[i], model.layer_scratch[i])]  # fmt: skip
-        self.layer_args += [a for pair in zip(trainer.transform_h, trainer.transform_stats) for a in pair]
+        for tr, h, stats, memory in zip(trainer.transforms, trainer.transform_h, trainer.transform_stats, trainer.transform_memory):
+            self.layer_args += [h, stats, memory] if tr.sees_activations else [h, stats]
         self.buffers = (*ws.acts, *ws.deltas)
         self._scratch = None  # the loss gradient of scoring, which nothing reads
 

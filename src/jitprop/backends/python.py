@@ -38,7 +38,9 @@ class PythonBackend(Backend):
         # Running state and statistics as they were before each batch: a batch that diverges leaves none behind.
         self.state_before = model.state.copy() if any(model.stateful) else None
         self.stats_before = trainer.stats.copy() if trainer.stats.size else None
-        self.transforms = list(zip(trainer.transform_kernels, trainer.transform_h, trainer.transform_stats))
+        self.transforms = [(k, h, st, m if tr.sees_activations else None) for k, h, st, m, tr in
+                           zip(trainer.transform_kernels, trainer.transform_h, trainer.transform_stats,
+                               trainer.transform_memory, trainer.transforms)]  # fmt: skip
         hook = trainer.hook
         self.batch_begin = bool(hook.on_train_batch_begin.get_hookimpls())
         self.batch_end = bool(hook.on_train_batch_end.get_hookimpls())
@@ -65,8 +67,11 @@ class PythonBackend(Backend):
             model.backward(acts, caches, deltas)
             if self.after_backward:
                 hook.on_after_backward(trainer=t, grads=model.grads)
-            for transform, h, stats in self.transforms:
-                transform(model.grads, model.params, model.offsets, t.lr, h, stats)
+            for transform, h, stats, memory in self.transforms:
+                if memory is None:
+                    transform(model.grads, model.params, model.offsets, t.lr, h, stats)
+                else:
+                    transform(model.grads, model.params, model.offsets, t.lr, h, stats, memory, tuple(acts))
             t.batch_losses[b] = value
             if not (math.isfinite(value) and all_finite(model.grads)):
                 if self.state_before is not None:

@@ -116,7 +116,7 @@ def _run_config(saved):
     return config
 
 
-RESUMABLE = {"resume", "epochs", "checkpoint", "callbacks", "print_config", "lr", "on_divergence"}
+RESUMABLE = {"resume", "epochs", "checkpoint", "callbacks", "print_config", "lr", "on_divergence", "coached", "coach_json"}
 
 
 @cli.command()
@@ -127,13 +127,15 @@ RESUMABLE = {"resume", "epochs", "checkpoint", "callbacks", "print_config", "lr"
 @click.option("--resume", help="Continue the run saved in this checkpoint.")
 @click.option("--callback", "callbacks", multiple=True, help="Callback NAME[:k=v,...]; repeatable.")
 @flags.options("transforms")
+@click.option("--coach", "coached", is_flag=True, help="Watch every layer learn (gradients, update/weight, dead ReLUs) and say what to fix.")
+@click.option("--coach-json", help="Also write the coach's per-epoch, per-layer records and findings here (JSON).")
 @click.option("--check", "sanity", is_flag=True, help="Run jitprop check's sanity checks first; stop if any fails.")
 @click.option("--explain", "explained", is_flag=True, help="Explain the loop with this run's numbers first (jitprop explain).")
 @click.option("--print-config", is_flag=True, help="Print the resolved run as TOML and exit.")
 @click.pass_context
 def train(ctx, config_path, dataset, target, normalize, input_shape, model, hidden, activation, dropout, loss, optimizer, lr, schedule,
           epochs, batch_size, validation_split, seed, dtype, device, on_divergence, checkpoint, resume, callbacks,
-          transforms, sanity, explained, print_config):  # fmt: skip
+          transforms, coached, coach_json, sanity, explained, print_config):  # fmt: skip
     """Train a model and report loss and accuracy per epoch.
 
     \b
@@ -145,6 +147,7 @@ def train(ctx, config_path, dataset, target, normalize, input_shape, model, hidd
       jitprop train --dataset data.csv --target species --checkpoint model.npz
       jitprop train --callback early_stopping:patience=3,restore_best_weights=true
       jitprop train --transform gradient_clipping:max_norm=1
+      jitprop train --coach                           # how each layer learns, and what to fix
       jitprop train --check                           # sanity checks first (jitprop check)
       jitprop train --explain                         # the loop in words, its first iteration traced
       jitprop train --print-config > run.toml && jitprop train --config run.toml
@@ -165,7 +168,7 @@ def train(ctx, config_path, dataset, target, normalize, input_shape, model, hidd
         if changed:
             raise ConfigError(
                 f"{', '.join(changed)} cannot change when resuming: the run continues with its saved configuration"
-                " (only --epochs, --checkpoint, --callback, --lr and --on-divergence may be given)"
+                " (only --epochs, --checkpoint, --callback, --coach, --coach-json, --lr and --on-divergence may be given)"
             )
         saved = checkpoints.load(resume)
         config = runconfig.check(_run_config(saved), resume)
@@ -179,6 +182,11 @@ def train(ctx, config_path, dataset, target, normalize, input_shape, model, hidd
     else:
         saved = None
         config = flags.run_config(ctx.params)
+    if coach_json:
+        flags.check_writable(coach_json, "coach JSON")
+    if coached or coach_json:
+        spec = {"name": "coach", **({"path": coach_json} if coach_json else {})}
+        config["callbacks"] = [c for c in config["callbacks"] if c.get("name") != "coach"] + [spec]
 
     p = plan(config, saved)
     if print_config:
@@ -249,6 +257,8 @@ def train(ctx, config_path, dataset, target, normalize, input_shape, model, hidd
     if trainer.stop_reason:
         click.echo(trainer.stop_reason)
     final = trainer.history.history
+    if hasattr(trainer.history, "coach"):
+        views.coach_report(trainer, coach_json)
     if final and trainer.divergence is None:
         click.echo(f"verdict: {trainer.history.verdict()}")
     if final:

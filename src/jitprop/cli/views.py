@@ -74,6 +74,31 @@ def lr_find(start_lr, end_lr, num_it, plot_path, as_json, **params):
     click.echo(f"suggested lr: {result.suggestion:.2g}")
 
 
+def coach_report(trainer, json_path=None, echo=click.echo):
+    """The coach's last epoch, a line per layer, then its findings (or that it found nothing)."""
+    records, found = trainer.history.coach, trainer.history.findings
+    if records:
+        echo(f"coach, epoch {records[-1]['epoch']}: per layer, gradient norm, update/weight a step, activations")
+        for r in records[-1]["layers"]:
+            parts = [f"  {r['layer']:>2} {r['name']:<12}"]
+            if "grad_norm" in r:
+                ratio = r["update_ratio_log10"]
+                parts.append(f"|g| {r['grad_norm']:<9.3g} update/weight {'-' if ratio is None else f'{10**ratio:.1e}'}")
+            if "dead_fraction" in r:
+                parts.append(f"{r['zero_fraction']:.0%} zeros, {r['dead_fraction']:.0%} never fire")
+            if "saturated_fraction" in r:
+                parts.append(f"{r['saturated_fraction']:.0%} saturated")
+            echo("  ".join(parts).rstrip())
+    if found:
+        echo(f"coach found {len(found)} thing{'s' if len(found) != 1 else ''} to look at:")
+        for f in found:
+            echo(f"  - {f['message']}")
+    else:
+        echo("coach: no alarm; every layer learns at a healthy pace")
+    if json_path:
+        echo(f"wrote {json_path}")
+
+
 def run_checks(p, echo=click.echo):
     """The sanity checks of a planned run, each printed as its line; True when all passed."""
     c = p.config

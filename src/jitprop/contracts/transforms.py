@@ -24,6 +24,20 @@ Optionally ``cuda_kernel``: a launcher with the same arguments, ``g``,
 the host, usually a ``"module:function"`` string so that numba.cuda is
 imported only for GPU runs. A transform without one trains on the CPU only.
 
+A transform that sets ``sees_activations = True`` takes two more arguments:
+
+``kernel(g, p, offsets, lr, h, stats, memory, acts)``
+    ``memory`` an array (the model's dtype) of ``memory_size(model)`` values that it
+    keeps from batch to batch (``init_memory`` fills it at the start of each
+    fit and after a rollback; a diverged batch does not undo its writes),
+    ``acts`` a tuple of the batch's activations, each (rows, width):
+    ``acts[0]`` the input rows, ``acts[i + 1]`` layer i's output. Read them,
+    don't write. The coach measures updates (the parameters' change since
+    the last batch, from a copy in ``memory``) and activations so.
+
+``setup(model)`` runs once, before ``hyper()``, for transforms whose options
+depend on the model (its layers' kinds and widths, say).
+
 ``on_after_backward`` (a lifecycle hook) stays for arbitrary Python between
 backward and update; it runs before the transforms, on the Python loop.
 """
@@ -36,6 +50,19 @@ class GradientTransform(Component):
 
     #: Per-layer statistics the kernel accumulates over an epoch: the columns of ``stats``.
     stat_names = ()
+    #: The kernel also takes ``memory`` and ``acts`` (above).
+    sees_activations = False
+
+    def setup(self, model):
+        """Read what the options depend on from ``model``; called once per Trainer, before ``hyper()``."""
+
+    def memory_size(self, model):
+        """How many values of ``memory`` (the model's dtype) the kernel keeps (``sees_activations`` only)."""
+        return 0
+
+    def init_memory(self, memory, model):
+        """Fill ``memory`` at the start of a fit (and after a rollback): zeros unless overridden."""
+        memory[...] = 0.0
 
     def epoch_end(self, epoch, stats):
         """Epoch ``epoch``'s statistics (a (n_layers, len(stat_names)) copy): kept in ``history``."""

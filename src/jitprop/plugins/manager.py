@@ -26,6 +26,7 @@ DEFAULT_PLUGINS = (
     "jitprop.default_plugins.schedules",
     "jitprop.default_plugins.transforms",
     "jitprop.default_plugins.callbacks",
+    "jitprop.default_plugins.coach",
     "jitprop.default_plugins.datasets",
 )
 

@@ -193,7 +193,11 @@ class Trainer:
         self.transforms = [api.transform(tr) for tr in transforms]
         self.transforms += [tr for cb in self.callbacks if hasattr(cb, "transforms") for tr in cb.transforms()]
         self.transform_kernels = [kernel(tr, "kernel") for tr in self.transforms]
+        for tr in self.transforms:
+            tr.setup(model)
         self.transform_h = [np.ascontiguousarray(tr.hyper(), dtype=np.float64) for tr in self.transforms]
+        #: Each transform's memory (``sees_activations``): kept from batch to batch, filled at each fit's start.
+        self.transform_memory = [np.zeros(tr.memory_size(model) if tr.sees_activations else 0, model.dtype) for tr in self.transforms]
         # Every transform's per-layer statistics in one flat buffer, each a (layers, stats) view of it.
         widths = [len(tr.stat_names) for tr in self.transforms]
         self.stats = np.zeros(len(model.layers) * sum(widths))
@@ -249,6 +253,7 @@ class Trainer:
                 f" but the data now has {n}; resume with the same data"
             )
         self.batch_losses = np.zeros(n_batches)
+        self._init_memory()
         backend = self.backend = self._backend(X, y, bs, None if Xv is None else (Xv, yv))
 
         hook = self.hook
@@ -317,6 +322,11 @@ class Trainer:
             hook.on_train_end(trainer=self, logs={})
         return self.history
 
+    def _init_memory(self):
+        for tr, memory in zip(self.transforms, self.transform_memory):
+            if memory.size:
+                tr.init_memory(memory, self.model)
+
     def _backend(self, X, y, bs, validation):
         """Where this fit's batches run: the one place that chooses."""
         per_batch = sorted(h for h in PER_BATCH_HOOKS if getattr(self.hook, h).get_hookimpls())
@@ -365,6 +375,7 @@ class Trainer:
         where = {"epoch": self.epoch + 1, "iteration": self.step + 1, "reason": self.backend.why_diverged(b)}
         if self.on_divergence == "rollback" and len(self.rollbacks) < MAX_ROLLBACKS:
             self.backend.restore()
+            self._init_memory()  # the transforms' memory follows the weights back (a CPU array: nothing to send)
             self.optimizer.lr *= ROLLBACK_FACTOR
             self.rollbacks.append({**where, "lr": self.optimizer.lr})
             return True

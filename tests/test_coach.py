@@ -1,0 +1,157 @@
+"""The coach: statistics gathered in the compiled step against an independent NumPy account of the
+same batches, and the findings it gives runs built to show each problem."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import jitprop
+from jitprop.backends.base import epoch_order
+from jitprop.data.tables import load_table
+from jitprop.default_plugins import coach
+from jitprop.model.architectures import mlp
+from jitprop.model.sequential import Workspace
+
+from test_cli import run
+
+
+@pytest.fixture(scope="module")
+def digits():
+    t = load_table("digits")
+    X = t.X.astype(np.float32)
+    return (X - X.mean(0)) / (X.std(0) + 1e-8), t.y
+
+
+def model_of(hidden, activation="relu", seed=0, dtype="float32"):
+    return jitprop.Sequential([jitprop.layer(**s) for s in mlp(10, hidden, activation, 0.0)], input_dim=64, seed=seed, dtype=dtype)
+
+
+def coached(model, optimizer="adam", compiled=False, epochs=1, **fit):
+    trainer = jitprop.Trainer(model, "cross_entropy", optimizer, batch_size=32, callbacks=["coach"], seed=0)
+    trainer.compiled = compiled
+    return trainer, trainer.fit(*fit.pop("data"), epochs=epochs, **fit)
+
+
+class Recorder(jitprop.Callback):
+    """Each batch's weights before its update and its gradient: what the NumPy account needs."""
+
+    name = "recorder"
+
+    def __init__(self):
+        self.params, self.grads = [], []
+
+    @jitprop.hookimpl
+    def on_after_backward(self, trainer, grads):
+        self.params.append(trainer.model.params.copy())
+        self.grads.append(grads.copy())
+
+
+def test_statistics_match_a_numpy_account_of_the_same_batches(digits):
+    X, y = digits[0][:300], digits[1][:300]
+    model = model_of([24, 12], "relu", dtype="float64")
+    recorder = Recorder()
+    trainer = jitprop.Trainer(model, "cross_entropy", "adam", batch_size=32, callbacks=["coach", recorder], seed=0)
+    start = model.params.copy()
+    trainer.fit(X, y, epochs=1)
+    record = trainer.history.coach[0]["layers"]
+    order = np.zeros(len(X), np.int64)
+    epoch_order(0, 0, True, order)
+    for i, rec in enumerate(record):
+        a, b = model.offsets[i], model.offsets[i + 1]
+        if b > a:
+            norms = [np.linalg.norm(g[a:b]) for g in recorder.grads]
+            assert math.isclose(rec["grad_norm"], np.mean(norms), rel_tol=1e-9)
+            assert math.isclose(rec["grad_norm_max"], max(norms), rel_tol=1e-9)
+            assert math.isclose(rec["grad_rms"], np.mean(norms) / math.sqrt(b - a), rel_tol=1e-9)
+            ratios = []  # the update made before each batch: none before the first of the fit
+            for before, now in zip([start] + recorder.params[:-1], recorder.params):
+                d = now[a:b] - before[a:b]
+                if d.std() > 0:
+                    ratios.append(math.log10(d.std() / now[a:b].std()))
+            assert len(ratios) == len(recorder.params) - 1
+            assert math.isclose(rec["update_ratio_log10"], np.mean(ratios), rel_tol=1e-9)
+    # ReLU outputs of every batch, from each batch's weights: zeros and units that never fired.
+    twin = model_of([24, 12], "relu", dtype="float64")
+    zeros, fired = {1: [], 3: []}, {1: np.zeros(24, bool), 3: np.zeros(12, bool)}
+    for k, params in enumerate(recorder.params):
+        rows = order[k * 32 : (k + 1) * 32]
+        twin.params[...] = params
+        acts, caches, _ = Workspace(twin, len(rows), training=False).views(len(rows))
+        acts[0][...] = X[rows]
+        twin.forward(acts, caches)
+        for layer in zeros:
+            zeros[layer].append(np.mean(acts[layer + 1] <= 0))
+            fired[layer] |= (acts[layer + 1] > 0).any(axis=0)
+    for layer in zeros:
+        assert math.isclose(record[layer]["zero_fraction"], np.mean(zeros[layer]), rel_tol=1e-12)
+        assert record[layer]["dead_fraction"] == 1 - fired[layer].mean()
+
+
+def test_compiled_and_python_loop_keep_the_same_records(digits):
+    data = digits
+    _, compiled = coached(model_of([16]), compiled=True, epochs=2, data=data)
+    _, python = coached(model_of([16]), compiled=False, epochs=2, data=data)
+    assert compiled.coach == python.coach and compiled.findings == python.findings == []
+
+
+def test_saturation_of_tanh_against_numpy(digits):
+    X, y = digits[0][:64] * 30.0, digits[1][:64]  # inputs far too large: tanh units pinned at +-1
+    model = model_of([16], "tanh", dtype="float64")
+    trainer, history = coached(model, optimizer=jitprop.optimizer("sgd", lr=0.0), data=(X, y))
+    acts, caches, _ = Workspace(model, 32, training=False).views(32)
+    order = np.zeros(64, np.int64)
+    epoch_order(0, 0, True, order)
+    expected = []
+    for k in range(2):
+        acts[0][...] = X[order[k * 32 : (k + 1) * 32]]
+        model.forward(acts, caches)
+        expected.append(np.mean(np.abs(acts[2]) > 0.97))
+    assert math.isclose(history.coach[0]["layers"][1]["saturated_fraction"], np.mean(expected), rel_tol=1e-12)
+    kinds = {f["kind"]: f for f in history.findings}
+    assert "saturated" in kinds and kinds["saturated"]["layer"] == 1
+
+
+def test_findings_of_runs_built_to_show_each_problem(digits):
+    _, slow = coached(model_of([32]), optimizer=jitprop.optimizer("sgd", lr=1e-6), epochs=3, data=digits)
+    assert [f["kind"] for f in slow.findings] == ["barely_learns"]
+    assert slow.findings[0]["message"].startswith("layers 0 and 2 barely learn (update/weight 2e-07 a step")
+
+    trainer, wild = coached(model_of([64, 32]), optimizer=jitprop.optimizer("adam", lr=10.0), epochs=3, data=digits)
+    kinds = [f["kind"] for f in wild.findings]
+    assert "exploding" in kinds or "diverged" in kinds
+    assert "barely_learns" not in kinds  # raising the rate is not the advice for a run that blew up
+
+    _, deep = coached(model_of([32] * 12, "sigmoid"), epochs=3, data=digits)
+    vanishing = [f for f in deep.findings if f["kind"] == "vanishing"]
+    assert vanishing and vanishing[0]["layer"] == 0 and "gradients vanish in layers 0, 2, 4" in vanishing[0]["message"]
+
+    sure = model_of([32])
+    sure.parameters()["2.weight"][...] *= 15.0  # the last layer starts far too sure of itself
+    _, start = coached(sure, data=digits)
+    assert start.findings[0]["kind"] == "initial_loss" and start.findings[0]["layer"] is None
+    assert "expected 2.3 (log of 10 classes)" in start.findings[0]["message"]
+
+
+def test_statistics_leave_training_unchanged(digits):
+    plain = model_of([16])
+    jitprop.fit(plain, *digits, loss="cross_entropy", epochs=2, seed=0)
+    watched = model_of([16])
+    coached(watched, epochs=2, compiled=True, data=digits)
+    np.testing.assert_array_equal(plain.params, watched.params)
+
+
+def test_train_coach_on_the_command_line(tmp_path):
+    path = tmp_path / "coach.json"
+    out = run("train", "--hidden", "128,64", "--coach-json", path).output.splitlines()
+    at = out.index("coach: no alarm; every layer learns at a healthy pace")  # the default digits run
+    assert out[at - 6].startswith("coach, epoch 20:") and out[at + 1] == f"wrote {path}"
+    record = json.loads(path.read_text())
+    assert record["findings"] == [] and len(record["epochs"]) == 20
+    layers = record["epochs"][-1]["layers"]
+    assert [r["name"] for r in layers] == ["dense", "relu", "dense", "relu", "dense"]
+    assert -5 < layers[0]["update_ratio_log10"] < -1 and layers[1]["dead_fraction"] < 0.4
+    slow = run("train", "--hidden", "16", "--epochs", "2", "--optimizer", "sgd", "--lr", "1e-6", "--coach").output
+    assert "coach found 1 thing to look at:" in slow and "barely learn" in slow and "raise the learning rate" in slow
+    assert coach.findings.__doc__  # the rules are documented where they are applied
