@@ -20,6 +20,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import threading
 
 import numba
 from numba.core.registry import CPUDispatcher
@@ -30,8 +31,9 @@ from ..kernels import all_finite
 from ..runtime import caches, threads
 from ..version import __version__
 
-TEMPLATE_VERSION = 9
+TEMPLATE_VERSION = 10
 _programs = {}
+_lock = threading.Lock()
 
 
 def importable(fn):
@@ -75,6 +77,11 @@ class Program:
 def program(model, loss, optimizer, transforms=()):
     """The compiled program for this model, loss, optimizer and gradient transforms, or None
     when a kernel can't be compiled in."""
+    with _lock:  # a sweep's threads ask for programs at once: each is written and loaded once
+        return _program(model, loss, optimizer, transforms)
+
+
+def _program(model, loss, optimizer, transforms):
     accuracy = ACCURACY.get(loss.target)
     fns = {
         "fwd": [kernel(layer, "forward_kernel") for layer in model.layers],
@@ -104,7 +111,7 @@ def program(model, loss, optimizer, transforms=()):
     path = directory / f"jitprop_program_{key}.py"
     if not path.exists():
         # Written once and never touched again: Numba keys its cache on the file's timestamp.
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(source(refs, stateful, class_labels, has_stats, scratch, sees))
         os.replace(tmp, path)
     name = f"jitprop_program_{key}"
@@ -157,7 +164,7 @@ def source(refs, stateful, class_labels, has_stats=False, scratch=None, sees=Non
     body = [
         "",
         "",
-        "@njit(cache=True)",
+        "@njit(cache=True, nogil=True)",  # sweeps train several models at once, in threads
         "def train_chunk(X, y, index, first, last, bs, params, grads, opt_state, lr, opt_h, step, seed, loss_h,",
         "                batch_losses, ybuf, state, state_before, offsets, stats, stats_before, loss_sum, correct, seen,",
         f"                {layer_args}{tf_args}, {act_args},",
@@ -213,7 +220,7 @@ def source(refs, stateful, class_labels, has_stats=False, scratch=None, sees=Non
         "    return loss_sum, correct, seen, step, done, False",
         "",
         "",
-        "@njit(cache=True)",
+        "@njit(cache=True, nogil=True)",
         f"def evaluate(X, y, bs, loss_h, scratch, {', '.join(f'p{i}, h{i}, c{i}, s{i}, w{i}' for i in range(L))}, {act_args}):",
         "    n = X.shape[0]",
         "    total = 0.0",

@@ -1,16 +1,21 @@
-"""Commands that show a learner what a run does: lr-find, check, explain (and, as it lands, sweep)."""
+"""Commands that show a learner what a run does: lr-find, check, explain, sweep."""
 
+import dataclasses
 import json
 
 import click
 
 from .. import api
+from ..data import checkpoint as checkpoints
 from ..errors import ConfigError
 from ..views import lr_find as lrf
 from ..views import explain as explaining
 from ..views import picture as pictures
 from ..views import sanity
+from ..views import sweep as sweeping
 from . import flags
+from ..model.architectures import mlp
+from ..model.sequential import Sequential
 from .run import plan
 
 
@@ -161,4 +166,84 @@ def explain(**params):
     explain_run(p, p.trainer())
 
 
-COMMANDS = (check, explain, lr_find)
+def _values(text, flag, kind):
+    """A comma-separated list of numbers, or a one-line error naming ``flag``."""
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} takes comma-separated {kind.__name__}s, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise ConfigError(f"{flag} takes positive values, got {text!r}")
+    return values
+
+
+@click.command()
+@flags.options(*(name for name in flags.DATA_AND_MODEL if name not in ("batch_size", "hidden")))
+@click.option("--lr", "lrs", help="Learning rates to try, comma-separated, e.g. 1e-3,1e-2,1e-1.  [default: the optimizer's]")
+@click.option("--batch-size", "batch_sizes", help="Batch sizes to try, comma-separated, e.g. 8,32,256.  [default: 32]")
+@click.option("--hidden", "hiddens", multiple=True, help="An MLP's hidden widths to try (128,64); repeat the flag for each.")
+@click.option("--epochs", "epoch_counts", help="Epoch counts to try, comma-separated.  [default: 20]")
+@click.option("--workers", type=int, help="Runs at once.  [default: the CPU count]")
+@click.option("--csv", "csv_path", help="Write the table as CSV here.")
+@click.option("--json", "json_path", help="Write every run, its curves included, as JSON here.")
+@click.option("--plot", "plot_path", help="Write a grid of each run's curves here (PNG, through the jitprop-plot plugin).")
+def sweep(lrs, batch_sizes, hiddens, epoch_counts, workers, csv_path, json_path, plot_path, **params):
+    """Train every combination of learning rates, batch sizes, hidden widths and epochs on the
+    same data and seed, several at once (one per core), and compare them in a table.
+
+    Small batches give noisier, quicker curves and large ones smoother, slower
+    ones; a rate too small crawls and one too large jumps or blows up: the
+    table and the picture (--plot) show both. Same data and model flags as train.
+
+    \b
+    Examples:
+      jitprop sweep --lr 1e-3,1e-2,1e-1 --batch-size 8,32,256
+      jitprop sweep --hidden 16 --hidden 128,64 --hidden 256,256 --epochs 30 --plot sweep.png
+      jitprop sweep --lr 1e-3,3e-3 --csv sweep.csv --json sweep.json
+    """
+    for path, what in ((csv_path, "CSV"), (json_path, "JSON"), (plot_path, "picture")):
+        if path:
+            flags.check_writable(path, what)
+    if hiddens and params.get("model") not in (None, "mlp"):
+        raise ConfigError(f"--hidden shapes the mlp model, not {params['model']!r}")
+    base = plan(flags.run_config(params))
+    c = base.config
+    grid = {
+        "lr": _values(lrs, "--lr", float) if lrs else [],
+        "batch_size": _values(batch_sizes, "--batch-size", int) if batch_sizes else [],
+        "hidden": [flags.widths(h, "--hidden", "layer widths like 128,64") for h in hiddens],
+        "epochs": _values(epoch_counts, "--epochs", int) if epoch_counts else [],
+    }
+    if not any(grid.values()):
+        raise ConfigError("give values to try: --lr, --batch-size, --hidden or --epochs (comma-separated)")
+    X, y = base.train
+
+    def build(settings):
+        model = Sequential.from_config(base.model.config())  # fresh weights, the same for every run
+        if "hidden" in settings:
+            specs = mlp(base.data.outputs, settings["hidden"], params.get("activation") or "relu", params.get("dropout") or 0.0)
+            model = Sequential([api.layer(**spec) for spec in specs], input_shape=base.data.shape, dtype=c["dtype"], seed=c["seed"])
+        optimizer = {**c["optimizer"], "lr": settings.get("lr", c["optimizer"].get("lr"))}
+        optimizer = {k: v for k, v in optimizer.items() if v is not None}
+        config = {**c, "optimizer": optimizer, "batch_size": settings.get("batch_size", c["batch_size"])}
+        trainer = dataclasses.replace(base, config=config, model=model).trainer()
+        return trainer, X, y, base.validation, settings.get("epochs", c["epochs"])
+
+    n = len(sweeping.combinations(grid))
+    click.echo(f"sweep: {n} runs on {base.table.source} ({len(y)} training rows), seed {c['seed']}")
+    result = sweeping.run_sweep(build, grid, workers)
+    click.echo(f"{n} runs in {result.seconds:.1f} s, {result.workers} at a time")
+    click.echo(str(result))
+    if csv_path:
+        checkpoints.atomic_write(csv_path, lambda f: f.write(result.to_csv().encode()))
+        click.echo(f"wrote {csv_path}")
+    if json_path:
+        checkpoints.atomic_write(json_path, lambda f: f.write(result.to_json().encode()))
+        click.echo(f"wrote {json_path}")
+    if plot_path:
+        wrote = _show(result.picture(f"sweep on {base.table.source}"), plot_path)
+        if wrote:
+            click.echo(wrote)
+
+
+COMMANDS = (check, explain, lr_find, sweep)

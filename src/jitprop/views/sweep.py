@@ -1,0 +1,239 @@
+"""Sweeps: every combination of a few settings trained on the same data and seed, on every core.
+
+``run_sweep(build, grid)`` trains one run per combination of ``grid``'s values
+(learning rate, batch size, hidden widths, epochs, ...): ``build(settings)``
+returns what the run trains (a ``Trainer``, its data and epochs), so the
+command line and Python share everything else. Runs go to a pool of
+threads, one per core: the compiled step runs without Python's lock
+(``nogil``), so several small models train at once in one process with no
+start-up per run, while their Python between steps is short.
+
+The result is a ``Sweep``: one ``SweepRun`` per combination with the
+numbers that compare them (best and final validation loss, the epoch of the
+best, time per epoch, samples a second, iterations per epoch), as a table,
+CSV or JSON, and a picture: one panel per run with its train and
+validation curves, laid out so that the batch-size trade-off (noisier,
+quicker curves for small batches) and too small or too large rates show.
+"""
+
+import csv
+import io
+import itertools
+import json
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import ConfigError, JitpropError
+from ..runtime import threads
+
+#: Settings a sweep varies, in the order the table shows them.
+SETTINGS = ("lr", "batch_size", "hidden", "epochs")
+
+
+@dataclass
+class SweepRun:
+    """One combination's run: its ``settings`` and what it measured (``error`` when it could not train)."""
+
+    settings: dict
+    history: dict = field(default_factory=dict)
+    best_val_loss: float = math.nan
+    best_epoch: int | None = None
+    final_val_loss: float = math.nan
+    final_loss: float = math.nan
+    seconds_per_epoch: float = math.nan
+    samples_per_second: float = math.nan
+    iterations_per_epoch: int = 0
+    error: str | None = None
+
+    def row(self):
+        out = {k: _shown(v) for k, v in self.settings.items()}
+        out.update(best_val_loss=self.best_val_loss, best_epoch=self.best_epoch, final_val_loss=self.final_val_loss,
+                   final_loss=self.final_loss, seconds_per_epoch=self.seconds_per_epoch,
+                   samples_per_second=self.samples_per_second, iterations_per_epoch=self.iterations_per_epoch)  # fmt: skip
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+def _shown(value):
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+
+
+class Sweep:
+    """The runs of a sweep, in the grid's order: a table (``str``), ``rows()``, ``to_csv()``,
+    ``to_json()``, ``best()`` and ``picture()``."""
+
+    def __init__(self, runs, seconds, workers):
+        self.runs, self.seconds, self.workers = runs, seconds, workers
+
+    def __len__(self):
+        return len(self.runs)
+
+    def __iter__(self):
+        return iter(self.runs)
+
+    def __getitem__(self, i):
+        return self.runs[i]
+
+    def rows(self):
+        return [run.row() for run in self.runs]
+
+    def best(self):
+        """The run with the lowest best validation loss (training loss without validation rows)."""
+        good = [r for r in self.runs if not r.error]
+        key = (lambda r: r.best_val_loss) if any(math.isfinite(r.best_val_loss) for r in good) else (lambda r: r.final_loss)
+        return min((r for r in good if math.isfinite(key(r))), key=key, default=None)
+
+    def to_csv(self):
+        rows = self.rows()
+        names = list(dict.fromkeys(k for row in rows for k in row))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return buffer.getvalue()
+
+    def to_json(self):
+        runs = [{**run.row(), "history": run.history} for run in self.runs]
+        return json.dumps({"seconds": self.seconds, "workers": self.workers, "runs": runs}, indent=1, default=float)
+
+    def __str__(self):
+        varied = [k for k in self.runs[0].settings] if self.runs else []
+        head = [*varied, "best val_loss", "at epoch", "final val_loss", "s/epoch", "samples/s", "iter/epoch"]
+        lines = []
+        for run in self.runs:
+            cells = [str(_shown(run.settings[k])) for k in varied]
+            if run.error:
+                cells += [f"failed: {run.error}"]
+            else:
+                cells += [f"{run.best_val_loss:.4f}", str(run.best_epoch or "-"), f"{run.final_val_loss:.4f}",
+                          f"{run.seconds_per_epoch:.3f}", f"{run.samples_per_second:,.0f}", str(run.iterations_per_epoch)]  # fmt: skip
+            lines.append(cells)
+        widths = [max(len(h), *(len(c[i]) for c in lines if i < len(c))) for i, h in enumerate(head)]
+        out = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
+        out += ["  ".join(c.rjust(w) for c, w in zip(cells, widths)) for cells in lines]
+        best = self.best()
+        if best is not None:
+            out.append(f"best: {', '.join(f'{k} {_shown(v)}' for k, v in best.settings.items())}"
+                       f" (validation loss {best.best_val_loss:.4f} at epoch {best.best_epoch})")  # fmt: skip
+        return "\n".join(out)
+
+    __repr__ = __str__
+
+    def picture(self, title="sweep"):
+        """One panel per run (train and validation loss per epoch), a row per value of the first setting."""
+        from .picture import Mark, Panel, Picture, Series
+
+        panels = []
+        for run in self.runs:
+            label = ", ".join(f"{k} {_shown(v)}" for k, v in run.settings.items())
+            panel = Panel(label, "epoch", "loss", ylog=True)
+            if not run.error:
+                epochs = list(range(1, len(run.history.get("loss", [])) + 1))
+                panel.series.append(Series("train", epochs, run.history.get("loss", [])))
+                if "val_loss" in run.history:
+                    panel.series.append(Series("validation", epochs, run.history["val_loss"]))
+                if run.best_epoch:
+                    panel.marks.append(Mark(f"best {run.best_val_loss:.3g}", run.best_epoch, run.best_val_loss))
+            panels.append(panel)
+        first = next(iter(self.runs[0].settings), None) if self.runs else None
+        columns = max(1, len(self.runs) // max(1, len({_shown(r.settings[first]) for r in self.runs}))) if first else 1
+        return Picture(title, panels, columns=columns)
+
+
+def combinations(grid):
+    """Every combination of ``grid`` (setting -> list of values), the first setting varying slowest."""
+    names = [k for k in grid if grid[k]]
+    for name in names:
+        if not isinstance(grid[name], (list, tuple)):
+            raise ConfigError(f"sweep: {name} must be a list of values, got {grid[name]!r}")
+    return [dict(zip(names, values)) for values in itertools.product(*(grid[k] for k in names))]
+
+
+def _train(build, settings, built=None):
+    """One run; anything that goes wrong is its error line, not the sweep's end."""
+    run = SweepRun(settings)
+    try:
+        trainer, X, y, validation, epochs = built or build(settings)
+        started = time.perf_counter()
+        history = trainer.fit(X, y, epochs=epochs, validation_data=validation)
+        seconds = time.perf_counter() - started
+    except JitpropError as exc:
+        run.error = str(exc)
+        return run
+    logs = history.history
+    run.history = {k: [float(v) for v in vals] for k, vals in logs.items()}
+    val = logs.get("val_loss") or []
+    finite = [(v, i) for i, v in enumerate(val) if math.isfinite(v)]
+    if finite:
+        run.best_val_loss, best = min(finite)
+        run.best_epoch = best + 1
+        run.final_val_loss = float(val[-1])
+    run.final_loss = float(logs["loss"][-1]) if logs.get("loss") else math.nan
+    done = len(logs.get("loss", []))
+    if done:  # wall time, validation included, as the run saw it beside the others
+        run.seconds_per_epoch = seconds / done
+        run.samples_per_second = len(X) / run.seconds_per_epoch
+    run.iterations_per_epoch = trainer.n_batches
+    if trainer.divergence is not None:
+        run.error = trainer.stop_reason
+    return run
+
+
+def run_sweep(build, grid, workers=None):
+    """Train ``build(settings)`` for every combination of ``grid``, ``workers`` at a time (default:
+    the CPU count); a ``Sweep`` in the grid's order.
+
+    ``build(settings)`` returns ``(trainer, X, y, validation_data, epochs)``. Models whose own
+    kernels already split each batch over the cores (conv2d, max_pool2d) train one at a time.
+    """
+    todo = combinations(grid)
+    if not todo:
+        raise ConfigError("sweep: give at least one setting with values to try")
+    started = time.perf_counter()
+    first = build(todo[0])
+    if first[0]._own_threads():  # Numba's thread pool takes one parallel kernel at a time
+        workers = 1
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    with threads.one_blas_thread(workers > 1), ThreadPoolExecutor(max_workers=workers) as pool:
+        runs = list(pool.map(lambda i: _train(build, todo[i], first if i == 0 else None), range(len(todo))))
+    return Sweep(runs, time.perf_counter() - started, workers)
+
+
+
+def sweep(X, y, loss="cross_entropy", optimizer="adam", lr=None, batch_size=(32,), hidden=((128, 64),), epochs=(20,),
+          activation="relu", model=None, validation_split=0.2, seed=0, workers=None):  # fmt: skip
+    """Train an MLP (or ``model(settings)``, a function returning a ``Sequential``) for every
+    combination of ``lr``, ``batch_size``, ``hidden`` and ``epochs`` (lists of values; ``lr``
+    defaults to the optimizer's own) on the same rows, validation split and seed; a ``Sweep``."""
+    from .. import api
+    from ..model.architectures import mlp
+    from ..model.sequential import Sequential
+    from ..training.trainer import Trainer, check_validation_split, split_indices
+
+    loss, base = api.loss(loss), api.optimizer(optimizer)
+    X, y = np.asarray(X), np.asarray(y)
+    grid = {"lr": list(lr) if lr is not None else [base.lr], "batch_size": list(batch_size),
+            "hidden": [list(h) for h in hidden] if model is None else [], "epochs": list(epochs)}  # fmt: skip
+    rows, validation = np.arange(len(X)), None
+    if check_validation_split(validation_split):
+        rows, val = split_indices(len(X), validation_split, seed)
+        validation = (X[val], y[val])
+    outputs = int(y.max()) + 1 if loss.target == "class" else y.reshape(len(y), -1).shape[1]
+
+    def build(settings):
+        if model is not None:
+            net = model(settings)
+        else:
+            specs = mlp(outputs, settings["hidden"], activation, 0.0)
+            net = Sequential([api.layer(**spec) for spec in specs], input_shape=X.shape[1:], seed=seed)
+        opt = api.optimizer(base.name, **{**base.config(), "lr": settings["lr"]})
+        trainer = Trainer(net, loss=loss, optimizer=opt, batch_size=settings["batch_size"], seed=seed)
+        return trainer, X[rows], y[rows], validation, settings["epochs"]
+
+    return run_sweep(build, grid, workers)
