@@ -1,5 +1,7 @@
-"""Learner views: verdicts on fit, lr-find, sanity checks and explain (jitprop.views), on runs built for each case."""
+"""Learner views: verdicts on fit, lr-find, sanity checks, explain and sweeps (jitprop.views), on runs built for each case."""
 
+import csv
+import io
 import json
 import math
 import re
@@ -15,6 +17,7 @@ from jitprop.model.architectures import mlp
 from jitprop.views import explain as explaining
 from jitprop.views import picture as pictures
 from jitprop.views import sanity
+from jitprop.views import sweep as sweeping
 from jitprop.views.lr_find import lr_find, valley
 from jitprop.views.verdict import RISE, WEAK, baseline_loss, judge
 
@@ -291,3 +294,56 @@ def test_explain_command_and_train_explain():
     assert any(line.startswith("  update: adam at lr 0.001") for line in out)
     trained = run("train", "--explain", "--hidden", "16", "--epochs", "1").output
     assert trained.index("iteration 1: batch of 32 rows") < trained.index("epoch 1/1")
+
+
+# -- sweeps --------------------------------------------------------------------
+
+
+def test_combinations_vary_the_first_setting_slowest():
+    grid = {"lr": [0.1, 0.2], "batch_size": [8, 32], "hidden": []}
+    assert sweeping.combinations(grid) == [{"lr": 0.1, "batch_size": 8}, {"lr": 0.1, "batch_size": 32},
+                                           {"lr": 0.2, "batch_size": 8}, {"lr": 0.2, "batch_size": 32}]  # fmt: skip
+    with pytest.raises(jitprop.ConfigError, match="must be a list"):
+        sweeping.combinations({"lr": 0.1})
+
+
+def test_a_sweep_is_every_run_alone_whatever_the_threads(digits):
+    X, y = digits
+    grid = dict(lr=[1e-3, 1e-2], batch_size=[16, 64], hidden=[[16]], epochs=[3])
+    threaded = jitprop.sweep(X, y, workers=2, **grid)
+    alone = jitprop.sweep(X, y, workers=1, **grid)
+    assert threaded.workers == 2 and alone.workers == 1 and len(threaded) == 4
+    assert [r.history for r in threaded] == [r.history for r in alone]  # several at once changes nothing
+    run_ = threaded[3]
+    assert run_.settings == {"lr": 1e-2, "batch_size": 64, "hidden": [16], "epochs": 3}
+    model = jitprop.Sequential([jitprop.layer(**s) for s in mlp(10, [16], "relu", 0.0)], input_shape=(64,), seed=0)
+    history = jitprop.fit(model, X, y, loss="cross_entropy", optimizer=jitprop.optimizer("adam", lr=1e-2), batch_size=64,
+                          epochs=3, validation_split=0.2, seed=0)  # fmt: skip
+    assert run_.history["val_loss"] == history.history["val_loss"]  # each run is the run trained alone
+    assert run_.iterations_per_epoch == 23 and run_.best_epoch == 1 + int(np.argmin(history.history["val_loss"]))
+    best = threaded.best()
+    assert best.best_val_loss == min(r.best_val_loss for r in threaded)
+    table = str(threaded).splitlines()
+    assert table[0].split()[:3] == ["lr", "batch_size", "hidden"] and table[-1].startswith("best: lr ")
+    rows = list(csv.DictReader(io.StringIO(threaded.to_csv())))
+    assert len(rows) == 4 and rows[0]["hidden"] == "16" and float(rows[0]["best_val_loss"]) == threaded[0].best_val_loss
+    record = json.loads(threaded.to_json())
+    assert len(record["runs"]) == 4 and record["runs"][2]["history"]["loss"] == threaded[2].history["loss"]
+    picture = threaded.picture()
+    assert len(picture.panels) == 4 and picture.columns == 2 and picture.shared_axes
+    assert [len(p.series) for p in picture.panels] == [2, 2, 2, 2] and all(len(p.marks) == 1 for p in picture.panels)
+    assert "train" in pictures.text(picture)
+
+
+def test_sweep_command(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = run("sweep", "--hidden", "16", "--hidden", "8,8", "--epochs", "2,3", "--csv", "s.csv", "--json", "s.json").output.splitlines()
+    assert out[0] == "sweep: 4 runs on digits (1438 training rows), seed 0"
+    assert out[1].startswith("4 runs in ") and out[1].endswith(" at a time")
+    assert out[2].split()[:2] == ["hidden", "epochs"] and out[-3].startswith("best: hidden ")
+    assert out[-2:] == ["wrote s.csv", "wrote s.json"]
+    assert len(list(csv.DictReader(open("s.csv")))) == 4 and len(json.load(open("s.json"))["runs"]) == 4
+    assert "give values to try" in one_line_error(run("sweep", ok=False))
+    assert "--hidden shapes the mlp model" in one_line_error(run("sweep", "--model", "cnn", "--hidden", "8", ok=False))
+    cnn = run("sweep", "--dataset", "digit_images", "--model", "cnn", "--epochs", "1", "--lr", "1e-3,2e-3").output
+    assert "2 runs in " in cnn and "1 at a time" in cnn  # its kernels split each batch over the cores already

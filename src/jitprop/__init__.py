@@ -32,6 +32,7 @@ from .plugins import registry
 from .plugins.hookspecs import hookimpl
 from .training import History, Trainer, evaluate, fit, value_and_grad
 from .views.lr_find import lr_find
+from .views.sweep import Sweep, sweep
 
 # Modules plugins import by their 0.1 paths, before the core moved into subpackages:
 # ``import jitprop.checkpoint`` and ``from jitprop.registry import lookup`` still work.
@@ -53,6 +54,7 @@ __all__ = [
     "Prepared",
     "Schedule",
     "Sequential",
+    "Sweep",
     "Standardiser",
     "Trainer",
     "callback",
@@ -65,6 +67,7 @@ __all__ = [
     "optimizer",
     "prepare",
     "schedule",
+    "sweep",
     "transform",
     "value_and_grad",
 ]

@@ -360,3 +360,17 @@ def test_a_picture_has_its_curves_marks_and_scales():
     visible = [a for a in fig.axes if a.get_visible()]
     assert len(visible) == 5 and all(len(a.lines) == 2 for a in visible)
     assert visible[0].lines[1].get_linestyle() == "None"  # points: markers only
+
+
+def test_sweep_draws_a_grid_of_its_runs_on_one_scale(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = run("sweep", "--lr", "1e-3,1e-2", "--batch-size", "16,64", "--hidden", "16", "--epochs", "3", "--plot", "s.png")
+    assert out.output.splitlines()[-1] == "wrote s.png"
+    assert (tmp_path / "s.png").read_bytes().startswith(PNG_SIGNATURE)
+    X = np.random.default_rng(0).normal(size=(200, 4))
+    y = (X[:, 0] > 0).astype(int)
+    table = jitprop.sweep(X, y, lr=[1e-3, 1e-2], batch_size=[16, 64], hidden=[[8]], epochs=[3])
+    fig = jitprop_plot.pictures.figure(table.picture())
+    axes = [a for a in fig.axes if a.get_visible()]
+    assert len(axes) == 4 and all(len(a.lines) == 3 for a in axes)  # train, validation, the best epoch
+    assert axes[0].get_shared_y_axes().joined(axes[0], axes[3])  # one scale: the runs compare at a glance

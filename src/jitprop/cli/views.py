@@ -218,7 +218,7 @@ def sweep(lrs, batch_sizes, hiddens, epoch_counts, workers, csv_path, json_path,
         raise ConfigError("give values to try: --lr, --batch-size, --hidden or --epochs (comma-separated)")
     X, y = base.train
 
-    def build(settings):
+    def build(settings, callbacks):
         model = Sequential.from_config(base.model.config())  # fresh weights, the same for every run
         if "hidden" in settings:
             specs = mlp(base.data.outputs, settings["hidden"], params.get("activation") or "relu", params.get("dropout") or 0.0)
@@ -226,7 +226,7 @@ def sweep(lrs, batch_sizes, hiddens, epoch_counts, workers, csv_path, json_path,
         optimizer = {**c["optimizer"], "lr": settings.get("lr", c["optimizer"].get("lr"))}
         optimizer = {k: v for k, v in optimizer.items() if v is not None}
         config = {**c, "optimizer": optimizer, "batch_size": settings.get("batch_size", c["batch_size"])}
-        trainer = dataclasses.replace(base, config=config, model=model).trainer()
+        trainer = dataclasses.replace(base, config=config, model=model).trainer(extra_callbacks=callbacks)
         return trainer, X, y, base.validation, settings.get("epochs", c["epochs"])
 
     n = len(sweeping.combinations(grid))

@@ -44,11 +44,13 @@ class Panel:
 
 @dataclass
 class Picture:
-    """``panels`` laid out ``columns`` to a row, under ``title``."""
+    """``panels`` laid out ``columns`` to a row, under ``title``; ``shared_axes``: one scale for
+    all panels, so they compare at a glance (a sweep's runs)."""
 
     title: str
     panels: list
     columns: int = 1
+    shared_axes: bool = False
 
 
 def draw(picture, path):

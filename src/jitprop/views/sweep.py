@@ -1,12 +1,13 @@
 """Sweeps: every combination of a few settings trained on the same data and seed, on every core.
 
 ``run_sweep(build, grid)`` trains one run per combination of ``grid``'s values
-(learning rate, batch size, hidden widths, epochs, ...): ``build(settings)``
-returns what the run trains (a ``Trainer``, its data and epochs), so the
-command line and Python share everything else. Runs go to a pool of
-threads, one per core: the compiled step runs without Python's lock
-(``nogil``), so several small models train at once in one process with no
-start-up per run, while their Python between steps is short.
+(learning rate, batch size, hidden widths, epochs, ...): ``build(settings,
+callbacks)`` returns what the run trains (a ``Trainer``, its data and
+epochs), so the command line and Python share everything else. Runs go to
+one worker per core: processes forked from this one on Linux (they inherit
+the compiled step, so nothing compiles or loads again, and each has its own
+Python lock: a small model's Python between steps is a third of its time),
+threads elsewhere (the compiled step runs without Python's lock there).
 
 The result is a ``Sweep``: one ``SweepRun`` per combination with the
 numbers that compare them (best and final validation loss, the epoch of the
@@ -21,14 +22,17 @@ import io
 import itertools
 import json
 import math
+import multiprocessing
 import os
+import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import ConfigError, JitpropError
+from ..plugins.hookspecs import hookimpl
 from ..runtime import threads
 
 #: Settings a sweep varies, in the order the table shows them.
@@ -143,7 +147,7 @@ class Sweep:
             panels.append(panel)
         first = next(iter(self.runs[0].settings), None) if self.runs else None
         columns = max(1, len(self.runs) // max(1, len({_shown(r.settings[first]) for r in self.runs}))) if first else 1
-        return Picture(title, panels, columns=columns)
+        return Picture(title, panels, columns=columns, shared_axes=True)
 
 
 def combinations(grid):
@@ -155,14 +159,13 @@ def combinations(grid):
     return [dict(zip(names, values)) for values in itertools.product(*(grid[k] for k in names))]
 
 
-def _train(build, settings, built=None):
+def _train(build, settings):
     """One run; anything that goes wrong is its error line, not the sweep's end."""
     run = SweepRun(settings)
     try:
-        trainer, X, y, validation, epochs = built or build(settings)
-        started = time.perf_counter()
+        timer = _EpochTimer()
+        trainer, X, y, validation, epochs = build(settings, [timer])
         history = trainer.fit(X, y, epochs=epochs, validation_data=validation)
-        seconds = time.perf_counter() - started
     except JitpropError as exc:
         run.error = str(exc)
         return run
@@ -175,9 +178,8 @@ def _train(build, settings, built=None):
         run.best_epoch = best + 1
         run.final_val_loss = float(val[-1])
     run.final_loss = float(logs["loss"][-1]) if logs.get("loss") else math.nan
-    done = len(logs.get("loss", []))
-    if done:  # wall time, validation included, as the run saw it beside the others
-        run.seconds_per_epoch = seconds / done
+    if timer.seconds:  # the median epoch: the first one's compile (or cache load) left out
+        run.seconds_per_epoch = float(np.median(timer.seconds))
         run.samples_per_second = len(X) / run.seconds_per_epoch
     run.iterations_per_epoch = trainer.n_batches
     if trainer.divergence is not None:
@@ -185,23 +187,61 @@ def _train(build, settings, built=None):
     return run
 
 
+class _EpochTimer:
+    """Each epoch's wall time, validation included, as the run saw it beside the others."""
+
+    def __init__(self):
+        self.seconds, self.started = [], None
+
+    @hookimpl
+    def on_epoch_begin(self):
+        self.started = time.perf_counter()
+
+    @hookimpl
+    def on_epoch_end(self):
+        self.seconds.append(time.perf_counter() - self.started)
+
+
+_build = None  # the running sweep's build function, inherited by forked workers
+
+
+def _train_at(settings):
+    return _train(_build, settings)
+
+
+def _pool(workers):
+    """Processes forked from this one where the OS forks (each with its own Python lock: their
+    Python between steps runs in parallel too); threads elsewhere."""
+    if "fork" in multiprocessing.get_all_start_methods() and sys.platform.startswith("linux"):
+        return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+    return ThreadPoolExecutor(max_workers=workers)
+
+
 def run_sweep(build, grid, workers=None):
     """Train ``build(settings)`` for every combination of ``grid``, ``workers`` at a time (default:
     the CPU count); a ``Sweep`` in the grid's order.
 
-    ``build(settings)`` returns ``(trainer, X, y, validation_data, epochs)``. Models whose own
+    ``build(settings, callbacks)`` returns ``(trainer, X, y, validation_data, epochs)``, the
+    trainer with ``callbacks`` among its own. Models whose own
     kernels already split each batch over the cores (conv2d, max_pool2d) train one at a time.
     """
     todo = combinations(grid)
     if not todo:
         raise ConfigError("sweep: give at least one setting with values to try")
     started = time.perf_counter()
-    first = build(todo[0])
-    if first[0]._own_threads():  # Numba's thread pool takes one parallel kernel at a time
+    if build(todo[0], [])[0]._own_threads():  # Numba's thread pool takes one parallel kernel at a time
         workers = 1
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
-    with threads.one_blas_thread(workers > 1), ThreadPoolExecutor(max_workers=workers) as pool:
-        runs = list(pool.map(lambda i: _train(build, todo[i], first if i == 0 else None), range(len(todo))))
+    global _build
+    if workers == 1:
+        runs = [_train(build, settings) for settings in todo]
+    else:
+        _build = build
+        try:
+            with threads.one_blas_thread(), _pool(workers) as pool:
+                runs = list(pool.map(_train_at, todo))
+        finally:
+            _build = None
     return Sweep(runs, time.perf_counter() - started, workers)
 
 
@@ -226,14 +266,14 @@ def sweep(X, y, loss="cross_entropy", optimizer="adam", lr=None, batch_size=(32,
         validation = (X[val], y[val])
     outputs = int(y.max()) + 1 if loss.target == "class" else y.reshape(len(y), -1).shape[1]
 
-    def build(settings):
+    def build(settings, callbacks):
         if model is not None:
             net = model(settings)
         else:
             specs = mlp(outputs, settings["hidden"], activation, 0.0)
             net = Sequential([api.layer(**spec) for spec in specs], input_shape=X.shape[1:], seed=seed)
         opt = api.optimizer(base.name, **{**base.config(), "lr": settings["lr"]})
-        trainer = Trainer(net, loss=loss, optimizer=opt, batch_size=settings["batch_size"], seed=seed)
+        trainer = Trainer(net, loss=loss, optimizer=opt, batch_size=settings["batch_size"], seed=seed, callbacks=callbacks)
         return trainer, X[rows], y[rows], validation, settings["epochs"]
 
     return run_sweep(build, grid, workers)

@@ -24,7 +24,8 @@ def figure(picture):
     rows = -(-n // cols)
     fig = Figure(figsize=(4.2 * cols + 1.0, 3.2 * rows + 0.9), dpi=100)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(rows, cols, squeeze=False)
+    shared = bool(getattr(picture, "shared_axes", False))
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=shared, sharey=shared)
     for ax, panel in zip(axes.flat, picture.panels):
         for s in panel.series:
             if s.points:
