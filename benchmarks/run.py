@@ -747,11 +747,11 @@ def product_profile(sizes, batch, seconds_each=0.15):
 
 
 SWEEP_TARGET = 0.6  # issue 15: 8 sweep runs of S-sized models in at most 0.6x their time one after another
-SWEEP_GRID = dict(lr=[1e-3, 2e-3, 5e-3, 1e-2], batch_size=[32, 64], hidden=[[64]], epochs=[30])
+SWEEP_GRID = dict(lr=[1e-3, 2e-3, 5e-3, 1e-2], batch_size=[32, 64], hidden=[[64]], epochs=[50])
 
 
 def sweep_speed(rounds):
-    """8 runs of S's model (4 learning rates x 2 batch sizes, 30 epochs each on digits) as one
+    """8 runs of S's model (4 learning rates x 2 batch sizes, 50 epochs each on digits) as one
     ``jitprop.sweep`` on every core, against the same sweep with one worker: interleaved rounds."""
     import jitprop
     from jitprop.data.tables import load_table
@@ -814,7 +814,7 @@ def report(results, peak, mem, startup, info, sweeps=None):
                   ", ".join(f"{k} {v:.0f} MiB" for k, v in mem.items()) +
                   (" (numba-floor: the same data, and one cached `@njit` call of `np.dot`)" if "numba-floor" in mem else "")]
     if sweeps:
-        lines += ["", f"Sweeps: {sweeps['runs']} runs of S's model (4 learning rates x 2 batch sizes, 30 epochs each, on digits)"
+        lines += ["", f"Sweeps: {sweeps['runs']} runs of S's model (4 learning rates x 2 batch sizes, 50 epochs each, on digits)"
                       f" as one `jitprop.sweep` on {sweeps['workers']} workers took {sweeps['parallel_s']:.2f} s, one after"
                       f" another {sweeps['serial_s']:.2f} s: {sweeps['ratio']:.2f}x (median of interleaved rounds,"
                       f" {sweeps['ratio_min']:.2f}-{sweeps['ratio_max']:.2f})."]  # fmt: skip

@@ -10,7 +10,6 @@ import pytest
 import jitprop
 from jitprop.backends.base import epoch_order
 from jitprop.data.tables import load_table
-from jitprop.default_plugins import coach
 from jitprop.model.architectures import mlp
 from jitprop.model.sequential import Workspace
 
@@ -142,16 +141,30 @@ def test_statistics_leave_training_unchanged(digits):
     np.testing.assert_array_equal(plain.params, watched.params)
 
 
-def test_train_coach_on_the_command_line(tmp_path):
-    path = tmp_path / "coach.json"
-    out = run("train", "--hidden", "128,64", "--coach-json", path).output.splitlines()
-    at = out.index("coach: no alarm; every layer learns at a healthy pace")  # the default digits run
-    assert out[at - 6].startswith("coach, epoch 20:") and out[at + 1] == f"wrote {path}"
-    record = json.loads(path.read_text())
-    assert record["findings"] == [] and len(record["epochs"]) == 20
-    layers = record["epochs"][-1]["layers"]
+def test_the_default_digits_run_gets_no_alarm():
+    """The command line's default run (an MLP 128-64 on the digits, 20 epochs), through the
+    Python loop: its records are the compiled step's (tested above), without compiling another step."""
+    from jitprop.cli.flags import run_config
+    from jitprop.cli.run import plan
+
+    p = plan(run_config({}))
+    trainer = jitprop.Trainer(p.model, p.loss, jitprop.optimizer(**p.config["optimizer"]), batch_size=32, seed=0,
+                              callbacks=["coach"])  # fmt: skip
+    trainer.compiled = False
+    history = trainer.fit(*p.train, epochs=p.config["epochs"], validation_data=p.validation)
+    assert history.findings == [] and len(history.coach) == 20
+    layers = history.coach[-1]["layers"]
     assert [r["name"] for r in layers] == ["dense", "relu", "dense", "relu", "dense"]
     assert -5 < layers[0]["update_ratio_log10"] < -1 and layers[1]["dead_fraction"] < 0.4
+
+
+def test_train_coach_on_the_command_line(tmp_path):
+    path = tmp_path / "coach.json"
+    out = run("train", "--hidden", "16", "--epochs", "3", "--coach-json", path).output.splitlines()
+    at = out.index("coach: no alarm; every layer learns at a healthy pace")
+    assert out[at - 4].startswith("coach, epoch 3:") and out[at + 1] == f"wrote {path}"
+    record = json.loads(path.read_text())
+    assert record["findings"] == [] and len(record["epochs"]) == 3
+    assert [r["name"] for r in record["epochs"][-1]["layers"]] == ["dense", "relu", "dense"]
     slow = run("train", "--hidden", "16", "--epochs", "2", "--optimizer", "sgd", "--lr", "1e-6", "--coach").output
     assert "coach found 1 thing to look at:" in slow and "barely learn" in slow and "raise the learning rate" in slow
-    assert coach.findings.__doc__  # the rules are documented where they are applied

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..backends.compiled import CompiledBackend
 from ..errors import ConfigError, JitpropError
 from ..plugins.hookspecs import hookimpl
 from ..runtime import threads
@@ -229,9 +230,15 @@ def run_sweep(build, grid, workers=None):
     if not todo:
         raise ConfigError("sweep: give at least one setting with values to try")
     started = time.perf_counter()
-    if build(todo[0], [])[0]._own_threads():  # Numba's thread pool takes one parallel kernel at a time
+    trainer, X, y, validation, _ = build(todo[0], [])
+    if trainer._own_threads():  # Numba's thread pool takes one parallel kernel at a time
         workers = 1
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    program = CompiledBackend.build_program(trainer) if workers > 1 else None
+    if program is not None and not program.train_chunk.signatures:  # compiled (or loaded) here, once, for every worker
+        rows = min(len(X), 2 * trainer.batch_size)
+        trainer.fit(X[:rows], y[:rows], epochs=1, validation_data=None if validation is None else
+                    (validation[0][:rows], validation[1][:rows]))  # fmt: skip
     global _build
     if workers == 1:
         runs = [_train(build, settings) for settings in todo]
