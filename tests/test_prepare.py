@@ -127,3 +127,10 @@ def test_python_prepared_like_the_command_line_trains_the_same_weights(tmp_path,
                 validation_data=(data.X[val_rows], data.y[val_rows]))  # fmt: skip
     for key, value in saved.build_model().state_dict().items():
         np.testing.assert_array_equal(model.state_dict()[key], value, err_msg=key)
+
+
+def test_an_empty_text_target_is_one_line_not_an_index_error():
+    """Found by the hostile-file fuzzer: an .npz whose array is text of shape (1, 0)."""
+    model = jitprop.Sequential([jitprop.layer("dense", units=1)], input_dim=3)
+    with pytest.raises(jitprop.DataError, match="holds no values, of type <U3"):
+        jitprop.data.prepare.as_targets(model, jitprop.loss("mse"), np.zeros((1, 0), "<U3"), 1)

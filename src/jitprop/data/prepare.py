@@ -109,7 +109,8 @@ def class_column(y, loss, what):
 def value_columns(y, loss, what):
     """Regression or binary targets as (n, k) numbers."""
     if y.dtype.kind not in "iufb":
-        raise DataError(f"loss {loss.name!r} needs numeric targets, but {what} holds text like {str(y.flat[0])!r};"
+        held = f"text like {str(y.flat[0])!r}" if y.size else f"no values, of type {y.dtype}"  # an empty text array too
+        raise DataError(f"loss {loss.name!r} needs numeric targets, but {what} holds {held};"
                         " to classify, use the loss 'cross_entropy'")  # fmt: skip
     if y.ndim == 1:
         y = y.reshape(-1, 1)
