@@ -23,19 +23,25 @@ def relative_error(analytic, numeric):
     return 0.0 if denom == 0 else float(np.linalg.norm(a - n) / denom)
 
 
-def _numeric(f, values, eps):
-    """Central-difference gradient of scalar f() with respect to array ``values`` (perturbed in place)."""
-    grad = np.zeros(values.shape)
-    flat, g = values.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
+def central_differences(f, values, at, eps):
+    """The slopes of scalar f() along the flat entries ``at`` of array ``values`` (perturbed in
+    place, then put back): (f(v + eps) - f(v - eps)) / 2 eps."""
+    flat = values.reshape(-1)
+    slopes = np.empty(len(at))
+    for j, i in enumerate(at):
         old = flat[i]
         flat[i] = old + eps
         up = f()
         flat[i] = old - eps
         down = f()
         flat[i] = old
-        g[i] = (up - down) / (2 * eps)
-    return grad
+        slopes[j] = (up - down) / (2 * eps)
+    return slopes
+
+
+def _numeric(f, values, eps):
+    """Central-difference gradient of scalar f() with respect to every entry of ``values``."""
+    return central_differences(f, values, range(values.size), eps).reshape(values.shape)
 
 
 def check_layer(layer, in_dim=5, batch=4, seed=0, eps=1e-6, training=True, in_shape=None):

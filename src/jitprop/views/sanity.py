@@ -31,7 +31,7 @@ from .. import api
 from ..components import kernel
 from ..contracts.callbacks import Callback
 from ..data.prepare import as_inputs, as_targets
-from ..gradcheck import relative_error
+from ..gradcheck import central_differences, relative_error
 from ..model.sequential import Sequential, Workspace
 from ..plugins.hookspecs import hookimpl
 
@@ -151,15 +151,7 @@ def gradients(model, loss, X, y, rows=ROWS, samples=SAMPLES, seed=0, tolerance=T
         for key in keys:
             flat, grad = params[key].reshape(-1), analytic[key].reshape(-1)
             picks = rng.choice(flat.size, size=min(samples, flat.size), replace=False)
-            numeric = np.empty(picks.size)
-            for j, q in enumerate(picks):
-                old = flat[q]
-                flat[q] = old + EPS
-                up = value()
-                flat[q] = old - EPS
-                down = value()
-                flat[q] = old
-                numeric[j] = (up - down) / (2 * EPS)
+            numeric = central_differences(value, flat, picks, EPS)
             worst = max(worst, relative_error(grad[picks], numeric))
             count += picks.size
         through = f", through layers {i + 1}-{last}" if i < last else ""
