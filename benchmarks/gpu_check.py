@@ -119,6 +119,10 @@ def check_kernels(shapes=((1, 3), (7, 5), (33, 17), (130, 70)), lengths=(1, 1001
         if not on_gpu("transform", entry, "cuda_kernel"):
             continue
         transform = entry.cls(**getattr(entry.cls, "example_options", {}))
+        if transform.sees_activations:  # the coach's: a model of every activation kind, its memory, its activations
+            for n in lengths:
+                rows.append(("transform", entry.name, str(n), activation_transform_error(transform, n, rng, rel)))
+            continue
         for n in lengths:
             g, p = rng.normal(0, 0.3, n).astype(np.float32), rng.normal(size=n).astype(np.float32)
             offsets = np.array([0, n // 3, n // 3, n], np.int64)  # a layer without parameters between two
@@ -129,6 +133,35 @@ def check_kernels(shapes=((1, 3), (7, 5), (33, 17), (130, 70)), lengths=(1, 1001
             err = max(rel(d_g.copy_to_host(), g), rel(d_stats.copy_to_host(), stats) if stats.size else 0.0)
             rows.append(("transform", entry.name, str(n), err))
     return rows, skipped
+
+
+def activation_transform_error(transform, n, rng, rel, batch=33, steps=3):
+    """Largest relative difference, over ``steps`` batches, between the CPU and CUDA kernels of a
+    transform that sees activations, on a model of about ``n`` parameters."""
+    import jitprop
+    from numba import cuda
+
+    from jitprop.components import kernel
+
+    model = jitprop.Sequential([jitprop.layer("dense", units=17), "relu", jitprop.layer("dense", units=5), "tanh",
+                                jitprop.layer("dense", units=3), "sigmoid"], input_dim=max(1, n // 17), seed=0)  # fmt: skip
+    transform.setup(model)
+    memory = np.zeros(transform.memory_size(model), np.float32)
+    transform.init_memory(memory, model)
+    stats = np.zeros((len(model.layers), len(transform.stat_names)))
+    p = model.params.copy()
+    d_p, d_offsets, d_stats, d_memory = (cuda.to_device(a) for a in (p, model.offsets, stats, memory))
+    err = 0.0
+    for _ in range(steps):
+        g = rng.normal(0, 0.3, p.size).astype(np.float32)
+        acts = tuple(rng.normal(size=(batch, w)).astype(np.float32) for w in model.dims)
+        kernel(transform, "kernel")(g, p, model.offsets, 0.01, transform.hyper(), stats, memory, acts)
+        kernel(transform, "cuda_kernel")(cuda.to_device(g), d_p, d_offsets, 0.01, transform.hyper(), d_stats, d_memory,
+                                         tuple(cuda.to_device(a) for a in acts))  # fmt: skip
+        err = max(err, rel(d_stats.copy_to_host(), stats), rel(d_memory.copy_to_host(), memory))
+        p += rng.normal(0, 0.01, p.size).astype(np.float32)
+        d_p.copy_to_device(p)
+    return err
 
 
 def throughput(configs, epochs=3):

@@ -192,6 +192,12 @@ PTX_SCRIPT = textwrap.dedent('''
     sigs["clip_norm"] = (t._clip_norm, (m1, i2, F))
     sigs["accumulate_norms"] = (t._accumulate_norms, (i2, F, i2))
     sigs["copy"] = (l._copy, (m2, m2))
+    from jitprop.default_plugins import coach_cuda as co
+    sigs["coach_layer_sums"] = (co._layer_sums, (m1, m1, m1, i1, i2))
+    sigs["coach_accumulate"] = (co._accumulate, (i2, i1, i2))
+    sigs["coach_count"] = (co._count, (m2, types.int64, i2, types.int64, types.int64))
+    sigs["coach_mark_fired"] = (co._mark_fired, (m2, m1, i2, types.int64))
+    sigs["coach_count_fired"] = (co._count_fired, (m1, i2, types.int64))
     from jitprop.default_plugins import convolution_cuda as cv, pooling_cuda as pl
     B1 = types.boolean
     geo = (I,) * 11
@@ -333,9 +339,15 @@ def test_a_short_run_on_cuda_matches_the_same_run_on_cpu():
             input_dim=2, seed=4,
         )
         trainer = jitprop.Trainer(model, "cross_entropy", jitprop.optimizer("adam", lr=0.05), batch_size=16, device=device,
-                                  transforms=["gradient_norms", jitprop.transform("gradient_clipping", max_norm=0.3)])
+                                  transforms=["gradient_norms", jitprop.transform("gradient_clipping", max_norm=0.3)],
+                                  callbacks=["coach"])  # fmt: skip
         runs[device] = (trainer.fit(X, y, epochs=2, validation_split=0.25), model.params.copy(), trainer.transforms[0].history)
     (h_cpu, p_cpu, s_cpu), (h_gpu, p_gpu, s_gpu) = runs["cpu"], runs["cuda"]
+    for gpu, cpu in zip(h_gpu.coach, h_cpu.coach):  # the coach's records too
+        for g, c in zip(gpu["layers"], cpu["layers"]):
+            for key, value in c.items():
+                if isinstance(value, float):
+                    assert g[key] == pytest.approx(value, rel=1e-3, abs=1e-6), (key, g, c)
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         np.testing.assert_allclose(h_gpu.history[key], h_cpu.history[key], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(p_gpu, p_cpu, rtol=1e-4, atol=1e-5)
@@ -534,3 +546,30 @@ def test_the_missing_cuda_part_names_its_plugin(register_plugin):
     model = jitprop.Sequential(["cpu_only_test"], input_dim=2)
     with pytest.raises(jitprop.ConfigError, match=r"layer 'cpu_only_test' \(from plugin 'cpu-only-plugin'\) has no CUDA kernel"):
         jitprop.Trainer(model, "mse", device="cuda")
+
+
+def test_cuda_coach_kernel_matches_cpu():
+    """Several batches in a row (the memory carries the parameters and the fired flags across), on
+    a model of every activation kind it counts, with sizes that are not multiples of a block."""
+    model = jitprop.Sequential([jitprop.layer("dense", units=7), "relu", jitprop.layer("dense", units=5), "tanh",
+                                jitprop.layer("dense", units=3), "sigmoid"], input_dim=4, seed=1)  # fmt: skip
+    tr = jitprop.transform("coach_statistics")
+    tr.setup(model)
+    rng = np.random.default_rng(5)
+    memory = np.zeros(tr.memory_size(model), np.float32)
+    tr.init_memory(memory, model)
+    stats = np.zeros((len(model.layers), len(tr.stat_names)))
+    p = model.params.copy()
+    d_p, d_offsets, d_stats, d_memory = (cuda.to_device(a) for a in (p, model.offsets, stats, memory))
+    for batch in range(3):
+        g = rng.normal(0, 0.3, p.size).astype(np.float32)
+        acts = tuple(rng.normal(size=(5, w)).astype(np.float32) for w in model.dims)
+        acts[2][:, 0] = -1.0  # a ReLU unit that never fires
+        kernel(tr, "kernel")(g, p, model.offsets, 0.01, tr.hyper(), stats, memory, acts)
+        kernel(tr, "cuda_kernel")(cuda.to_device(g), d_p, d_offsets, 0.01, tr.hyper(), d_stats, d_memory,
+                                  tuple(cuda.to_device(a) for a in acts))  # fmt: skip
+        np.testing.assert_allclose(d_stats.copy_to_host(), stats, rtol=1e-5, atol=1e-9)
+        np.testing.assert_array_equal(d_memory.copy_to_host(), memory)
+        p += rng.normal(0, 0.01, p.size).astype(np.float32)  # the optimizer's step, between batches
+        d_p.copy_to_device(p)
+    assert stats[1, 7] == 6 and stats[0, 5] == 2  # 6 of 7 units fired; updates measured from the second batch on

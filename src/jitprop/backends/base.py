@@ -103,8 +103,10 @@ class Backend:
     # -- training state ----------------------------------------------------
 
     def _training_state(self):
-        """The host arrays a rollback restores: weights, optimizer state, running state, statistics."""
-        return self.model.params, self.trainer.opt_state, self.model.state, self.trainer.stats
+        """The host arrays a rollback restores: weights, optimizer state, running state, statistics,
+        and the memory of transforms that keep one."""
+        t = self.trainer
+        return (self.model.params, t.opt_state, self.model.state, t.stats, *(m for m in t.transform_memory if m.size))
 
     def snapshot(self):
         """Keep the training state and the step (to roll back to)."""

@@ -164,9 +164,13 @@ class CudaBackend(Backend):
         self.stats = cuda.to_device(trainer.stats)
         self.offsets = cuda.to_device(model.offsets)
         stats = _slices(self.stats, trainer.transform_stats, trainer.stats)
-        self.transforms = [(kernel(tr, "cuda_kernel"), h, s.reshape(host.shape))
-                           for tr, h, s, host in zip(trainer.transforms, trainer.transform_h, stats, trainer.transform_stats)]  # fmt: skip
-        self.live = (self.params, self.opt_state, self.state, self.stats)  # what a run may roll back
+        # A transform that sees activations keeps its memory on the device too (filled on the host first).
+        self.memory = [cuda.to_device(m) if tr.sees_activations else None for tr, m in zip(trainer.transforms, trainer.transform_memory)]
+        self.transforms = [(kernel(tr, "cuda_kernel"), h, s.reshape(host.shape), m) for tr, h, s, host, m in
+                           zip(trainer.transforms, trainer.transform_h, stats, trainer.transform_stats, self.memory)]  # fmt: skip
+        # What a run may roll back (the host's _training_state, in order): the transforms' memory with
+        # it, so a replay measures what the first run did.
+        self.live = (self.params, self.opt_state, self.state, self.stats, *(m for m in self.memory if m is not None))
         self.layer_params = _slices(self.params, model.layer_params, model.params)
         self.layer_grads = _slices(self.grads, model.layer_grads, model.grads)
         layer_state = _slices(self.state, model.layer_state, model.state)
@@ -277,16 +281,24 @@ class CudaBackend(Backend):
         t = self.trainer
         self.correct.copy_to_device(np.zeros(1))
         for b in range(first, last):
-            self._step(b)
-            for transform, h, stats in self.transforms:
-                transform(self.grads, self.params, self.offsets, t.lr, h, stats)
+            acts = self._step(b)
+            self._transforms(acts)
             if check:
                 _flag_nonfinite[cuda_launch.grid_1d(self.grads.shape[0])](self.batch_losses, b, self.grads, self.flag)
             t.step += 1
             self.opt_kernel(self.params, self.grads, self.opt_state, t.lr, t.opt_h, t.step)
 
+    def _transforms(self, acts):
+        """The gradient slot: every transform's launcher, with its memory and the batch's activations if it sees them."""
+        lr = self.trainer.lr
+        for transform, h, stats, memory in self.transforms:
+            if memory is None:
+                transform(self.grads, self.params, self.offsets, lr, h, stats)
+            else:
+                transform(self.grads, self.params, self.offsets, lr, h, stats, memory, tuple(acts))
+
     def _step(self, b):
-        """Batch b up to its gradients: gather, forward, loss (and hits), backward."""
+        """Batch b up to its gradients: gather, forward, loss (and hits), backward; returns its activations."""
         t, model = self.trainer, self.model
         start, rows = b * self.bs, self.rows(b)
         acts, caches, deltas, yb = self.views(rows)
@@ -302,18 +314,17 @@ class CudaBackend(Backend):
         for i in range(len(self.bwd) - 1, -1, -1):
             self.bwd[i](self.layer_params[i], model.hypers[i], acts[i], acts[i + 1], caches[i], deltas[i + 1],
                         deltas[i], self.layer_grads[i], *self.last[i])  # fmt: skip
+        return acts
 
     def why_diverged(self, b):
         """Batch b's loss and gradients (not its update) computed again into the host's arrays,
         the running state and statistics left as they were; then the host's answer."""
-        state, stats = self.state.copy_to_host(), self.stats.copy_to_host()
-        self._step(b)
-        for transform, h, s in self.transforms:
-            transform(self.grads, self.params, self.offsets, self.trainer.lr, h, s)
+        kept = [(a, a.copy_to_host()) for a in (self.state, self.stats, *(m for m in self.memory if m is not None))]
+        self._transforms(self._step(b))
         self.trainer.batch_losses[b] = self.batch_losses[b : b + 1].copy_to_host()[0]
         self.grads.copy_to_host(self.model.grads)
-        self.state.copy_to_device(state)
-        self.stats.copy_to_device(stats)
+        for device, host in kept:
+            device.copy_to_device(host)
         return super().why_diverged(b)
 
     def push(self):

@@ -29,11 +29,13 @@ A transform that sets ``sees_activations = True`` takes two more arguments:
 ``kernel(g, p, offsets, lr, h, stats, memory, acts)``
     ``memory`` an array (the model's dtype) of ``memory_size(model)`` values that it
     keeps from batch to batch (``init_memory`` fills it at the start of each
-    fit and after a rollback; a diverged batch does not undo its writes),
+    fit; a rollback restores it with the weights; a diverged batch does not
+    undo its writes),
     ``acts`` a tuple of the batch's activations, each (rows, width):
     ``acts[0]`` the input rows, ``acts[i + 1]`` layer i's output. Read them,
     don't write. The coach measures updates (the parameters' change since
-    the last batch, from a copy in ``memory``) and activations so.
+    the last batch, from a copy in ``memory``) and activations so. Its
+    ``cuda_kernel`` takes them too, as device arrays (``acts`` a tuple).
 
 ``setup(model)`` runs once, before ``hyper()``, for transforms whose options
 depend on the model (its layers' kinds and widths, say).
@@ -61,7 +63,7 @@ class GradientTransform(Component):
         return 0
 
     def init_memory(self, memory, model):
-        """Fill ``memory`` at the start of a fit (and after a rollback): zeros unless overridden."""
+        """Fill ``memory`` at the start of a fit: zeros unless overridden."""
         memory[...] = 0.0
 
     def epoch_end(self, epoch, stats):

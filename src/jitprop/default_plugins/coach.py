@@ -156,6 +156,7 @@ class CoachStatistics(jitprop.GradientTransform):
     stat_names = STAT_NAMES
     sees_activations = True
     kernel = staticmethod(coach_kernel)
+    cuda_kernel = "jitprop.default_plugins.coach_cuda:coach_kernel"
 
     def __init__(self):
         self._h = np.zeros(1)

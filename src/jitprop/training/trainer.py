@@ -374,8 +374,7 @@ class Trainer:
         Roll back and return True (the epoch runs again), or stop where it went bad."""
         where = {"epoch": self.epoch + 1, "iteration": self.step + 1, "reason": self.backend.why_diverged(b)}
         if self.on_divergence == "rollback" and len(self.rollbacks) < MAX_ROLLBACKS:
-            self.backend.restore()
-            self._init_memory()  # the transforms' memory follows the weights back (a CPU array: nothing to send)
+            self.backend.restore()  # the transforms' memory with the weights
             self.optimizer.lr *= ROLLBACK_FACTOR
             self.rollbacks.append({**where, "lr": self.optimizer.lr})
             return True
