@@ -751,6 +751,14 @@ SWEEP_GRID = dict(lr=[1e-3, 2e-3, 5e-3, 1e-2], batch_size=[32, 64], hidden=[[64]
 
 
 def sweep_speed(rounds):
+    """The sweep probe's numbers, measured in a process of its own: as a user's ``jitprop sweep``
+    runs, not forked from this one, which holds PyTorch's thread pools and every config's data."""
+    cmd = [sys.executable, __file__, "--sweep-probe", "--rounds", str(rounds)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=1800)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def sweep_probe(rounds):
     """8 runs of S's model (4 learning rates x 2 batch sizes, 50 epochs each on digits) as one
     ``jitprop.sweep`` on every core, against the same sweep with one worker: interleaved rounds."""
     import jitprop
@@ -768,8 +776,9 @@ def sweep_speed(rounds):
         serial.append(one.seconds)
         ratios.append(many.seconds / one.seconds)
         workers = many.workers
-    return {"runs": len(many), "workers": workers, "parallel_s": float(np.median(parallel)), "serial_s": float(np.median(serial)),
-            "ratio": float(np.median(ratios)), "ratio_min": float(min(ratios)), "ratio_max": float(max(ratios))}  # fmt: skip
+    print(json.dumps({"runs": len(many), "workers": workers, "parallel_s": float(np.median(parallel)),
+                      "serial_s": float(np.median(serial)), "ratio": float(np.median(ratios)),
+                      "ratio_min": float(min(ratios)), "ratio_max": float(max(ratios))}))  # fmt: skip
 
 
 def report(results, peak, mem, startup, info, sweeps=None):
@@ -815,7 +824,7 @@ def report(results, peak, mem, startup, info, sweeps=None):
                   (" (numba-floor: the same data, and one cached `@njit` call of `np.dot`)" if "numba-floor" in mem else "")]
     if sweeps:
         lines += ["", f"Sweeps: {sweeps['runs']} runs of S's model (4 learning rates x 2 batch sizes, 50 epochs each, on digits)"
-                      f" as one `jitprop.sweep` on {sweeps['workers']} workers took {sweeps['parallel_s']:.2f} s, one after"
+                      f" as one `jitprop.sweep` (in a process of its own, as `jitprop sweep` runs) on {sweeps['workers']} workers took {sweeps['parallel_s']:.2f} s, one after"
                       f" another {sweeps['serial_s']:.2f} s: {sweeps['ratio']:.2f}x (median of interleaved rounds,"
                       f" {sweeps['ratio_min']:.2f}-{sweeps['ratio_max']:.2f})."]  # fmt: skip
     if startup:
@@ -990,8 +999,12 @@ def main(argv=None):
     parser.add_argument("--no-startup", action="store_true")
     parser.add_argument("--no-sweep", action="store_true", help="skip the sweep's parallel speed-up")
     parser.add_argument("--memory-probe", nargs=2, metavar=("CONFIG", "SYSTEM"))
+    parser.add_argument("--sweep-probe", action="store_true", help="time the sweep's speed-up in this process; print JSON")
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
     args = parser.parse_args(argv)
+    if args.sweep_probe:
+        sweep_probe(args.rounds)
+        return None
     if args.memory_probe:
         memory_probe(*args.memory_probe, args.rounds)
         return None
@@ -1029,7 +1042,7 @@ def main(argv=None):
                   f"  loss {e['final_loss']:.4f}{ratio}", flush=True)
     mem = {} if args.quick or args.no_memory or "M" not in names else peak_memory("M", systems + ["numba-floor"], 1)
     startup = {} if args.quick or args.no_startup else startup_times()
-    sweeps = {} if args.quick or args.no_sweep or "S" not in names else sweep_speed(max(3, args.rounds))
+    sweeps = {} if args.quick or args.no_sweep or "S" not in names else sweep_speed(max(7, args.rounds))
     if sweeps:
         print(f"sweep of {sweeps['runs']} S runs on {sweeps['workers']} workers: {sweeps['ratio']:.2f}x their time one after another")
     info = machine()

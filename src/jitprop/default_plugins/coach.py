@@ -159,7 +159,7 @@ class CoachStatistics(jitprop.GradientTransform):
     cuda_kernel = "jitprop.default_plugins.coach_cuda:coach_kernel"
 
     def __init__(self):
-        self._h = np.zeros(1)
+        self._h, self._flags = np.zeros(1), 0  # set for a model by setup()
 
     def setup(self, model):
         h = np.zeros(1 + 2 * len(model.layers))
