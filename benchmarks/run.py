@@ -1018,8 +1018,8 @@ def main(argv=None):
     for name in names:
         # S also trains with plugins' kernels in the compiled step: a loss (benchmarks/plugin_loss.py)
         # and a layer from plugins/ (against PyTorch with the same layer).
-        with_plugins = systems[:1] + ["jitprop+plugin-loss", "jitprop+batchnorm-plugin", "jitprop+gradient-norms", "jitprop+coach"]
-        with_plugins += systems[1:]
+        with_plugins = systems[:1] + ["jitprop+plugin-loss", "jitprop+batchnorm-plugin", "jitprop+gradient-norms"]
+        with_plugins += ([] if args.quick else ["jitprop+coach"]) + systems[1:]  # --quick: a smoke test, one compile less
         with_plugins += ["pytorch+batchnorm"] if "pytorch" in systems else []
         # Configurations with a share target are bound by their products: they get a peak before
         # each round and profiles. The others (S: fixed per-batch costs) get no peak between their

@@ -5,6 +5,11 @@ import io
 import json
 import math
 import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -347,3 +352,17 @@ def test_sweep_command(tmp_path, monkeypatch):
     assert "--hidden shapes the mlp model" in one_line_error(run("sweep", "--model", "cnn", "--hidden", "8", ok=False))
     cnn = run("sweep", "--dataset", "digit_images", "--model", "cnn", "--epochs", "1", "--lr", "1e-3,2e-3").output
     assert "2 runs in " in cnn and "1 at a time" in cnn  # its kernels split each batch over the cores already
+
+
+def test_ctrl_c_stops_a_sweep_and_its_workers_at_once(tmp_path):
+    jitprop_cmd = str(Path(sys.executable).with_name("jitprop"))
+    args = [jitprop_cmd, "sweep", "--lr", "1e-3,2e-3,3e-3,4e-3", "--batch-size", "8,16", "--epochs", "400"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # the sweep has started its workers
+        if line.startswith("sweep: 8 runs"):
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Ctrl-C: sweep stopped; nothing written" in out
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err

@@ -231,7 +231,11 @@ def sweep(lrs, batch_sizes, hiddens, epoch_counts, workers, csv_path, json_path,
 
     n = len(sweeping.combinations(grid))
     click.echo(f"sweep: {n} runs on {base.table.source} ({len(y)} training rows), seed {c['seed']}")
-    result = sweeping.run_sweep(build, grid, workers)
+    try:
+        result = sweeping.run_sweep(build, grid, workers)
+    except KeyboardInterrupt:
+        click.echo("Ctrl-C: sweep stopped; nothing written")
+        raise SystemExit(130) from None
     click.echo(f"{n} runs in {result.seconds:.1f} s, {result.workers} at a time")
     click.echo(str(result))
     if csv_path:

@@ -24,9 +24,10 @@ import json
 import math
 import multiprocessing
 import os
+import signal
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -210,12 +211,24 @@ def _train_at(settings):
     return _train(_build, settings)
 
 
-def _pool(workers):
-    """Processes forked from this one where the OS forks (each with its own Python lock: their
-    Python between steps runs in parallel too); threads elsewhere."""
+def _in_workers(todo, workers):
+    """Every run of ``todo``, ``workers`` at a time, in order: in processes forked from this one on
+    Linux (each with its own Python lock, so their Python between steps runs in parallel too, and
+    the compiled step inherited), in threads elsewhere. Ctrl-C reaches this process alone (the
+    workers ignore it) and ends the workers at once."""
     if "fork" in multiprocessing.get_all_start_methods() and sys.platform.startswith("linux"):
-        return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
-    return ThreadPoolExecutor(max_workers=workers)
+        pool = multiprocessing.get_context("fork").Pool(workers, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+        try:
+            runs = pool.map(_train_at, todo, chunksize=1)
+            pool.close()
+        except BaseException:
+            pool.terminate()
+            raise
+        finally:
+            pool.join()
+        return runs
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(_train_at, todo))
 
 
 def run_sweep(build, grid, workers=None):
@@ -245,8 +258,8 @@ def run_sweep(build, grid, workers=None):
     else:
         _build = build
         try:
-            with threads.one_blas_thread(), _pool(workers) as pool:
-                runs = list(pool.map(_train_at, todo))
+            with threads.one_blas_thread():
+                runs = _in_workers(todo, workers)
         finally:
             _build = None
     return Sweep(runs, time.perf_counter() - started, workers)
