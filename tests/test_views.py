@@ -354,15 +354,32 @@ def test_sweep_command(tmp_path, monkeypatch):
     assert "2 runs in " in cnn and "1 at a time" in cnn  # its kernels split each batch over the cores already
 
 
+def _children(pid):
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers: Linux")
 def test_ctrl_c_stops_a_sweep_and_its_workers_at_once(tmp_path):
     jitprop_cmd = str(Path(sys.executable).with_name("jitprop"))
-    args = [jitprop_cmd, "sweep", "--lr", "1e-3,2e-3,3e-3,4e-3", "--batch-size", "8,16", "--epochs", "400"]
+    args = [jitprop_cmd, "sweep", "--lr", "1e-3,2e-3,3e-3,4e-3", "--batch-size", "8,16", "--epochs", "2000"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stdout:  # the sweep has started its workers
-        if line.startswith("sweep: 8 runs"):
-            break
-    time.sleep(1.0)
+    deadline = time.monotonic() + 120
+    while not _children(proc.pid) and time.monotonic() < deadline:  # its step compiled, its workers forked
+        time.sleep(0.05)
+    workers = _children(proc.pid)
+    assert workers, "the sweep never started its workers"
+    time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Ctrl-C: sweep stopped; nothing written" in out
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert not any(Path(f"/proc/{w}").exists() for w in workers)  # the workers went with it
