@@ -371,7 +371,9 @@ def _children(pid):
 def test_ctrl_c_stops_a_sweep_and_its_workers_at_once(tmp_path):
     jitprop_cmd = str(Path(sys.executable).with_name("jitprop"))
     args = [jitprop_cmd, "sweep", "--lr", "1e-3,2e-3,3e-3,4e-3", "--batch-size", "8,16", "--epochs", "2000"]
-    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Started with SIGINT ignored, as a shell starts a background job: the command sets its own handler.
+    ignore = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ignore)
     deadline = time.monotonic() + 120
     while not _children(proc.pid) and time.monotonic() < deadline:  # its step compiled, its workers forked
         time.sleep(0.05)
@@ -379,7 +381,10 @@ def test_ctrl_c_stops_a_sweep_and_its_workers_at_once(tmp_path):
     assert workers, "the sweep never started its workers"
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
     assert proc.returncode == 130 and "Ctrl-C: sweep stopped; nothing written" in out
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert not any(Path(f"/proc/{w}").exists() for w in workers)  # the workers went with it

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import signal
 
 import click
 
@@ -231,11 +232,22 @@ def sweep(lrs, batch_sizes, hiddens, epoch_counts, workers, csv_path, json_path,
 
     n = len(sweeping.combinations(grid))
     click.echo(f"sweep: {n} runs on {base.table.source} ({len(y)} training rows), seed {c['seed']}")
+    caught = {}
+
+    def on_signal(signum, frame):  # set here, not inherited: a shell may start us with SIGINT ignored
+        caught["signal"] = signum
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         result = sweeping.run_sweep(build, grid, workers)
     except KeyboardInterrupt:
-        click.echo("Ctrl-C: sweep stopped; nothing written")
-        raise SystemExit(130) from None
+        name = "SIGTERM" if caught.get("signal") == signal.SIGTERM else "Ctrl-C"
+        click.echo(f"{name}: sweep stopped; nothing written")
+        raise SystemExit(143 if name == "SIGTERM" else 130) from None
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     click.echo(f"{n} runs in {result.seconds:.1f} s, {result.workers} at a time")
     click.echo(str(result))
     if csv_path:

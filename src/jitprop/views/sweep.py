@@ -211,13 +211,19 @@ def _train_at(settings):
     return _train(_build, settings)
 
 
+def _worker_signals():
+    """A worker leaves Ctrl-C and SIGTERM to the sweep's own process, which ends the pool."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _in_workers(todo, workers):
     """Every run of ``todo``, ``workers`` at a time, in order: in processes forked from this one on
     Linux (each with its own Python lock, so their Python between steps runs in parallel too, and
     the compiled step inherited), in threads elsewhere. Ctrl-C reaches this process alone (the
     workers ignore it) and ends the workers at once."""
     if "fork" in multiprocessing.get_all_start_methods() and sys.platform.startswith("linux"):
-        pool = multiprocessing.get_context("fork").Pool(workers, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+        pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_signals)
         try:
             runs = pool.map(_train_at, todo, chunksize=1)
             pool.close()
