@@ -74,6 +74,19 @@ def _accumulate(sums, offsets, stats):
             stats[layer, UPDATES] += 1.0
 
 
+@cuda.jit(device=True)
+def _tree_sum(s, t):
+    """The sum of shared array ``s`` (one value per thread ``t`` of the block), in a fixed tree."""
+    cuda.syncthreads()
+    half = REDUCE // 2
+    while half > 0:
+        if t < half:
+            s[t] += s[t + half]
+        cuda.syncthreads()
+        half //= 2
+    return s[0]
+
+
 @cuda.jit
 def _count(out, kind, stats, layer, column):
     """stats[layer, column] += the share of ``out``'s values that are zero (ReLU) or saturated: one block."""
@@ -89,15 +102,9 @@ def _count(out, kind, stats, layer, column):
             u = v if kind == TANH else 2.0 * v - 1.0
             count += 1.0 if abs(u) > TANH_LIMIT else 0.0
     s[t] = count
-    cuda.syncthreads()
-    half = REDUCE // 2
-    while half > 0:
-        if t < half:
-            s[t] += s[t + half]
-        cuda.syncthreads()
-        half //= 2
+    total = _tree_sum(s, t)
     if t == 0:
-        stats[layer, column] += s[0] / (rows * width)
+        stats[layer, column] += total / (rows * width)
 
 
 @cuda.jit
@@ -120,15 +127,9 @@ def _count_fired(fired, stats, layer):
     for j in range(t, fired.shape[0], REDUCE):
         total += fired[j]
     s[t] = total
-    cuda.syncthreads()
-    half = REDUCE // 2
-    while half > 0:
-        if t < half:
-            s[t] += s[t + half]
-        cuda.syncthreads()
-        half //= 2
+    fired_total = _tree_sum(s, t)
     if t == 0:
-        stats[layer, FIRED] = s[0]
+        stats[layer, FIRED] = fired_total
 
 
 def coach_kernel(g, p, offsets, lr, h, stats, memory, acts):
