@@ -272,15 +272,8 @@ def train(ctx, config_path, dataset, target, normalize, input_shape, model, hidd
 
 
 @cli.command()
-@click.option("--config", "config_path", help="Run file (TOML); flags override it.")
-@click.option("--dataset", help="Data set name or .csv / .npz file: it gives the input shape and outputs.  [default: digits]")
-@click.option("--target", help="CSV column to predict.  [default: the last column]")
-@click.option("--input-shape", help="One sample's shape, e.g. 1,28,28.")
-@click.option("--model", help="A ready architecture: mlp, cnn or lenet.  [default: mlp]")
-@click.option("--hidden", help="Hidden layer widths of the mlp, comma-separated.")
-@click.option("--activation", help="Activation after each hidden layer of the mlp.")
-@click.option("--dropout", type=float, help="Dropout rate after each hidden activation of the mlp.")
-def summary(config_path, dataset, target, input_shape, model, hidden, activation, dropout):
+@flags.options("config", "dataset", "target", "input_shape", "model", "hidden", "activation", "dropout")
+def summary(**params):
     """Print the model a run trains, as a table: each layer, its output shape, its parameters.
 
     \b
@@ -289,14 +282,7 @@ def summary(config_path, dataset, target, input_shape, model, hidden, activation
       jitprop summary --dataset digit_images --model cnn
       jitprop summary --dataset pixels.csv --input-shape 1,28,28 --model lenet
     """
-    config = runconfig.load(config_path) if config_path else {}
-    if dataset is not None:
-        config["dataset"] = dataset
-        config.pop("target", None)
-    if target is not None:
-        config["target"] = target
-    flags.model_flags(config, input_shape, model, hidden, activation, dropout)
-    p = plan(runconfig.check(config, "summary"))
+    p = plan(flags.run_config(params))
     click.echo(f"{p.table.source}: {p.data.X.shape[0]} rows of {'x'.join(map(str, p.data.shape))}")
     click.echo(p.model.summary())
 

@@ -134,7 +134,6 @@ def gradients(model, loss, X, y, rows=ROWS, samples=SAMPLES, seed=0, tolerance=T
         twin.forward(acts, caches, False, 0)
         return float(f(acts[-1], ys, scratch, h))
 
-    value()
     acts[0][...] = Xs
     twin.forward(acts, caches, False, 0)
     f(acts[-1], ys, deltas[-1], h)
