@@ -61,6 +61,13 @@ def uniform(seed, i):
     return (z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
+@njit(cache=True)
+def row_seed(seed, row, width):
+    """The seed under which ``uniform(row_seed(seed, row, width), k)`` is ``uniform(seed, row * width + k)``:
+    a rank that holds a batch's rows from ``row`` on draws the masks of the whole batch's rows."""
+    return seed + np.uint64(row * width) * _GOLDEN
+
+
 def mix_seed(a, b=0):
     """A uint64 seed from two integers, the same in the Python loop and in compiled code."""
     return np.uint64(seed_mix(np.uint64(a), np.uint64(b)))  # numba returns a Python int

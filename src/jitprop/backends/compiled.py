@@ -20,7 +20,8 @@ class CompiledBackend(Backend):
     @staticmethod
     def build_program(trainer):
         """The compiled program for the trainer's model, loss and optimizer, or None."""
-        return codegen.program(trainer.model, trainer.loss, trainer.optimizer, trainer.transforms)
+        return codegen.program(trainer.model, trainer.loss, trainer.optimizer, trainer.transforms,
+                               distributed=trainer.group is not None)
 
     def __init__(self, trainer, X, y, batch_size, validation=None, program=None):
         super().__init__(trainer, X, y, batch_size, validation)
@@ -38,16 +39,32 @@ class CompiledBackend(Backend):
         for tr, h, stats, memory in zip(trainer.transforms, trainer.transform_h, trainer.transform_stats, trainer.transform_memory):
             self.layer_args += [h, stats, memory] if tr.sees_activations else [h, stats]
         self.buffers = (*ws.acts, *ws.deltas)
+        group = self.group = trainer.group
+        if group is not None:  # jitprop.distributed: the rank's part of each batch, gradients summed
+            self.buffers += (group.rank, group.size, model.grad_buffer, *group.handles(model.dtype))
         self._scratch = None  # the loss gradient of scoring, which nothing reads
 
-    def run(self, first, last, sums):
+    def _train(self, first, last, sums):
         t, model = self.trainer, self.model
-        started = time.perf_counter()
-        sums.loss, sums.correct, sums.seen, t.step, done, diverged = self.program.train_chunk(
+        result = self.program.train_chunk(
             self.X, self.y, self.index, first, last, self.bs, model.params, model.grads, t.opt_state, t.lr, t.opt_h,
             t.step, t.seed, t.loss_h, t.batch_losses, self.y_buf, model.state, self.state_before, model.offsets,
             t.stats, self.stats_before, float(sums.loss), float(sums.correct), int(sums.seen), *self.layer_args, *self.buffers,
         )
+        if self.group is not None:
+            *result, err = result
+            if err:
+                self.group.fatal(f"MPI_Allreduce failed (MPI error {err}) in iteration {result[3] + 1}")
+        sums.loss, sums.correct, sums.seen, t.step, done, diverged = result
+        return sums, done, diverged
+
+    def warm_up(self):
+        """Compile (or load) the training step without training: a call over no batches."""
+        self._train(0, 0, base.Sums())
+
+    def run(self, first, last, sums):
+        started = time.perf_counter()
+        sums, done, diverged = self._train(first, last, sums)
         elapsed = time.perf_counter() - started
         ratio = base.CHUNK_SECONDS / max(elapsed, 1e-6)
         # Kept with the program: the next fit of the same model starts at the right size.

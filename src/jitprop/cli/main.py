@@ -6,6 +6,7 @@ shows the traceback); files are written atomically, so a failed command
 leaves what was there before.
 """
 
+import contextlib
 import csv
 import difflib
 import io
@@ -19,12 +20,12 @@ import click
 from click.core import ParameterSource
 from numba.core.errors import NumbaError
 
-from .. import api
+from .. import api, distributed
 from .. import gradcheck as gradchecks
 from ..backends.python import numba_summary
 from ..data import checkpoint as checkpoints
 from ..data import runconfig
-from ..errors import ConfigError, JitpropError
+from ..errors import ConfigError, DataError, JitpropError
 from ..plugins.manager import (
     PluginLoadWarning,
     distribution_of,
@@ -58,9 +59,25 @@ class JitpropGroup(click.Group):
     def main(self, *args, **kwargs):
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
+            if distributed.environment_rank() > 0:
+                return self._quiet_main(*args, **kwargs)
             if caches.notice:
                 click.echo(caches.notice, err=True)
             return super().main(*args, **kwargs)
+
+    def _quiet_main(self, *args, **kwargs):
+        """Off rank 0 of an MPI job: rank 0 says what every rank would (the same usage errors, the
+        same agreed errors); a rank's own failure in training ends the job through Group.fatal."""
+        warnings.simplefilter("ignore")
+        try:
+            code = super().main(*args, **{**kwargs, "standalone_mode": False})
+        except click.ClickException as exc:
+            code = exc.exit_code
+        except click.exceptions.Exit as exc:
+            code = exc.exit_code
+        except click.Abort:
+            code = 1
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx):
         try:
@@ -89,7 +106,8 @@ class JitpropGroup(click.Group):
 
 @click.group(cls=JitpropGroup)
 @click.version_option(__version__, prog_name="jitprop")
-def cli():
+@click.pass_context
+def cli(ctx):
     """jitprop: train neural networks with Numba-compiled backpropagation.
 
     \b
@@ -100,6 +118,9 @@ def cli():
 
     Set JITPROP_DEBUG=1 to see tracebacks.
     """
+    if distributed.environment_size() > 1 and ctx.invoked_subcommand != "train":
+        raise ConfigError(f"jitprop {ctx.invoked_subcommand} runs in one process: run it without mpiexec"
+                          " (train is the data-parallel command)")  # fmt: skip
 
 
 # -- train -----------------------------------------------------------------
@@ -116,7 +137,8 @@ def _run_config(saved):
     return config
 
 
-RESUMABLE = {"resume", "epochs", "checkpoint", "callbacks", "print_config", "lr", "on_divergence", "coached", "coach_json"}
+RESUMABLE = {"resume", "epochs", "checkpoint", "callbacks", "print_config", "lr", "on_divergence", "coached", "coach_json",
+             "processes", "mpi_timeout"}  # fmt: skip
 
 
 @cli.command()
@@ -132,10 +154,13 @@ RESUMABLE = {"resume", "epochs", "checkpoint", "callbacks", "print_config", "lr"
 @click.option("--check", "sanity", is_flag=True, help="Run jitprop check's sanity checks first; stop if any fails.")
 @click.option("--explain", "explained", is_flag=True, help="Explain the loop with this run's numbers first (jitprop explain).")
 @click.option("--print-config", is_flag=True, help="Print the resolved run as TOML and exit.")
+@click.option("--processes", type=click.IntRange(min=1), help="Train data-parallel on this many processes of this machine (starts mpiexec).")
+@click.option("--mpi-timeout", type=click.FloatRange(min=0), default=distributed.TIMEOUT, show_default=True,
+              help="Under MPI: abort the job when no training step completes in this many seconds (0: never).")
 @click.pass_context
 def train(ctx, config_path, dataset, target, normalize, input_shape, model, hidden, activation, dropout, loss, optimizer, lr, schedule,
           epochs, batch_size, validation_split, seed, dtype, device, on_divergence, checkpoint, resume, callbacks,
-          transforms, coached, coach_json, sanity, explained, print_config):  # fmt: skip
+          transforms, coached, coach_json, sanity, explained, print_config, processes, mpi_timeout):  # fmt: skip
     """Train a model and report loss and accuracy per epoch.
 
     \b
@@ -153,61 +178,74 @@ def train(ctx, config_path, dataset, target, normalize, input_shape, model, hidd
       jitprop train --print-config > run.toml && jitprop train --config run.toml
       jitprop train --resume model.npz --epochs 40    # continue to 40 epochs in all
       jitprop train --resume model.npz --lr 1e-4      # ... at a lower learning rate
+      jitprop train --processes 2                     # data-parallel on 2 processes (MPI)
+      mpiexec -n 8 -hosts a,b jitprop train ...       # ... on 8 ranks over two machines
 
     Ctrl-C stops after the current batch and, with --checkpoint, saves the
     run so --resume continues it exactly.
     """
-    if resume:
-        changed = [
-            "--" + name.replace("_", "-")
-            for name in ctx.params
-            if name not in RESUMABLE and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
-        ]
-        if config_path:
-            changed.insert(0, "--config")
-        if changed:
-            raise ConfigError(
-                f"{', '.join(changed)} cannot change when resuming: the run continues with its saved configuration"
-                " (only --epochs, --checkpoint, --callback, --coach, --coach-json, --lr and --on-divergence may be given)"
-            )
-        saved = checkpoints.load(resume)
-        config = runconfig.check(_run_config(saved), resume)
-        # Saved where it was read from (or --checkpoint), never to the path the run was first saved
-        # under: resuming a copy must not overwrite the original.
-        config["checkpoint"] = checkpoint or resume
-        if epochs is not None:
-            config["epochs"] = epochs
-        config["callbacks"] = list(config.get("callbacks", [])) + [runconfig.parse_spec(c) for c in callbacks]
-        config = runconfig.check(config, "run")
-    else:
-        saved = None
-        config = flags.run_config(ctx.params)
-    if coach_json:
-        flags.check_writable(coach_json, "coach JSON")
-    if coached or coach_json:
-        spec = {"name": "coach", **({"path": coach_json} if coach_json else {})}
-        config["callbacks"] = [c for c in config["callbacks"] if c.get("name") != "coach"] + [spec]
+    if processes and processes > 1:
+        distributed.launch(processes, _without_processes(sys.argv[1:]))
+    group = distributed.world(mpi_timeout)
+    if group is None:
+        return _train(ctx, None, config_path, epochs, lr, on_divergence, checkpoint, resume, callbacks, coached,
+                      coach_json, sanity, explained, print_config)  # fmt: skip
+    if not group.root:
+        sys.stdout = open(os.devnull, "w")  # rank 0 alone prints
+    with group.agreed():
+        if sanity or explained:
+            raise ConfigError("--check and --explain run in one process; run them without MPI, then train")
+        if device == "cuda":
+            raise ConfigError("data-parallel training runs on the CPU for now; leave out --device cuda, or train on one GPU without MPI")
+    return _train(ctx, group, config_path, epochs, lr, on_divergence, checkpoint, resume, callbacks, coached, coach_json,
+                  sanity, explained, print_config)  # fmt: skip
 
-    p = plan(config, saved)
-    if print_config:
-        click.echo(runconfig.dumps(p.config), nl=False)
+
+def _without_processes(args):
+    """The command line again without ``--processes N``: what every rank runs."""
+    kept, skip = [], False
+    for arg in args:
+        if skip or arg.startswith("--processes="):
+            skip = False
+            continue
+        skip = arg == "--processes"
+        if not skip:
+            kept.append(arg)
+    return kept
+
+
+def _read_resumed(group, resume):
+    """The checkpoint to resume: read from disk, or under MPI read by rank 0 and sent to every rank
+    (the ranks on other machines need not see rank 0's files)."""
+    if group is None:
+        return checkpoints.load(resume)
+    try:
+        data, problem = (checkpoints.read(resume), None) if group.root else (None, None)
+    except JitpropError as exc:
+        data, problem = None, str(exc)
+    data, problem = group.broadcast_object((data, problem))
+    if problem:
+        raise DataError(problem)
+    return checkpoints.load(resume, data=data)
+
+
+def _train(ctx, group, config_path, epochs, lr, on_divergence, checkpoint, resume, callbacks, coached, coach_json,
+           sanity, explained, print_config):  # fmt: skip
+    """``train`` once its ranks are known (``group``, or None in one process)."""
+    root = group is None or group.root
+    with group.agreed() if group is not None else contextlib.nullcontext():  # a rank's setup error: every rank stops
+        setup = _setup(ctx, group, config_path, epochs, lr, on_divergence, checkpoint, resume, callbacks, coached,
+                       coach_json, print_config)  # fmt: skip
+    if setup is None:
         return
-    path = p.config.get("checkpoint")
-    if path:
-        flags.check_writable(path, "checkpoint")
-
+    p, trainer, path = setup
     total = p.config["epochs"]
-    reporters = [ProgressBar(total)] if sys.stdout.isatty() else []
-    reporters.append(EpochPrinter(total))
-    trainer = p.trainer(extra_callbacks=reporters)
-    if saved is not None:
-        trainer.load_state(*saved.trainer_state(p.model))
-        if lr is not None:
-            trainer.set_learning_rate(lr)
-        if on_divergence is not None:
-            trainer.on_divergence = on_divergence
     X, y = p.train
     n_val = 0 if p.val_rows is None else len(p.val_rows)
+    if group is not None:
+        bs = min(p.config["batch_size"], len(y))
+        click.echo(f"data-parallel on {group.size} ranks (MPI): each trains {bs // group.size}"
+                   f"{'' if bs % group.size == 0 else '-' + str(-(-bs // group.size))} rows of every {bs}-row batch")  # fmt: skip
     click.echo(
         f"training {len(p.model.layers)} layers ({p.model.n_params:,} parameters) on {p.table.source}:"
         f" {len(y)} training rows, {n_val} validation rows; epochs {trainer.epoch + 1}..{total}"
@@ -230,6 +268,10 @@ def train(ctx, config_path, dataset, target, normalize, input_shape, model, hidd
         caught["signal"] = signum
         trainer.request_interrupt()
 
+    def save():  # rank 0 alone writes
+        if root:
+            checkpoints.save(path, trainer, state=trainer.end_state)
+
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         trainer.fit(X, y, epochs=total, validation_data=p.validation)
@@ -238,20 +280,20 @@ def train(ctx, config_path, dataset, target, normalize, input_shape, model, hidd
             signal.signal(s, handler)
 
     if trainer.interrupted:
-        name = "Ctrl-C" if caught.get("signal") == signal.SIGINT else "SIGTERM"
+        name = "Ctrl-C" if caught.get("signal", signal.SIGINT) == signal.SIGINT else "SIGTERM"
         if path:
-            checkpoints.save(path, trainer, state=trainer.end_state)
+            save()
             click.echo(f"{name}: {trainer.stop_reason}; saved {path}; continue with: jitprop train --resume {path}")
         else:
             click.echo(f"{name}: {trainer.stop_reason}; nothing saved (give --checkpoint PATH to keep progress)")
-        ctx.exit(130 if caught.get("signal") == signal.SIGINT else 143)
+        ctx.exit(130 if caught.get("signal", signal.SIGINT) == signal.SIGINT else 143)
     for r in trainer.rollbacks:
         click.echo(f"rolled back epoch {r['epoch']} ({r['reason']} at iteration {r['iteration']});"
                    f" learning rate now {r['lr']:.4g}")  # fmt: skip
     if trainer.divergence is not None:
         where = f"saved {path}" if path else "nothing saved (give --checkpoint PATH to keep it)"
         if path:
-            checkpoints.save(path, trainer, state=trainer.end_state)
+            save()
         hint = "train again with a lower --lr" + ("" if trainer.rollbacks else ", or with --on-divergence rollback")
         raise JitpropError(f"{trainer.stop_reason}; {where}; {hint}")
     if trainer.stop_reason:
@@ -266,9 +308,64 @@ def train(ctx, config_path, dataset, target, normalize, input_shape, model, hidd
         key = key or ("accuracy" if "accuracy" in final else "loss")
         click.echo(f"{key.replace('_', ' ').replace('val', 'validation')}: {final[key][-1]:.4f}")
     if path:
-        checkpoints.save(path, trainer, state=trainer.end_state)
+        save()
         click.echo(f"saved {path}")
 
+
+def _setup(ctx, group, config_path, epochs, lr, on_divergence, checkpoint, resume, callbacks, coached, coach_json,
+           print_config):  # fmt: skip
+    """The run's plan, its trainer and checkpoint path, or None when it only prints its configuration."""
+    root = group is None or group.root
+    if resume:
+        changed = [
+            "--" + name.replace("_", "-")
+            for name in ctx.params
+            if name not in RESUMABLE and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+        ]
+        if config_path:
+            changed.insert(0, "--config")
+        if changed:
+            raise ConfigError(
+                f"{', '.join(changed)} cannot change when resuming: the run continues with its saved configuration"
+                " (only --epochs, --checkpoint, --callback, --coach, --coach-json, --lr and --on-divergence may be given)"
+            )
+        saved = _read_resumed(group, resume)
+        config = runconfig.check(_run_config(saved), resume)
+        # Saved where it was read from (or --checkpoint), never to the path the run was first saved
+        # under: resuming a copy must not overwrite the original.
+        config["checkpoint"] = checkpoint or resume
+        if epochs is not None:
+            config["epochs"] = epochs
+        config["callbacks"] = list(config.get("callbacks", [])) + [runconfig.parse_spec(c) for c in callbacks]
+        config = runconfig.check(config, "run")
+    else:
+        saved = None
+        config = flags.run_config(ctx.params)
+    if coach_json and root:
+        flags.check_writable(coach_json, "coach JSON")
+    if coached or coach_json:
+        spec = {"name": "coach", **({"path": coach_json} if coach_json else {})}
+        config["callbacks"] = [c for c in config["callbacks"] if c.get("name") != "coach"] + [spec]
+
+    p = plan(config, saved)
+    if print_config:
+        click.echo(runconfig.dumps(p.config), nl=False)
+        return None
+    path = p.config.get("checkpoint")
+    if path and root:
+        flags.check_writable(path, "checkpoint")
+
+    total = p.config["epochs"]
+    reporters = [ProgressBar(total)] if sys.stdout.isatty() else []
+    reporters.append(EpochPrinter(total))
+    trainer = p.trainer(extra_callbacks=reporters if root else (), group=group)
+    if saved is not None:
+        trainer.load_state(*saved.trainer_state(p.model))
+        if lr is not None:
+            trainer.set_learning_rate(lr)
+        if on_divergence is not None:
+            trainer.on_divergence = on_divergence
+    return p, trainer, path
 
 
 @cli.command()

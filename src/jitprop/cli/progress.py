@@ -10,6 +10,8 @@ from ..plugins.hookspecs import hookimpl
 class EpochPrinter:
     """One summary line per epoch."""
 
+    rank_zero_only = True
+
     def __init__(self, epochs):
         self.epochs = epochs
         self.started = time.perf_counter()
@@ -30,6 +32,8 @@ class EpochPrinter:
 
 class ProgressBar:
     """A live bar over the batches of each epoch, updated between compiled runs of batches."""
+
+    rank_zero_only = True
 
     def __init__(self, epochs):
         self.epochs = epochs

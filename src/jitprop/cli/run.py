@@ -57,8 +57,9 @@ class Plan:
             return None
         return self.X[self.val_rows], self.y[self.val_rows]
 
-    def trainer(self, extra_callbacks=()):
-        """A Trainer for this plan; ``extra_callbacks`` (progress output, say) are not saved in the config."""
+    def trainer(self, extra_callbacks=(), group=None):
+        """A Trainer for this plan; ``extra_callbacks`` (progress output, say) are not saved in the config;
+        ``group``: the ranks that train it data-parallel (jitprop.distributed)."""
         c = self.config
         trainer = Trainer(
             self.model,
@@ -73,6 +74,7 @@ class Plan:
             device=c["device"],
             on_divergence=c["on_divergence"],
             transforms=[api.transform(**spec) for spec in c.get("transforms", [])],
+            distributed=group,
         )
         trainer.run_info = self.info
         trainer.keep_end_state = True  # the final checkpoint continues from the weights before any restore

@@ -10,6 +10,12 @@ nothing per batch.
 A callback may also bring gradient transforms (``jitprop.GradientTransform``)
 from a ``transforms()`` method: they join the run's and run compiled, as
 the ``gradient_clipping`` callback does.
+
+In a data-parallel run every rank calls every callback (each sees the same,
+global, logs), except those with ``rank_zero_only = True``: callbacks that
+print or write files, which rank 0 alone runs (``model_checkpoint``,
+``csv_logger``). A callback that stops training stops every rank at the
+same iteration.
 """
 
 from ..components import Component
@@ -17,3 +23,6 @@ from ..components import Component
 
 class Callback(Component):
     """Base class of registered callbacks: no hooks of its own, just a name and options."""
+
+    #: Data-parallel: only rank 0 runs it (it prints or writes files).
+    rank_zero_only = False

@@ -81,7 +81,7 @@ def check_fits(nbytes, what, budget=None):
         raise DataError(f"{what} needs {size_text(nbytes)}, more than the {size_text(budget)} of memory available")
 
 
-def load_npz(path, damaged):
+def load_npz(path, damaged, name=None):
     """Every array of an ``.npz`` file by name, read without pickle and without trusting its sizes.
 
     ``np.load`` refuses pickles with ``allow_pickle=False``, but it allocates whatever shape a
@@ -89,12 +89,14 @@ def load_npz(path, damaged):
     ``.npy`` back as raw bytes, and a file that starts like ``.npy`` as a bare array. Here every
     member must be an ``.npy`` array whose header is checked against the member's size and the
     memory available before anything is allocated. ``damaged`` starts the message for a file
-    that cannot be read ("not a readable .npz file").
+    that cannot be read ("not a readable .npz file"). ``path`` may be an open binary file, then
+    ``name`` is what messages call it.
     """
+    source, path = path, path if name is None else name
     arrays = {}
     budget = available_memory()
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(source) as archive:
             for info in archive.infolist():
                 key = info.filename[:-4]
                 if not info.filename.endswith(".npy"):

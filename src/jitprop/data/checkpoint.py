@@ -10,6 +10,7 @@ corrupt file from a good one, and a structure check a crafted one.
 """
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -201,16 +202,33 @@ class Checkpoint:
         return self.meta["trainer"], arrays
 
 
-def load(path):
-    """Read and verify a checkpoint; every problem is one DataError sentence."""
-    p = Path(path)
+def read(path):
+    """A checkpoint file's bytes (for ``load(path, data=...)`` elsewhere), or a one-line DataError."""
+    _check_file(Path(path), path)
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the checkpoint: {exc.strerror or exc}") from None
+
+
+def _check_file(p, path):
     if not p.exists():
         raise DataError(f"{path}: no such checkpoint file")
     if p.is_dir():
         raise DataError(f"{path}: is a directory, not a checkpoint")
+
+
+def load(path, data=None):
+    """Read and verify a checkpoint; every problem is one DataError sentence. ``data``: the file's
+    bytes, read elsewhere (by rank 0 of a data-parallel run); ``path`` then only names it."""
+    if data is None:
+        p = Path(path)
+        _check_file(p, path)
+    else:
+        p = io.BytesIO(data)
     if not zipfile.is_zipfile(p):
         raise DataError(f"{path}: not a readable checkpoint, corrupt or truncated (not a zip archive)")
-    arrays = load_npz(p, "not a readable checkpoint, corrupt or truncated")
+    arrays = load_npz(p, "not a readable checkpoint, corrupt or truncated", name=str(path))
     if "meta" not in arrays or "checksum" not in arrays:
         raise DataError(f"{path}: not a jitprop checkpoint (no meta/checksum entries)")
     meta, checksum = arrays.pop("meta"), arrays.pop("checksum")

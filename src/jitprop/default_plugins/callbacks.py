@@ -201,6 +201,7 @@ class ModelCheckpoint(jitprop.Callback):
     """
 
     name = "model_checkpoint"
+    rank_zero_only = True
 
     def __init__(self, filepath="checkpoint.npz", monitor="val_loss", save_best_only=False, mode="auto"):
         check(isinstance(filepath, str) and filepath, f"model_checkpoint: filepath must be a path, got {filepath!r}")
@@ -243,6 +244,7 @@ class CSVLogger(jitprop.Callback):
     """Append each epoch's metrics as a row of a CSV file (header on the first row)."""
 
     name = "csv_logger"
+    rank_zero_only = True
 
     def __init__(self, filename="training.csv", separator=",", append=False):
         check(isinstance(filename, str) and filename, f"csv_logger: filename must be a path, got {filename!r}")

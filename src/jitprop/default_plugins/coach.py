@@ -297,6 +297,7 @@ class Coach(jitprop.Callback):
     """
 
     name = "coach"
+    rank_zero_only = True  # data-parallel: rank 0's view of its part of each batch (the gradients are global)
 
     def __init__(self, path=None):
         check(path is None or (isinstance(path, str) and path), f"coach: path must be a file name, got {path!r}")

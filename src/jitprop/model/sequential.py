@@ -134,7 +134,10 @@ class Sequential:
         # (--hidden 1000000000) is one sentence, not a frozen machine.
         check_fits((2 * n_params + n_state) * np.dtype(self.dtype).itemsize, f"a model of {n_params:,} parameters")
         self.params = np.zeros(n_params, self.dtype)
-        self.grads = np.zeros_like(self.params)
+        # Two values past the gradients: a data-parallel step sums the batch's loss and hits with them,
+        # in the same call (jitprop.distributed).
+        self.grad_buffer = np.zeros(n_params + 2, self.dtype)
+        self.grads = self.grad_buffer[:n_params]
         self.state = np.zeros(n_state, self.dtype)
         self.layer_params = self._slices(self.params, self._shapes)
         self.layer_grads = self._slices(self.grads, self._shapes)

@@ -57,6 +57,14 @@ def _openblas():
     return _blas
 
 
+def set_count(n):
+    """At most ``n`` threads from here on, Numba's and BLAS's (a data-parallel rank's share of its host)."""
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    blas = _openblas()
+    if blas:
+        blas[0](n)
+
+
 @contextlib.contextmanager
 def one_blas_thread(active=True):
     """BLAS on one thread inside the block when ``active``; its own count again after."""

@@ -7,6 +7,7 @@ scored on *validation* data it never trains on, which shows under- and
 overfitting as they happen.
 """
 
+import contextlib
 import math
 import warnings
 from array import array
@@ -21,6 +22,7 @@ from ..backends.base import Sums, epoch_order
 from ..backends.compiled import CompiledBackend
 from ..backends.python import PythonBackend, compile_failure
 from ..components import kernel, positive_int, real
+from ..distributed import group_of as distributed_group
 from ..contracts.callbacks import Callback
 from ..contracts.losses import ACCURACY
 from ..data.prepare import as_inputs, as_targets
@@ -88,8 +90,9 @@ class History(Callback):
         return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
 
 
-def _hook_relay(callbacks):
-    """A plugin manager for one run: installed plugins' lifecycle hooks, then the run's callbacks."""
+def _hook_relay(callbacks, root=True):
+    """A plugin manager for one run: installed plugins' lifecycle hooks, then the run's callbacks
+    (off rank 0 of a data-parallel run, those that are ``rank_zero_only`` are left out)."""
     global_pm = load_plugins()
     pm = pluggy.PluginManager("jitprop")
     pm.add_hookspecs(hookspecs)
@@ -99,6 +102,8 @@ def _hook_relay(callbacks):
             pm.register(plugin, name=global_pm.get_name(plugin))
     # pluggy calls the last registered first; register in reverse so list order holds.
     for cb in reversed(callbacks):
+        if not root and getattr(cb, "rank_zero_only", False):
+            continue
         for attr in LIFECYCLE_HOOKS:
             method = getattr(cb, attr, None)
             if method is not None and getattr(method, "jitprop_impl", None) is None:
@@ -137,8 +142,11 @@ class Trainer:
         device="cpu",
         on_divergence="stop",
         transforms=(),
+        distributed=None,
     ):
         self.model = model
+        #: The ranks training this model together (``jitprop.distributed.Group``), or None.
+        self.group = distributed_group(distributed)
         self.loss = api.loss(loss)
         self.optimizer = api.optimizer(optimizer)
         self.lr_schedule = None if lr_schedule is None else api.schedule(lr_schedule)
@@ -150,6 +158,8 @@ class Trainer:
         if message:
             raise DataError(message)
         self.device = check_device(device)
+        if self.group is not None and self.device == "cuda":
+            raise ConfigError("data-parallel training runs on the CPU for now; leave out --device cuda, or train on one GPU without MPI")
         self._parallel = None  # see _own_threads
         if on_divergence not in DIVERGENCE:
             raise ConfigError(f"on_divergence must be one of {', '.join(DIVERGENCE)}, got {on_divergence!r}")
@@ -173,7 +183,7 @@ class Trainer:
         self.rollbacks = []
         self.interrupted = False
         self.end_state = None
-        self._interrupt_requested = False
+        self._interrupt_requested = self._interrupt_agreed = False
         self._progress = None  # position inside an epoch interrupted part-way
         #: Where the last fit's batches ran (``backend.name``: "python", "compiled" or "cuda").
         self.backend = None
@@ -188,7 +198,7 @@ class Trainer:
 
         self.history = History()
         self.callbacks = [self.history] + [api.callback(cb) for cb in callbacks]
-        self.hook = _hook_relay(self.callbacks)
+        self.hook = _hook_relay(self.callbacks, root=self.group is None or self.group.root)
         #: Gradient transforms, in the order they run: the given ones, then the callbacks' (``cb.transforms()``).
         self.transforms = [api.transform(tr) for tr in transforms]
         self.transforms += [tr for cb in self.callbacks if hasattr(cb, "transforms") for tr in cb.transforms()]
@@ -213,7 +223,28 @@ class Trainer:
         return self.loss.target in ("class", "binary")
 
     def fit(self, X, y, epochs=1, validation_data=None, validation_split=0.0):
-        """Train until ``epochs`` epochs are done in total (so a second call continues)."""
+        """Train until ``epochs`` epochs are done in total (so a second call continues).
+
+        Data-parallel (``distributed``), every rank calls it with the same data and starts from
+        rank 0's training state; an error before training raises on every rank, and one during
+        training ends the job (``MPI_Abort``) in one line that names the rank.
+        """
+        group = self.group
+        if group is None:
+            return self._fit(*self._prepare(X, y, epochs, validation_data, validation_split))
+        with group.agreed():  # bad data or settings on one rank: every rank raises, none waits
+            run = self._prepare(X, y, epochs, validation_data, validation_split)
+        with group.agreed():
+            self._join(*run)
+        try:
+            return self._fit(*run)
+        except BaseException as exc:  # mid-training, the other ranks would wait for this one for ever
+            group.fatal(exc)
+        finally:
+            group.unwatch()
+
+    def _prepare(self, X, y, epochs, validation_data, validation_split):
+        """Check the data and settings of a fit and choose its backend: what ``_fit`` trains on."""
         model = self.model
         epochs = positive_int("epochs", epochs, "fit", minimum=0)
         validation_split = check_validation_split(validation_split)
@@ -254,14 +285,42 @@ class Trainer:
             )
         self.batch_losses = np.zeros(n_batches)
         self._init_memory()
-        backend = self.backend = self._backend(X, y, bs, None if Xv is None else (Xv, yv))
+        self.backend = self._backend(X, y, bs, None if Xv is None else (Xv, yv))
+        return X, y, Xv, yv, epochs, bs, n_batches, progress
 
-        hook = self.hook
+    def _join(self, X, y, Xv, yv, epochs, bs, n_batches, progress):
+        """Data-parallel: the same data on every rank, rank 0's training state on all, each rank's
+        share of the host's cores, and the step compiled once per host before the watchdog starts."""
+        group, backend = self.group, self.backend
+        group.check_same("training data", X, y)
+        if Xv is not None:
+            group.check_same("validation data", Xv, yv)
+        group.broadcast(backend._training_state())
+        self.epoch, self.step, self.lr, self.optimizer.lr, self.seed = group.broadcast_object(
+            (self.epoch, self.step, self.lr, self.optimizer.lr, self.seed))  # fmt: skip
+        threads.set_count(group.threads())
+
+        def warm_up():
+            try:
+                backend.warm_up()
+                if Xv is not None:
+                    self.score_shard(Xv[:1], yv[:1])
+            except NumbaError as exc:
+                culprit = compile_failure(self, bs, y)
+                if culprit is None:
+                    raise
+                raise culprit from exc
+
+        group.in_turn(warm_up)
+        group.watch()
+
+    def _fit(self, X, y, Xv, yv, epochs, bs, n_batches, progress):
+        backend, hook = self.backend, self.hook
         self.stop_training = False
         self.stop_reason = None
         self.interrupted = False
         self.end_state = None
-        self._interrupt_requested = False
+        self._interrupt_requested = self._interrupt_agreed = False
         hook.on_train_begin(trainer=self, logs={})
         try:
             while self.epoch < epochs and not self.stop_training:
@@ -305,9 +364,10 @@ class Trainer:
                         tr.epoch_end(epoch, stats.copy())
                 self.epoch += 1
                 hook.on_epoch_end(trainer=self, epoch=epoch, logs=logs)
-                if self._interrupt_requested:
+                self._agree()
+                if self._interrupting:
                     break
-            if self._interrupt_requested:
+            if self._interrupting:
                 self.interrupted = True
                 self.stop_reason = f"interrupted in epoch {self.epoch + 1} after iteration {self.step}"
             # The exact state to continue from, taken before on_train_end may restore other weights.
@@ -339,6 +399,10 @@ class Trainer:
         program = CompiledBackend.build_program(self) if self.compiled and not per_batch else None
         if program is not None:
             return CompiledBackend(self, X, y, bs, validation, program)
+        if self.group is not None:  # its allreduce lives in the compiled step
+            why = (f"per-batch hooks ({', '.join(per_batch)})" if per_batch else "compiled=False" if not self.compiled
+                   else "a kernel that is not an importable @njit function")  # fmt: skip
+            raise ConfigError(f"data-parallel training needs the compiled step, and {why} keeps this run on the Python loop")
         return PythonBackend(self, X, y, bs, validation)
 
     def _batches(self, first, n_batches, sums):
@@ -348,19 +412,39 @@ class Trainer:
         chunk_end = bool(hook.on_train_chunk_end.get_hookimpls())
         b = first
         while b < n_batches:
-            with threads.one_blas_thread(self._own_threads()):
+            with threads.one_blas_thread(self._own_threads()), self._collective():
                 sums, done, bad = backend.run(b, min(n_batches, b + backend.span), sums)
             self.batches_done = done
             if chunk_end:
                 hook.on_train_chunk_end(trainer=self, batches_done=done)
-            if bad is not None:
+            if bad is not None:  # the same batch on every rank: its gradients were summed
                 return sums, bad
-            if self._interrupt_requested and done < n_batches:
+            backend.span = self._agree(backend.span)
+            if self._interrupting and done < n_batches:
                 self._progress = self._position(done, sums)
-            if self.stop_training or self._interrupt_requested:
+            if self.stop_training or self._interrupting:
                 break
             b = done
         return sums, None
+
+    def _collective(self):
+        """Data-parallel: the steps wait for every rank (what the watchdog must know)."""
+        return self.group.collective() if self.group is not None else contextlib.nullcontext()
+
+    def _agree(self, span=0):
+        """Data-parallel: every rank stops where any would (an interrupt, a callback's stop) and
+        takes the same next span of batches, or the ranks' collectives would no longer pair up."""
+        if self.group is None:
+            return span
+        interrupt, stop, span = self.group.max([self._interrupt_requested, self.stop_training, span])
+        self._interrupt_agreed, self.stop_training = bool(interrupt), bool(stop)
+        return int(span)
+
+    @property
+    def _interrupting(self):
+        """The interrupt the loop acts on: the request itself, or data-parallel what the ranks agreed
+        last (a Ctrl-C landing on one rank just after an agreement waits for the next, on every rank)."""
+        return self._interrupt_requested if self.group is None else self._interrupt_agreed
 
     def _position(self, batch, sums):
         """Where an epoch stopped part-way: enough to continue it exactly."""
@@ -467,7 +551,20 @@ class Trainer:
                 yield f"{i}.{getattr(cb, 'name', None) or type(cb).__name__}", cb
 
     def score(self, X, y):
-        """Mean loss (and accuracy) over checked arrays X, y, in inference mode."""
+        """Mean loss (and accuracy) over checked arrays X, y, in inference mode.
+
+        Data-parallel, each rank scores its part of the rows and the means are over all of them
+        (every rank calls it)."""
+        if self.group is None:
+            return self.score_shard(X, y)
+        lo, hi = self.group.share(X.shape[0])
+        part = self.score_shard(X[lo:hi], y[lo:hi]) if hi > lo else {}
+        keys = ["loss"] + (["accuracy"] if self.loss.target in ACCURACY else [])
+        totals = self.group.sum([part.get(k, 0.0) * (hi - lo) for k in keys])
+        return {k: float(v) / X.shape[0] for k, v in zip(keys, totals)}
+
+    def score_shard(self, X, y):
+        """``score`` on this process's rows alone."""
         with threads.one_blas_thread(self._own_threads()):
             if self.backend is not None:
                 return self.backend.score(X, y)
@@ -530,6 +627,7 @@ def fit(
     device="cpu",
     on_divergence="stop",
     transforms=(),
+    distributed=False,
 ):
     """Train ``model`` on (X, y) and return its History.
 
@@ -555,6 +653,12 @@ def fit(
     A batch whose loss or gradient is NaN or infinite stops training before
     its update, with a RuntimeWarning that says where (``on_divergence="stop"``),
     or rolls the epoch back and halves the learning rate (``"rollback"``).
+
+    ``distributed=True`` (under ``mpiexec``; or an mpi4py communicator) trains
+    data-parallel: every rank calls ``fit`` with the same data, trains on its
+    part of each batch, and the gradients are averaged inside the compiled
+    step, so the weights are those of one process on the whole batch
+    (``jitprop.distributed``).
     """
     trainer = Trainer(
         model,
@@ -569,6 +673,7 @@ def fit(
         device=device,
         on_divergence=on_divergence,
         transforms=transforms,
+        distributed=distributed,
     )
     history = trainer.fit(X, y, epochs=epochs, validation_data=validation_data, validation_split=validation_split)
     if trainer.divergence is not None:

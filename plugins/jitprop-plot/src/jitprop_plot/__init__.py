@@ -25,6 +25,7 @@ class PlotCallback(jitprop.Callback):
     """Redraw the training curves (loss, accuracy, learning rate) into a PNG every few epochs."""
 
     name = "plot"
+    rank_zero_only = True  # data-parallel training: rank 0 alone draws
 
     def __init__(self, path="curves.png", every=1, title=None):
         if not (isinstance(path, str) and path):
