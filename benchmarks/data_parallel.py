@@ -32,14 +32,16 @@ CONFIGS = {
 TARGET = 0.9  # issue 16: 2 ranks x 1 thread give at least 0.9x the samples/s of 1 process x 2 threads
 LINKS = {"10 Gbit/s": 10e9 / 8, "100 Gbit/s": 100e9 / 8}  # bytes per second
 LATENCY = 5e-6  # seconds per message on a cluster link (the model's alpha)
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def params(sizes):
     return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
 
 
-def probe(name, epochs):
-    """One timed run in this process (a rank of a job, or alone): JSON on rank 0's stdout."""
+def probe(name, epochs, half_batch=False):
+    """One timed run in this process (a rank of a job, or alone; ``half_batch``: batches of half
+    the size): JSON on rank 0's stdout."""
     import numpy as np
 
     import jitprop
@@ -55,8 +57,8 @@ def probe(name, epochs):
     for units in cfg["sizes"][1:-1]:
         layers += [jitprop.layer("dense", units=units), "relu"]
     model = jitprop.Sequential(layers + [jitprop.layer("dense", units=cfg["sizes"][-1])], input_dim=cfg["sizes"][0], seed=0)
-    trainer = jitprop.Trainer(model, loss="cross_entropy", optimizer="adam", batch_size=cfg["batch"], distributed=group)
-    bs = cfg["batch"]
+    bs = cfg["batch"] // 2 if half_batch else cfg["batch"]
+    trainer = jitprop.Trainer(model, loss="cross_entropy", optimizer="adam", batch_size=bs, distributed=group)
     trainer.fit(X[: 4 * bs], y[: 4 * bs], epochs=1)  # compiled or loaded, and the ranks' threads set
     trainer.epoch = 0
     started = time.perf_counter()
@@ -89,13 +91,15 @@ def jitprop_allreduce_loop(allreduce_sum):
     return reduce
 
 
-#: What each probe runs as: (label, ranks, threads per process).
-SYSTEMS = {"1x2": ("1 process x 2 threads", 1, 2), "1x1": ("1 process x 1 thread", 1, 1)}
+#: What each probe runs as: (label, ranks, threads per process). "pair": two independent 1-thread
+#: processes at once, each training half the batch without MPI: what sharing the machine costs alone.
+SYSTEMS = {"1x2": ("1 process x 2 threads", 1, 2), "1x1": ("1 process x 1 thread", 1, 1),
+           "pair": ("2 lone processes, half batch each, no MPI", 1, 1)}  # fmt: skip
 
 
 def system(key):
-    """(label, ranks, threads) for "1x2", "1x1" or a job size ("2", "4")."""
-    return SYSTEMS.get(key) or (f"{key} ranks", int(key), None)
+    """(label, ranks, threads) for "1x2", "1x1", "pair" or a job size ("2", "4")."""
+    return SYSTEMS.get(key) or (f"{key} ranks x {max(1, CORES // int(key))} thread(s)", int(key), None)
 
 
 def run_probe(name, key, epochs):
@@ -109,8 +113,19 @@ def run_probe(name, key, epochs):
         command = [distributed.mpiexec(), "-n", str(ranks), *command]
     else:
         env.update(NUMBA_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
-    out = subprocess.run(command, capture_output=True, text=True, env=env, check=True, timeout=900).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    if key == "pair":
+        command += ["--half-batch"]
+        procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+        outs = [p.communicate(timeout=900) for p in procs]
+        if any(p.returncode for p in procs):
+            raise SystemExit(f"{' '.join(command)} failed:\n{outs}")
+        recs = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+        # Each trains half-sized batches, as a rank of a 2-rank job does: their rows per second add up.
+        return {**recs[0], "samples_per_s": sum(r["samples_per_s"] for r in recs), "step_s": max(r["step_s"] for r in recs)}
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def measure(rounds, keys, epochs):
@@ -208,14 +223,15 @@ def main(argv=None):
     parser.add_argument("--ranks", default="2,4", help="job sizes to measure against one process")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--probe", choices=sorted(CONFIGS), help=argparse.SUPPRESS)
+    parser.add_argument("--half-batch", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--output", default=str(HERE / "DATA_PARALLEL.md"))
     args = parser.parse_args(argv)
     if args.probe:
-        probe(args.probe, args.epochs)
+        probe(args.probe, args.epochs, args.half_batch)
         return
     jobs = [str(int(r)) for r in args.ranks.split(",")]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    text = report(measure(args.rounds, ["1x2", "1x1", *jobs], args.epochs), jobs, args.epochs, cores)
+    keys = ["1x2", "1x1", "pair", *jobs] if CORES == 2 else ["1x2", "1x1", *jobs]
+    text = report(measure(args.rounds, keys, args.epochs), jobs, args.epochs, CORES)
     Path(args.output).write_text(text)
     print(text)
 

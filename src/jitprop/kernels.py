@@ -62,6 +62,14 @@ def uniform(seed, i):
 
 
 @njit(cache=True)
+def scale(a, factor):
+    """a *= factor, for a 2-D array (a rank's loss gradient, weighted by its share of the batch)."""
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            a[i, j] *= factor
+
+
+@njit(cache=True)
 def row_seed(seed, row, width):
     """The seed under which ``uniform(row_seed(seed, row, width), k)`` is ``uniform(seed, row * width + k)``:
     a rank that holds a batch's rows from ``row`` on draws the masks of the whole batch's rows."""

@@ -54,6 +54,19 @@ def equivalence():
     return out
 
 
+def again():
+    """A Trainer that fits twice, after each rank's program learnt another span: the weights of one process."""
+    X, y = data()
+    together = jitprop.Trainer(model(), loss="cross_entropy", optimizer="adam", batch_size=22, distributed=Group(comm))
+    together.fit(X, y, epochs=2)
+    together.backend.program.span = 3 + 5 * RANK  # what a slow and a fast rank would have learnt
+    together.fit(X, y, epochs=4)
+    alone = jitprop.Trainer(model(), loss="cross_entropy", optimizer="adam", batch_size=22)
+    alone.fit(X, y, epochs=4)
+    a, b = together.model.params, alone.model.params
+    return {"weights": float(np.max(np.abs(a - b)) / np.max(np.abs(b)))}
+
+
 class OnRank1(jitprop.Callback):
     """Misbehaves on rank 1 after its second epoch, as CASE says."""
 
@@ -78,6 +91,7 @@ def main():
     result = {"ranks": comm.size}
     if case == "equivalence":
         result.update(equivalence())
+        result["again"] = again()
     elif case in ("raise", "stall", "stop"):
         _, history = train(Group(comm, timeout), "adam", callbacks=[OnRank1(case)], epochs=6)
         result["epochs"] = comm.allgather(len(history.epoch))

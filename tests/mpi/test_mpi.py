@@ -74,6 +74,7 @@ def test_ranks_train_the_weights_one_process_trains_on_the_whole_batch(n, tmp_pa
         assert r["same_on_every_rank"]
         for key, values in r["alone"].items():  # losses, accuracies, validation: global, as one process logs them
             np.testing.assert_allclose(r["history"][key], values, rtol=1e-10, err_msg=key)
+    assert result["again"]["weights"] < 1e-10  # a second fit, each rank's program having learnt another span
 
 
 def test_cli_on_two_ranks_prints_and_writes_once_and_matches_one_process(tmp_path):

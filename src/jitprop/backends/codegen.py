@@ -31,7 +31,7 @@ from ..kernels import all_finite
 from ..runtime import caches, threads
 from ..version import __version__
 
-TEMPLATE_VERSION = 11
+TEMPLATE_VERSION = 12
 _programs = {}
 _lock = threading.Lock()
 
@@ -141,7 +141,7 @@ def source(refs, stateful, class_labels, has_stats=False, scratch=None, sees=Non
         f"from jitprop.kernels import {'gather_items' if class_labels else 'gather_rows'} as gather_y",
     ]
     if distributed:
-        lines += ["from jitprop.kernels import row_seed", "from jitprop.distributed.binding import allreduce_sum"]
+        lines += ["from jitprop.kernels import row_seed, scale", "from jitprop.distributed.binding import allreduce_sum"]
     for kind, names in (("fwd", "F"), ("bwd", "B"), ("loss", "LOSS"), ("opt", "OPT"), ("acc", "ACC"), ("tf", "T")):
         for i, ref in enumerate(refs[kind]):
             module, qualname = ref[:2]
@@ -208,6 +208,8 @@ def source(refs, stateful, class_labels, has_stats=False, scratch=None, sees=Non
     body += [f"        e{i} = d{i}[:{rows}]" for i in range(L - 1, 0, -1)]
     passes.append(f"value = LOSS(x{L}, yb, e{L}, loss_h)")
     passes.append(f"hits = ACC(x{L}, yb)" if has_acc else "hits = 0")
+    if distributed:  # backpropagation is linear in dL/d(output): scaling it scales every gradient
+        passes.append(f"scale(e{L}, part / rows)")
     for i in range(L - 1, -1, -1):
         passes.append(f"B{i}(p{i}, h{i}, x{i}, x{i + 1}, k{i}, e{i + 1}, {'d0' if i == 0 else f'e{i}'}, g{i}{last[i]})")
     if distributed:
@@ -219,13 +221,10 @@ def source(refs, stateful, class_labels, has_stats=False, scratch=None, sees=Non
             "            hits = 0",
             "            for i in range(grads.shape[0]):",
             "                grads[i] = 0.0",
-            "        # The gradient slot's first work: this rank's mean, weighted by its share of the rows,",
-            "        # summed over the ranks in place, the batch's loss and hits with it.",
-            "        share = part / rows",
+            "        # The gradient slot's first work: this rank's mean, weighted by its share of the rows (the",
+            "        # loss gradient was), summed over the ranks in place, the batch's loss and hits with it.",
             "        P = grads.shape[0]",
-            "        for i in range(P):",
-            "            grads[i] *= share",
-            "        reduce_buf[P] = value * share",
+            "        reduce_buf[P] = value * part / rows",
             "        reduce_buf[P + 1] = hits",
             "        err = allreduce_sum(mpi_fn, mpi_place, reduce_buf, mpi_type, mpi_op, mpi_comm)",
             "        if err != 0:",

@@ -296,8 +296,10 @@ class Trainer:
         if Xv is not None:
             group.check_same("validation data", Xv, yv)
         group.broadcast(backend._training_state())
-        self.epoch, self.step, self.lr, self.optimizer.lr, self.seed = group.broadcast_object(
-            (self.epoch, self.step, self.lr, self.optimizer.lr, self.seed))  # fmt: skip
+        # The span too: each rank's program learnt its own in the last fit, and the ranks' calls
+        # must cover the same batches, or their allreduces would no longer pair up.
+        self.epoch, self.step, self.lr, self.optimizer.lr, self.seed, backend.span = group.broadcast_object(
+            (self.epoch, self.step, self.lr, self.optimizer.lr, self.seed, backend.span))  # fmt: skip
         threads.set_count(group.threads())
 
         def warm_up():
