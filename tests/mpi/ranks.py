@@ -95,6 +95,13 @@ def main():
     elif case in ("raise", "stall", "stop"):
         _, history = train(Group(comm, timeout), "adam", callbacks=[OnRank1(case)], epochs=6)
         result["epochs"] = comm.allgather(len(history.epoch))
+    elif case == "diverge":  # a learning rate that blows up: every rank stops before the same update
+        X, _ = data()
+        targets = np.random.default_rng(1).normal(size=(X.shape[0], 3))  # regression: nothing bounds the error
+        trainer = jitprop.Trainer(model(), loss="mse", optimizer=jitprop.optimizer("sgd", lr=1e20), batch_size=22,
+                                  distributed=Group(comm, timeout))  # fmt: skip
+        trainer.fit(X, targets, epochs=3)
+        result["stops"] = comm.allgather(trainer.divergence)
     elif case == "data":  # one rank's data differs: every rank raises the same DataError
         X, y = data()
         if RANK == 1:

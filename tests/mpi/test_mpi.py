@@ -108,6 +108,13 @@ def test_a_stop_on_one_rank_stops_every_rank_after_the_same_epoch(tmp_path):
     assert result["epochs"] == [2, 2]
 
 
+def test_divergence_stops_every_rank_before_the_same_update(tmp_path):
+    proc, result = ranks(2, "diverge", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    first, second = result["stops"]
+    assert first is not None and first == second  # the same epoch, iteration and reason
+
+
 def test_other_data_on_one_rank_fails_every_rank_before_training(tmp_path):
     proc, result = ranks(2, "data", tmp_path)
     assert proc.returncode == 0, proc.stderr

@@ -22,10 +22,10 @@ from ..backends.base import Sums, epoch_order
 from ..backends.compiled import CompiledBackend
 from ..backends.python import PythonBackend, compile_failure
 from ..components import kernel, positive_int, real
-from ..distributed import group_of as distributed_group
 from ..contracts.callbacks import Callback
 from ..contracts.losses import ACCURACY
 from ..data.prepare import as_inputs, as_targets
+from ..distributed import group_of as distributed_group
 from ..errors import ConfigError, DataError
 from ..kernels import mix_seed
 from ..model.sequential import Workspace

@@ -17,7 +17,7 @@ from . import pictures
 from .curves import Curves, check_writable, draw_png, read, write_png
 from .pictures import draw_picture  # noqa: F401  (the hook: jitprop's pictures, lr-find's and others, as PNG)
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
 __all__ = ["Curves", "PlotCallback", "check_writable", "draw_png", "pictures", "read", "write_png"]
 
 
