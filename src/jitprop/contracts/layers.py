@@ -29,7 +29,10 @@ laid out C-contiguously with the shape ``param_shapes()`` gives (so
 ``h`` is a float64 array of the layer's scalar options (``hyper()``),
 ``cache`` a (n, cache_dim()) workspace the forward may fill for the
 backward, ``seed`` a uint64 that differs every iteration (for random
-layers).
+layers). A layer that draws element ``k`` of its rows with
+``jitprop.kernels.uniform(seed, k)``, as dropout does, draws the same
+numbers in data-parallel training: a rank holding rows ``r..`` of a batch
+gets a seed advanced so that ``k`` counts from the batch's first row.
 
 More arguments, last and in this order, for layers that ask for them:
 

@@ -60,8 +60,11 @@ def handles(comm, dtype):
     lib = ctypes.CDLL(MPI.__file__)  # the extension module: its MPI library resolves the symbol
     fn = ctypes.cast(lib.MPI_Allreduce, ctypes.c_void_p).value
 
-    def handle(obj):  # as wide as the MPI library's handle of that kind
-        return (np.int32 if MPI._sizeof(type(obj)) == 4 else np.int64)(MPI._handleof(obj))
+    def handle(obj):  # as wide as the MPI library's handle of that kind, in its bits
+        width = 32 if MPI._sizeof(type(obj)) == 4 else 64
+        value = MPI._handleof(obj) % (1 << width)  # mpi4py gives it unsigned: MPICH's own are above 2**31
+        signed = value - (1 << width) if value >= 1 << (width - 1) else value
+        return (np.int32 if width == 32 else np.int64)(signed)
 
     kind = MPI.DOUBLE if np.dtype(dtype) == np.float64 else MPI.FLOAT
     return Handles(np.int64(fn), np.int64(int(MPI.IN_PLACE)), handle(kind), handle(MPI.SUM), handle(comm))
