@@ -75,18 +75,16 @@ class Group:
 
     def sum(self, values):
         """The float64 sum of ``values`` over the ranks."""
-        MPI = self.MPI
-        buf = np.array(values, dtype=np.float64)
-        with self.collective():
-            self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
-        return buf
+        return self._reduce(values, self.MPI.SUM)
 
     def max(self, values):
         """The float64 maximum of ``values`` over the ranks."""
-        MPI = self.MPI
+        return self._reduce(values, self.MPI.MAX)
+
+    def _reduce(self, values, op):
         buf = np.array(values, dtype=np.float64)
         with self.collective():
-            self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.MAX)
+            self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=op)
         return buf
 
     def broadcast(self, arrays):
@@ -106,10 +104,13 @@ class Group:
         mine = [(a.shape, a.dtype.str, zlib.crc32(np.ascontiguousarray(a).view(np.uint8))) for a in arrays]
         with self.collective():
             every = self.comm.allgather(mine)
+
+        def shapes(described):
+            return " and ".join(f"{'x'.join(map(str, shape))} {dtype}" for shape, dtype, _ in described)
+
         for rank, theirs in enumerate(every):
             if theirs != every[0]:
-                shapes = lambda s: " and ".join("x".join(map(str, shape)) for shape, _, _ in s)  # noqa: E731
-                how = f"{shapes(theirs)} against {shapes(every[0])}" if [t[:2] for t in theirs] != [t[:2] for t in every[0]] else "the same shape, other values"
+                how = "the same shape, other values" if shapes(theirs) == shapes(every[0]) else f"{shapes(theirs)} against {shapes(every[0])}"
                 raise DataError(f"rank {rank}'s {what} differs from rank 0's ({how}); every rank must load the same data")
 
     def in_turn(self, work):
