@@ -212,3 +212,15 @@ def test_ctrl_c_stops_every_rank_at_one_iteration_and_the_run_resumes_exactly(tm
     train("train", "--resume", "c.npz", "--epochs", str(done + 1), cwd=tmp_path)
     train(*RUN, "--epochs", str(done + 1), "--checkpoint", "straight.npz", cwd=tmp_path)
     assert_same_weights(tmp_path / "c.npz", tmp_path / "straight.npz")
+
+
+def test_a_setup_error_on_rank_0_alone_is_one_line_and_every_rank_exits(tmp_path):
+    # Only rank 0 writes, so only rank 0 checks the checkpoint's folder: the other ranks learn of it.
+    proc = job(2, [*JITPROP, "train", "--checkpoint", str(tmp_path / "missing" / "m.npz")], tmp_path, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    lines = stderr_lines(proc)
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "missing" in lines[0], lines
+    proc = job(2, [*JITPROP, "train", "--processes", "2"], tmp_path, timeout=60)
+    assert proc.returncode == 1
+    assert stderr_lines(proc) == ["Error: --processes starts its own ranks; under mpiexec, leave it out"]
