@@ -85,3 +85,26 @@ def test_gradients_are_batch_means():
     assert math.isclose(one[0], two[0])
     for key in one[1]:
         np.testing.assert_allclose(one[1][key], two[1][key])
+
+
+@pytest.mark.parametrize("shape, layers", [
+    ((4,), [jitprop.layer("dense", units=6), "tanh", jitprop.layer("dropout", rate=0.25), jitprop.layer("dense", units=3)]),
+    ((1, 5, 5), [jitprop.layer("conv2d", out_channels=2, kernel_size=3, padding=1), "relu",
+                 jitprop.layer("max_pool2d", kernel_size=2), "flatten", jitprop.layer("dense", units=3)]),
+])  # fmt: skip
+def test_value_and_grad_gives_the_input_gradient_finite_differences_agree_with(shape, layers):
+    rng = np.random.default_rng(4)
+    model = jitprop.Sequential(layers, input_shape=shape, dtype="float64", seed=2)
+    X = rng.normal(size=(3, *shape))
+    y = rng.integers(0, 3, size=3)
+    value, grads, dX = jitprop.value_and_grad(model, "cross_entropy", X, y, training=True, seed=7, inputs=True)
+    same_value, same_grads = jitprop.value_and_grad(model, "cross_entropy", X, y, training=True, seed=7)
+    assert value == same_value and all(np.array_equal(grads[k], same_grads[k]) for k in grads)
+    assert dX.shape == X.shape
+    numeric = np.zeros_like(X)
+    for i in np.ndindex(X.shape):  # central differences, the same dropout mask (seed) each time
+        for sign in (1, -1):
+            Xe = X.copy()
+            Xe[i] += sign * 1e-6
+            numeric[i] += sign * jitprop.value_and_grad(model, "cross_entropy", Xe, y, training=True, seed=7)[0] / 2e-6
+    np.testing.assert_allclose(dX, numeric, rtol=1e-5, atol=1e-8)

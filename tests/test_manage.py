@@ -49,6 +49,14 @@ def test_plugin_commands_refuse_mistakes_in_one_line(tmp_path, args, message):
     assert result.output.startswith("Error: ") and message in result.output and result.output.count("\n") == 1
 
 
+@pytest.mark.parametrize("typed", ["jitprop-log-cosh", "jitprop_log_cosh"])
+def test_new_plugin_takes_the_package_name_too(tmp_path, typed):
+    result = CliRunner().invoke(cli, ["new-plugin", typed, "-d", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "(a loss named 'log_cosh')" in result.output
+    assert 'log_cosh = "jitprop_log_cosh"' in (tmp_path / "jitprop-log-cosh" / "pyproject.toml").read_text()
+
+
 def test_new_plugin_never_overwrites(tmp_path):
     (tmp_path / "jitprop-mine").mkdir()
     (tmp_path / "jitprop-mine" / "notes.txt").write_text("mine")

@@ -129,7 +129,8 @@ def new_plugin(name, kind, directory):
     """Write a skeleton plugin package that installs, passes its tests and gradcheck.
 
     NAME is the name the new loss or layer is registered under (lower case,
-    letters, digits, underscores); the package is jitprop-NAME.
+    letters, digits, underscores); the package is jitprop-NAME, and that
+    package name works as NAME too (jitprop-log-cosh registers log_cosh).
 
     \b
     Examples:
@@ -137,6 +138,7 @@ def new_plugin(name, kind, directory):
       jitprop install -e './jitprop-log-cosh[test]' && pytest jitprop-log-cosh
       jitprop gradcheck log_cosh
     """
+    name = scaffold.registered_name(name)
     root = scaffold.write(name, kind, Path(directory))
     root = root if root.is_absolute() else f"./{root}"  # pip takes "./x" as a folder, never as a name
     click.echo(f"wrote {root}/ (a {kind} named {name!r}); next:")

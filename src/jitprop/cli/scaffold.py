@@ -369,6 +369,12 @@ FILES = {
 }
 
 
+def registered_name(text):
+    """The name to register from what was typed: ``log_cosh``, or its package's ``jitprop-log-cosh``."""
+    package = re.fullmatch(r"jitprop[-_]([a-z][a-z0-9_-]*)", text or "")
+    return package.group(1).replace("-", "_") if package else text
+
+
 def write(name, kind, directory):
     """Create ``directory/jitprop-NAME`` for a ``kind`` plugin registering ``name``; return its path."""
     from ..plugins.registry import KINDS as REGISTRY_KINDS

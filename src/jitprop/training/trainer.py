@@ -691,18 +691,25 @@ def evaluate(model, X, y, loss="mse", batch_size=256):
     return python.score(model, loss, X, y, positive_int("batch_size", batch_size, "evaluate"))
 
 
-def value_and_grad(model, loss, X, y, training=False, seed=0):
+def value_and_grad(model, loss, X, y, training=False, seed=0, inputs=False):
     """The batch-mean loss of (X, y) and its gradient for every parameter, keyed like ``state_dict()``.
 
     One forward pass (prediction), the loss, and one backward pass
     (backpropagation) over all of X as a single batch; the weights don't move.
+    ``inputs=True`` also returns the gradient with respect to X (shaped as the
+    model's input rows, ``(n, *input_shape)``): ``(value, grads, dX)``.
     """
     loss = api.loss(loss)
     X = as_inputs(model, X)
     y = as_targets(model, loss, y, X.shape[0])
     acts, caches, deltas = Workspace(model, X.shape[0], training=True).views(X.shape[0])
+    if inputs:  # the first layer's backward fills dL/dX when given rows for it (training leaves it none)
+        deltas = [np.zeros_like(acts[0]), *deltas[1:]]
     acts[0][...] = X
     model.forward(acts, caches, bool(training), mix_seed(seed))
     value = kernel(loss, "kernel")(acts[-1], y, deltas[-1], np.ascontiguousarray(loss.hyper(), dtype=np.float64))
     model.backward(acts, caches, deltas)
-    return float(value), {k: v.copy() for k, v in model.gradients().items()}
+    grads = {k: v.copy() for k, v in model.gradients().items()}
+    if inputs:
+        return float(value), grads, deltas[0].reshape((X.shape[0], *model.input_shape))
+    return float(value), grads
