@@ -155,3 +155,13 @@ def test_running_state_survives_checkpoints_and_state_dicts(tmp_path):
     again = jitprop.Trainer(restored, "cross_entropy", batch_size=16)
     again.load_state(*saved.trainer_state(restored))
     assert again.model.state.tolist() == model.state.tolist()
+
+
+def test_plain_initializers_draw_what_a_textbook_set_up_writes():
+    # CS231n's W = 0.01 * np.random.randn(D, H), and a uniform range: with the model's own generator.
+    for init, draw in (("normal:std=0.01", lambda rng: rng.normal(0.0, 0.01, (5, 4))),
+                       ("uniform:low=-0.1,high=0.2", lambda rng: rng.uniform(-0.1, 0.2, (5, 4))),
+                       ("normal", lambda rng: rng.normal(0.0, 0.05, (5, 4)))):  # fmt: skip
+        model = jitprop.Sequential([jitprop.layer("dense", units=5, init=init)], input_dim=4, dtype="float64", seed=9)
+        np.testing.assert_array_equal(model.state_dict()["0.weight"], draw(np.random.default_rng(9)))
+        assert not model.state_dict()["0.bias"].any()

@@ -20,7 +20,8 @@ from numba import njit, prange
 
 import jitprop
 from jitprop.components import check, positive_int
-from jitprop.model.initializers import CHOICES, resolve
+from jitprop.model import initializers
+from jitprop.model.initializers import resolve
 
 from .geometry import GEOMETRY, geometry, image_shape, out_hw, pair, window_hyper
 
@@ -289,8 +290,7 @@ class Conv2d(jitprop.Layer):
         self.stride = pair("stride", stride, "conv2d", minimum=1)
         self.padding = pair("padding", padding, "conv2d", minimum=0)
         check(isinstance(bias, bool), f"conv2d: bias must be true or false, got {bias!r}")
-        check(init in CHOICES, f"conv2d: init must be one of {', '.join(CHOICES)}, got {init!r}")
-        self.bias, self.init = bias, init
+        self.bias, self.init = bias, initializers.check(init, "conv2d")
         if not bias:
             self.param_names = ("weight",)
 

@@ -6,9 +6,10 @@ import numpy as np
 from numba import njit
 
 import jitprop
-from jitprop.components import check, positive_int, real
+from jitprop.components import positive_int, real
 from jitprop.kernels import uniform
-from jitprop.model.initializers import CHOICES, resolve
+from jitprop.model import initializers
+from jitprop.model.initializers import resolve
 
 #: dropout's slot of ``h``
 DROPOUT_RATE = 0
@@ -43,7 +44,12 @@ def dense_backward(p, h, x, out, cache, grad_out, grad_in, grad_p):
 
 
 class Dense(jitprop.Layer):
-    """Fully connected layer: out = x W^T + b, W of shape (units, in) as in torch.nn.Linear."""
+    """Fully connected layer: out = x W^T + b, W of shape (units, in) as in torch.nn.Linear.
+
+    ``init``: ``auto`` (He before a ReLU, else Glorot), ``he_normal``, ``he_uniform``,
+    ``glorot_uniform``, ``glorot_normal``, ``torch``, or plain ``normal:std=0.01`` and
+    ``uniform:low=-0.05,high=0.05``; biases start at zero.
+    """
 
     name = "dense"
     param_names = ("weight", "bias")
@@ -55,8 +61,7 @@ class Dense(jitprop.Layer):
 
     def __init__(self, units, init="auto"):
         self.units = positive_int("units", units, "dense")
-        check(init in CHOICES, f"dense: init must be one of {', '.join(CHOICES)}, got {init!r}")
-        self.init = init
+        self.init = initializers.check(init, "dense")
 
     def output_dim(self, in_dim):
         return self.units
