@@ -69,7 +69,7 @@ def probe(name, epochs, half_batch=False):
               "step_s": seconds / steps, "loss": trainer.history.history["loss"][-1]}  # fmt: skip
     if group is not None:
         buf, h = model.grad_buffer, group.handles(model.dtype)
-        reduce = jitprop_allreduce_loop(allreduce_sum)
+        reduce = allreduce_loop(allreduce_sum)
         reduce(h.fn, h.place, buf, h.dtype, h.op, h.comm, 10)
         group.comm.Barrier()
         started = time.perf_counter()
@@ -80,7 +80,8 @@ def probe(name, epochs, half_batch=False):
         print(json.dumps(result))
 
 
-def jitprop_allreduce_loop(allreduce_sum):
+def allreduce_loop(allreduce_sum):
+    """An njit loop of ``times`` calls of the step's allreduce on one buffer."""
     from numba import njit
 
     @njit(nogil=True)

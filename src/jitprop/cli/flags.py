@@ -6,6 +6,7 @@
 """
 
 import os
+import signal
 
 import click
 
@@ -128,3 +129,9 @@ def check_writable(path, what):
         raise DataError(f"cannot write {what} {path}: directory {directory} does not exist")
     if not os.access(directory, os.W_OK):
         raise DataError(f"cannot write {what} {path}: directory {directory} is not writable")
+
+
+def stopped_by(signum):
+    """``(name, exit status)`` of a command stopped by a signal: SIGTERM 143, Ctrl-C 130 (also when
+    another rank of an MPI job caught it, ``signum`` None)."""
+    return ("SIGTERM", 143) if signum == signal.SIGTERM else ("Ctrl-C", 130)

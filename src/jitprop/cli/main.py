@@ -192,11 +192,9 @@ def train(ctx, config_path, dataset, target, normalize, input_shape, model, hidd
                       coach_json, sanity, explained, print_config)  # fmt: skip
     if not group.root:
         sys.stdout = open(os.devnull, "w")  # rank 0 alone prints
-    with group.agreed():
+    with group.agreed():  # --device cuda: the Trainer refuses it, once the run is resolved
         if sanity or explained:
             raise ConfigError("--check and --explain run in one process; run them without MPI, then train")
-        if device == "cuda":
-            raise ConfigError("data-parallel training runs on the CPU for now; leave out --device cuda, or train on one GPU without MPI")
     return _train(ctx, group, config_path, epochs, lr, on_divergence, checkpoint, resume, callbacks, coached, coach_json,
                   sanity, explained, print_config)  # fmt: skip
 
@@ -280,13 +278,13 @@ def _train(ctx, group, config_path, epochs, lr, on_divergence, checkpoint, resum
             signal.signal(s, handler)
 
     if trainer.interrupted:
-        name = "Ctrl-C" if caught.get("signal", signal.SIGINT) == signal.SIGINT else "SIGTERM"
+        name, status = flags.stopped_by(caught.get("signal"))
         if path:
             save()
             click.echo(f"{name}: {trainer.stop_reason}; saved {path}; continue with: jitprop train --resume {path}")
         else:
             click.echo(f"{name}: {trainer.stop_reason}; nothing saved (give --checkpoint PATH to keep progress)")
-        ctx.exit(130 if caught.get("signal", signal.SIGINT) == signal.SIGINT else 143)
+        ctx.exit(status)
     for r in trainer.rollbacks:
         click.echo(f"rolled back epoch {r['epoch']} ({r['reason']} at iteration {r['iteration']});"
                    f" learning rate now {r['lr']:.4g}")  # fmt: skip

@@ -242,9 +242,9 @@ def sweep(lrs, batch_sizes, hiddens, epoch_counts, workers, csv_path, json_path,
     try:
         result = sweeping.run_sweep(build, grid, workers)
     except KeyboardInterrupt:
-        name = "SIGTERM" if caught.get("signal") == signal.SIGTERM else "Ctrl-C"
+        name, status = flags.stopped_by(caught.get("signal"))
         click.echo(f"{name}: sweep stopped; nothing written")
-        raise SystemExit(143 if name == "SIGTERM" else 130) from None
+        raise SystemExit(status) from None
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

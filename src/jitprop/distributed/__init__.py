@@ -61,9 +61,7 @@ def mpi():
 
 def world(timeout=TIMEOUT):
     """A Group of every rank the launcher started, or None in a single process."""
-    if environment_size() <= 1:
-        return None
-    return Group(mpi().COMM_WORLD, timeout)
+    return group_of(True, timeout) if environment_size() > 1 else None
 
 
 def group_of(distributed, timeout=TIMEOUT):
@@ -99,4 +97,7 @@ def launch(processes, args):
     command = [mpiexec(), "-n", str(processes), sys.executable, "-m", "jitprop", *args]
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(command[0], command)
+    try:
+        os.execv(command[0], command)
+    except OSError as exc:
+        raise ConfigError(f"cannot start {command[0]}: {exc.strerror or exc}") from None

@@ -25,6 +25,8 @@ from . import binding
 
 #: Seconds without a completed span of steps before the watchdog aborts the job (``--mpi-timeout``).
 TIMEOUT = 300.0
+#: Seconds more that a rank waiting for the others gives a stalled one to name itself first.
+GRACE = 5.0
 
 
 class Group:
@@ -219,7 +221,7 @@ class Watchdog(threading.Thread):
             if not group.waiting and idle > timeout:
                 group.fatal(f"stalled: no training step completed in {timeout:g} s, and this rank is not waiting for"
                             " another (a callback or plugin that hangs?); aborting the job (--mpi-timeout sets the limit)")  # fmt: skip
-            if group.waiting and idle > timeout + min(timeout, 5.0):  # a stalled rank names itself first
+            if group.waiting and idle > timeout + GRACE:  # a stalled rank names itself first
                 group.fatal(f"no training step completed in {timeout:g} s: this rank waits for another that stalled"
                             " or died; aborting the job (--mpi-timeout sets the limit)")  # fmt: skip
 
