@@ -16,6 +16,7 @@ import inspect
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -126,6 +127,9 @@ def check_kernels(shapes=((1, 3), (7, 5), (33, 17), (130, 70)), lengths=(1, 1001
         for n in lengths:
             g, p = rng.normal(0, 0.3, n).astype(np.float32), rng.normal(size=n).astype(np.float32)
             offsets = np.array([0, n // 3, n // 3, n], np.int64)  # a layer without parameters between two
+            # What setup(model) reads of a model (weight_decay: where the biases lie), for these offsets.
+            transform.setup(SimpleNamespace(offsets=offsets, param_ranges=lambda: {
+                "0.weight": (0, n // 4), "0.bias": (n // 4, n // 3), "2.weight": (n // 3, n - 5), "2.bias": (n - 5, n)}))
             stats = rng.uniform(size=(3, len(transform.stat_names)))
             d_g, d_p, d_offsets, d_stats = (cuda.to_device(a) for a in (g, p, offsets, stats))
             kernel(transform, "kernel")(g, p, offsets, 0.01, transform.hyper(), stats)

@@ -498,6 +498,19 @@ def test_cuda_transform_kernels_match_cpu(name, options):
     np.testing.assert_allclose(d_stats.copy_to_host(), stats, rtol=1e-6)
 
 
+def test_cuda_weight_decay_leaves_the_same_biases_alone():
+    m = jitprop.Sequential([jitprop.layer("dense", units=5), "relu", jitprop.layer("dense", units=3)], input_dim=4)
+    tr = jitprop.transform("weight_decay", rate=0.05, decay_bias=False)
+    tr.setup(m)
+    rng = np.random.default_rng(4)
+    g = rng.normal(0, 0.3, m.n_params).astype(np.float32)
+    d_g = cuda.to_device(g)
+    stats = np.zeros((3, 0))
+    kernel(tr, "kernel")(g, m.params, m.offsets, 0.1, tr.hyper(), stats)
+    kernel(tr, "cuda_kernel")(d_g, cuda.to_device(m.params), cuda.to_device(m.offsets), 0.1, tr.hyper(), cuda.to_device(stats))
+    np.testing.assert_allclose(d_g.copy_to_host(), g, rtol=1e-6, atol=1e-7)
+
+
 def test_a_schedule_without_a_cuda_kernel_is_refused_naming_its_plugin(register_plugin):
     class HostOnly(jitprop.Schedule):
         name = "host_only_test"

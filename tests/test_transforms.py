@@ -62,6 +62,55 @@ def test_gradient_clipping_needs_a_limit():
         jitprop.transform("gradient_clipping", max_norm=-1)
 
 
+def test_weight_decay_is_the_gradient_of_an_l2_penalty_on_weights_alone():
+    """g + rate * W for weights, g for biases (decay_bias=False): the gradient of loss + rate/2 * sum(W^2),
+    by central differences in float64."""
+    X, y = spirals(12)
+    m = jitprop.Sequential([jitprop.layer("dense", units=5), "tanh", jitprop.layer("dense", units=3)],
+                           input_dim=2, dtype="float64", seed=2)  # fmt: skip
+    rate = 0.3
+    tr = jitprop.transform("weight_decay", rate=rate, decay_bias=False)
+    tr.setup(m)
+
+    def penalised(params):
+        m.params[...] = params
+        value, _ = jitprop.value_and_grad(m, "cross_entropy", X, y)
+        weights = [w for k, w in m.parameters().items() if k.endswith("weight")]
+        return value + rate / 2 * sum(float(np.sum(w * w)) for w in weights)
+
+    p0 = m.params.copy()
+    _, grads = jitprop.value_and_grad(m, "cross_entropy", X, y)
+    g = np.concatenate([grads[k].ravel() for k in m.state_dict()])
+    tr.kernel(g, m.params, m.offsets, 0.1, tr.hyper(), np.zeros((3, 0)))
+    eps, numeric = 1e-6, np.zeros_like(p0)
+    for i in range(p0.size):
+        step = np.zeros_like(p0)
+        step[i] = eps
+        numeric[i] = (penalised(p0 + step) - penalised(p0 - step)) / (2 * eps)
+    np.testing.assert_allclose(g, numeric, rtol=1e-6, atol=1e-9)
+    biases = np.concatenate([np.arange(*m.param_ranges()[k]) for k in ("0.bias", "2.bias")])
+    np.testing.assert_array_equal(g[biases], np.concatenate([grads["0.bias"], grads["2.bias"]]))
+
+
+def test_weight_decay_on_every_parameter_trains_as_sgds_own_weight_decay():
+    X, y = spirals(30)
+    runs = []
+    for opt, transforms in [(jitprop.optimizer("sgd", lr=0.2, momentum=0.9, weight_decay=0.01), []),
+                            (jitprop.optimizer("sgd", lr=0.2, momentum=0.9), [jitprop.transform("weight_decay", rate=0.01)])]:
+        m = jitprop.Sequential([jitprop.layer("dense", units=6), "tanh", jitprop.layer("dense", units=3)],
+                               input_dim=2, dtype="float64", seed=3)  # fmt: skip
+        jitprop.Trainer(m, "cross_entropy", opt, batch_size=8, transforms=transforms).fit(X, y, epochs=2)
+        runs.append(m.params.copy())
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_weight_decay_options_are_checked_in_one_line():
+    with pytest.raises(jitprop.ConfigError, match="decay_bias must be true or false"):
+        jitprop.transform("weight_decay", decay_bias="no")
+    with pytest.raises(jitprop.ConfigError, match="rate must be a number"):
+        jitprop.transform("weight_decay", rate=-1.0)
+
+
 def fit(compiled, transforms=(), callbacks=(), epochs=3, seed=0, **kw):
     X, y = spirals(30)
     m = model(seed)

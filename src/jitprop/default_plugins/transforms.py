@@ -1,4 +1,5 @@
-"""Built-in gradient transforms: clipping (torch's clip_grad_value_ and clip_grad_norm_) and per-layer norms."""
+"""Built-in gradient transforms: clipping (torch's clip_grad_value_ and clip_grad_norm_), per-layer norms,
+and L2 weight decay that can leave biases alone."""
 
 import math
 
@@ -106,7 +107,55 @@ class GradientNorms(jitprop.GradientTransform):
         })  # fmt: skip
 
 
+#: weight_decay's ``h``: the rate, then the decayed ranges as (start, end) pairs of the flat buffer
+DECAY_RATE, DECAY_RANGES = 0, 1
+
+
+@njit(cache=True)
+def decay_kernel(g, p, offsets, lr, h, stats):
+    rate = h[DECAY_RATE]
+    for r in range(DECAY_RANGES, h.shape[0], 2):
+        for i in range(int(h[r]), int(h[r + 1])):
+            g[i] += rate * p[i]
+
+
+class WeightDecay(jitprop.GradientTransform):
+    """L2 weight decay as a gradient term: g += rate * p, on every parameter or (``decay_bias=False``) on all but biases.
+
+    The optimizers' own ``weight_decay`` option decays every parameter, as
+    torch's do; this leaves the parameters named ``bias`` alone when asked,
+    as scikit-learn's ``alpha`` and CS231n's L2 do (the penalty
+    rate / 2 * sum(W^2) added to the loss). The penalty itself is not in the
+    logged loss.
+    """
+
+    name = "weight_decay"
+    kernel = staticmethod(decay_kernel)
+    cuda_kernel = "jitprop.default_plugins.transforms_cuda:decay_kernel"
+
+    def __init__(self, rate=1e-4, decay_bias=True):
+        self.rate = real("rate", rate, self.name, low=0.0)
+        check(isinstance(decay_bias, (bool, np.bool_)), f"{self.name}: decay_bias must be true or false, got {decay_bias!r}")
+        self.decay_bias = bool(decay_bias)
+        self._ranges = None
+
+    def setup(self, model):
+        ranges = []
+        for key, (a, b) in model.param_ranges().items():
+            if self.decay_bias or key.rsplit(".", 1)[-1] != "bias":
+                if ranges and ranges[-1][1] == a:  # consecutive tensors: one range
+                    ranges[-1][1] = b
+                else:
+                    ranges.append([a, b])
+        self._ranges = ranges
+
+    def hyper(self):
+        check(self._ranges is not None, f"{self.name}: setup(model) first (a Trainer calls it)")
+        return np.array([self.rate, *(i for r in self._ranges for i in r)], dtype=np.float64)
+
+
 @jitprop.hookimpl
 def register_transforms(register):
     register(GradientClipping, aliases=("clip_grad_norm",))
     register(GradientNorms)
+    register(WeightDecay, aliases=("l2",))

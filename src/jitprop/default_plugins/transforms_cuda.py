@@ -12,7 +12,7 @@ import numpy as np
 from numba import cuda, float64
 
 from jitprop import cuda_launch
-from jitprop.default_plugins.transforms import BATCHES, CLIP_VALUE, GRAD_NORM, GRAD_NORM_MAX, MAX_NORM, STEP_RATIO, WEIGHT_NORM
+from jitprop.default_plugins.transforms import BATCHES, CLIP_VALUE, DECAY_RANGES, DECAY_RATE, GRAD_NORM, GRAD_NORM_MAX, MAX_NORM, STEP_RATIO, WEIGHT_NORM
 
 #: Threads of each per-layer reduction block (a power of two).
 REDUCE = 32
@@ -108,3 +108,17 @@ def norms_kernel(g, p, offsets, lr, h, stats):
     squares = _scratch(layers)
     _layer_squares[layers, REDUCE](g, p, offsets, squares, True)
     _accumulate_norms[cuda_launch.grid_1d(layers)](squares, float(lr), stats)
+
+
+@cuda.jit
+def _decay(g, p, rate):
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, g.shape[0], stride):
+        g[i] += rate * p[i]
+
+
+def decay_kernel(g, p, offsets, lr, h, stats):
+    rate = float(h[DECAY_RATE])
+    for r in range(DECAY_RANGES, h.shape[0], 2):  # one launch per decayed range: a model has few
+        a, b = int(h[r]), int(h[r + 1])
+        _decay[cuda_launch.grid_1d(b - a)](g[a:b], p[a:b], rate)

@@ -235,6 +235,10 @@ class Sequential:
         """``{key: view}`` into the gradient buffer of the last backward pass."""
         return self._views(self.grads, self._shapes)
 
+    def param_ranges(self):
+        """``{key: (start, end)}``: where each parameter tensor lies in ``params`` (and ``grads``)."""
+        return {key: (off, off + size) for entries in self._shapes for key, _, _, off, size in entries}
+
     def buffers(self):
         """``{key: view}`` into the running state (torch calls these buffers)."""
         return self._views(self.state, self._state_shapes)
