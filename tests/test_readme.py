@@ -6,8 +6,10 @@ from pathlib import Path
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def python_blocks():
-    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+def python_blocks(sklearn=False):
+    """The README's Python examples: those of jitprop.sklearn (``sklearn=True``) run in tests/sklearn."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    return [b for b in blocks if ("jitprop.sklearn" in b) == sklearn]
 
 
 def test_readme_examples_run(capsys):
