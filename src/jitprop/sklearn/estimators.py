@@ -417,16 +417,22 @@ class MLPClassifier(ClassifierMixin, _MLP):
                                  f" to fit. Previously got {self.classes_}, `y` has {classes}")  # fmt: skip
             if len(np.setdiff1d(classes, self.classes_)):
                 raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. 'y' has {classes}.")
-        return self._binarizer.transform(y)
+        if self._multilabel():
+            return self._binarizer.transform(y)
+        return np.searchsorted(self.classes_, y)  # each row's class index (all are in classes_, checked above)
+
+    def _multilabel(self):
+        return self._binarizer.y_type_ == "multilabel-indicator"
 
     def _outputs(self, y):
-        return y.shape[1]
+        """One output per class or label; one for a binary target (its logistic unit), as scikit-learn has."""
+        return y.shape[1] if self._multilabel() else 1 if len(self.classes_) <= 2 else len(self.classes_)
 
     def _multiclass(self):
         return self._binarizer.y_type_ == "multiclass"
 
     def _stratify(self, y):
-        return self._binarizer.y_type_ != "multilabel-indicator"
+        return not self._multilabel()
 
     def _loss(self):
         if self.loss is not None:
@@ -438,10 +444,16 @@ class MLPClassifier(ClassifierMixin, _MLP):
         return "softmax" if self._multiclass() else "logistic"
 
     def _train_targets(self, y):
-        """Indicator rows as the loss takes them: class indices for softmax, 0/1 columns otherwise."""
+        """Class indices or label indicators as the loss takes them: indices for softmax, 0/1 columns otherwise."""
         if self._trainer_().loss.target == "class":
-            return np.argmax(y, axis=1)
-        return y.astype(self.dtype)
+            if self._multilabel():
+                raise ValueError(f"loss {self._trainer.loss.name!r} takes one class per row, and y holds several labels a row")
+            return y
+        if self._multilabel():
+            return y.astype(self.dtype)
+        if self.n_outputs_ == 1:
+            return y.reshape(-1, 1).astype(self.dtype)
+        return np.eye(self.n_outputs_, dtype=self.dtype)[y]
 
     def predict_proba(self, X):
         """Each class's probability, columns in ``classes_`` order (two columns for a binary target)."""
@@ -464,7 +476,7 @@ class MLPClassifier(ClassifierMixin, _MLP):
         return self._binarizer.inverse_transform(proba)
 
     def _score_rows(self, X, y):
-        return accuracy_score(self._binarizer.inverse_transform(y), self.predict(X))
+        return accuracy_score(y if self._multilabel() else self.classes_[y], self.predict(X))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
