@@ -139,6 +139,8 @@ def test_early_stopping_keeps_the_best_validation_epoch():
     assert len(est.validation_scores_) == est.n_iter_ < 300
     assert est.best_validation_score_ == max(est.validation_scores_)
     assert est.best_loss_ is None
+    est.partial_fit(X, y)  # no validation rows for one more epoch: the training loss is tracked instead
+    assert len(est.loss_curve_) == est.n_iter_ and est.best_loss_ == est.loss_curve_[-1]
 
 
 def test_warm_start_and_partial_fit_continue_the_run():

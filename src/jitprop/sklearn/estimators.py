@@ -84,9 +84,10 @@ class _Stopping:
             if score > est.best_validation_score_:
                 est.best_validation_score_ = score
                 est._best_params = trainer.model.params.copy()
-        else:
-            improved = loss <= est.best_loss_ - est.tol
-            est.best_loss_ = min(est.best_loss_, loss)
+        else:  # partial_fit of an early-stopping estimator has no validation rows: the training loss, as there
+            best = np.inf if est.best_loss_ is None else est.best_loss_
+            improved = loss <= best - est.tol
+            est.best_loss_ = min(best, loss)
         est._no_improvement_count = 0 if improved else est._no_improvement_count + 1
         if self.incremental or est._no_improvement_count <= est.n_iter_no_change:
             return
