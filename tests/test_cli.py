@@ -56,6 +56,7 @@ def test_default_train_reaches_95_percent_on_digits():
     out = run("train").output
     lines = out.splitlines()
     assert lines[0].startswith("training 5 layers") and "on digits" in lines[0]
+    assert lines[0].endswith("; classification: 'digit' holds 10 distinct whole numbers in 1797 rows (--task regression to override)")
     assert lines[1].split() == ["layer", "output", "parameters"] and lines[3].split() == ["0", "dense", "128", "8,320"]
     assert lines[8] == "  17,226 parameters (float32, 67.3 KiB)"
     assert sum(line.startswith("epoch ") for line in lines) == 20
@@ -372,6 +373,8 @@ def trained(in_tmp):
     Path("bad.csv").write_text("a,b,label\n1,x,0\n2,3,1\n")
     Path("ragged.csv").write_text("a,b,label\n1,2,0\n2,3\n")
     Path("words.csv").write_text("a,b,label\n1,2,cat\n2,3,dog\n3,1,cat\n")
+    Path("ids.csv").write_text("id,a,label\n" + "".join(f"r{i},{i},{i % 2}\n" for i in range(20)))
+    Path("gaps.csv").write_text("a,b,label\n" + "".join(f"{i},{'NA' if i in (7, 9) else i},{i % 2}\n" for i in range(20)))
     Path("data.txt").write_text("1,2,3\n")
     Path("latin1.csv").write_bytes("a,b\n1,caf\xe9\n".encode("latin-1"))
     np.savez("narrow.npz", X=np.zeros((3, 5)))
@@ -393,7 +396,25 @@ def trained(in_tmp):
 BAD = [
     (["train", "--dataset", "missing.csv"], "missing.csv: no such file"),
     (["train", "--dataset", "data.txt"], "unsupported file type '.txt'"),
-    (["train", "--dataset", "bad.csv"], "column 'b' line 2 holds 'x', not a number"),
+    (["train", "--dataset", "ids.csv"], "ids.csv: column 'id' is text (line 2 holds 'r0') with 16 distinct values in 16"
+                                        " training rows, too many to one-hot encode (at most 100, and one per two training"
+                                        " rows); leave it out with --drop id"),
+    (["train", "--dataset", "gaps.csv"], "gaps.csv: column 'b' line 9 (the header is line 1) is missing (empty, NA, N/A, NaN,"
+                                         " null or ?); 2 missing cells: give --fill mean, median or zero"),
+    (["train", "--dataset", "ids.csv", "--drop", "idd"], "ids.csv: --drop names no column 'idd'; did you mean 'id'?"),
+    (["train", "--dataset", "ids.csv", "--drop", "label"], "--drop names the target column 'label'"),
+    (["train", "--dataset", "spirals", "--drop", "x"], "--drop applies to CSV files, not to the built-in data set 'spirals'"),
+    (["train", "--dataset", "spirals:m=1"], "dataset 'spirals' takes n, classes, noise, seed, not 'm'"),
+    (["train", "--dataset", "spirals:n=0"], "spirals: n must be an integer >= 1, got 0"),
+    (["train", "--dataset", "digits:n=5"], "dataset 'digits' takes no options, not 'n'"),
+    (["train", "--dataset", "sine", "--task", "classification"], "sine: --task classification needs class labels (text or"
+                                                                 " whole numbers), but 'sin_x' holds fractional numbers like"),
+    (["train", "--dataset", "words.csv", "--task", "regression"], "words.csv: --task regression needs numbers, but 'label'"
+                                                                  " holds text like 'cat'"),
+    (["train", "--dataset", "words.csv", "--normalize-target"], "--normalize-target standardises a regression target, but"
+                                                                " this run is classification: 'label' holds text labels"),
+    (["train", "--task", "regression", "--loss", "cross_entropy"], "loss 'cross_entropy' trains classification, but the task"
+                                                                   " is regression"),
     (["train", "--dataset", "ragged.csv"], "line 3 has 2 fields, the header has 3"),
     (["train", "--dataset", "latin1.csv"], "not UTF-8"),
     (["train", "--dataset", "bad.csv", "--target", "lable"], "no target column 'lable'; did you mean 'label'"),
@@ -418,7 +439,10 @@ BAD = [
     (["train", "--dataset", "words.csv", "--loss", "mse"], "loss 'mse' needs numeric targets, but 'label' holds text like 'cat'"),
     (["train", "--dataset", "sine", "--loss", "cross_entropy"], "holds fractional numbers like"),
     (["train", "--checkpoint", "no/such/dir/c.npz"], "cannot write checkpoint no/such/dir/c.npz: directory"),
-    (["train", "--resume", "model.npz", "--seed", "1"], "--seed cannot change when resuming"),
+    (["train", "--resume", "model.npz", "--seed", "1"], "--seed differs from the run saved in model.npz (seed 0 there, 1 here)"),
+    (["train", "--resume", "model.npz", "--hidden", "128"], "--hidden differs from the run saved in model.npz (layers dense"
+                                                           " 128, relu, dense 64, relu, dense 10 there, dense 128, relu,"
+                                                           " dense 10 here)"),
     (["train", "--resume", "nothere.npz"], "nothere.npz: no such checkpoint file"),
     (["evaluate", "junk.npz"], "not a readable checkpoint, corrupt or truncated"),
     (["evaluate", "truncated.npz"], "not a readable checkpoint, corrupt or truncated"),
@@ -535,7 +559,11 @@ def test_resume_may_lower_the_learning_rate(tmp_path):
     saved = checkpoint.load(path)
     assert saved.meta["trainer"]["optimizer"]["lr"] == 0.0001 and saved.meta["trainer"]["epoch"] == 3
     result = run("train", "--resume", path, "--epochs", "4", "--batch-size", "8", ok=False)
-    assert "--lr and --on-divergence may be given" in one_line_error(result)
+    assert one_line_error(result) == (
+        f"Error: --batch-size differs from the run saved in {path} (batch_size 32 there, 8 here): a resumed run continues"
+        " with its configuration; only --epochs, --checkpoint, --callback, --coach, --coach-json, --lr and --on-divergence"
+        " may change"
+    )
 
 
 def test_a_checkpoint_written_deflated_as_before_still_loads_and_resumes(tmp_path, monkeypatch):

@@ -96,7 +96,12 @@ def outcome(read, *args, **kwargs):
 def sane_table(table, features=None):
     X, y = table.X, table.y
     assert X.dtype == np.float64 and X.ndim == 2 and X.shape[0] >= 1 and X.shape[1] >= 1
-    assert np.isfinite(X).all()
+    if table.text is None:
+        assert np.isfinite(X).all()
+    else:  # a CSV: NaN where a cell is missing and throughout a text column, never inf
+        assert not np.isinf(X).any() and len(table.lines) == len(X)
+        for k, cells in table.text.items():
+            assert 0 <= k < X.shape[1] and cells.dtype.kind == "U" and len(cells) == len(X) and np.isnan(X[:, k]).all()
     assert len(table.feature_names) == X.shape[1]
     if features is not None:
         assert table.feature_names == list(features)
@@ -417,6 +422,20 @@ def read_csv_every_way(path):
         table = outcome(datasets.load_table, str(path), **kwargs)
         if not isinstance(table, jitprop.JitpropError):
             sane_table(table, kwargs.get("features"))
+            encode_every_way(table)
+
+
+def encode_every_way(table):
+    """The columns as training fits them (refusing missing cells, or filling them) and their encoding."""
+    rows = np.arange(len(table.X))
+    for fill in (None, "median"):
+        columns = outcome(jprep.Columns.fit, table, rows, fill)
+        if isinstance(columns, jitprop.JitpropError):
+            continue
+        encoded = outcome(columns.encode, table)
+        if not isinstance(encoded, jitprop.JitpropError):
+            X, _ = encoded
+            assert np.isfinite(X).all() and X.shape == (len(table.X), len(columns.feature_names))
 
 
 def read_npz_every_way(path, marker):
@@ -755,7 +774,7 @@ def test_labels_that_look_numeric_but_are_not(tmp_path):
     "text, message",
     [
         (b"a,b\n" + b"1," + b"2" * 200_000 + b"\n", "line 2 is not valid CSV (field larger than field limit"),
-        (b"a,b,c\n1,nan,0\n", "column 'b' line 2 holds 'nan', not a finite number"),
+        (b"a,b\n1,2\n3,?\n", "target column 'b' is missing ('?') on line 3; remove the rows without a target"),
         (b"a,b,c\n1,1e999,0\n", "holds '1e999', not a finite number"),
         (b"a,b\n\n\n1,inf\n2,3\n", "target column 'b' holds 'inf' on line 4"),
         (b"a,b\n1,2\n3,\xff\n", "not UTF-8 text (byte 10)"),
@@ -828,7 +847,7 @@ def hostile(base):
 
 
 CLI = [
-    (["train", "--dataset", "nan.csv"], "nan.csv: column 'b' line 3 holds 'nan', not a finite number"),
+    (["train", "--dataset", "nan.csv"], "nan.csv: column 'b' line 3 (the header is line 1) is missing"),
     (["train", "--dataset", "pickled.npz"], "pickled.npz: array 'X' holds Python objects"),
     (["train", "--dataset", "huge.npz"], "huge.npz: not a readable .npz file (array 'X' declares (1000000000000, 1000000)"),
     (["train", "--config", "deep.toml"], "deep.toml: invalid TOML: arrays or tables nested too deeply"),

@@ -15,9 +15,20 @@ from ..errors import ConfigError, DataError
 
 _OPTIONS = {
     "config": lambda: click.option("--config", "config_path", help="Run file (TOML) as written by --print-config; flags override it."),
-    "dataset": lambda: click.option("--dataset", help="Built-in data set (jitprop list datasets) or a .csv / .npz file.  [default: digits]"),
+    "dataset": lambda: click.option("--dataset", help="Built-in data set NAME[:k=v,...] (jitprop list datasets), e.g. spirals:n=50,noise=0.3,"
+                                                             " or a .csv / .npz file.  [default: digits]"),
     "target": lambda: click.option("--target", help="CSV column to predict.  [default: the last column]"),
     "normalize": lambda: click.option("--normalize/--no-normalize", default=None, help="Standardise inputs with the training rows' mean and std.  [default: on]"),
+    "task": lambda: click.option("--task", type=click.Choice(["classification", "regression"]),
+                                 help="What the target is.  [default: classes for text, or for at most 20 distinct whole numbers"
+                                      " with 5 rows each; else regression]"),
+    "normalize_target": lambda: click.option("--normalize-target", is_flag=True, default=None,
+                                             help="Standardise a regression target with the training rows' mean and std;"
+                                                  " predictions are mapped back."),
+    "fill": lambda: click.option("--fill", type=click.Choice(["mean", "median", "zero"]),
+                                 help="Fill missing CSV cells (empty, NA, N/A, NaN, null, ?) with the training rows' mean,"
+                                      " median or 0; a text column's as all zeros.  [default: refuse them]"),
+    "drop": lambda: click.option("--drop", help="CSV columns to leave out of the inputs, comma-separated (an id, say)."),
     "input_shape": lambda: click.option("--input-shape", help="One sample's shape, e.g. 1,28,28 for CSV rows of 28x28 pixels (channels first)."),
     "model": lambda: click.option("--model", help="A ready architecture: mlp, cnn (small images) or lenet (28x28).  [default: mlp]"),
     "hidden": lambda: click.option("--hidden", help="Hidden layer widths, comma-separated.  [default: 128,64]"),
@@ -42,8 +53,9 @@ _OPTIONS = {
 }  # fmt: skip
 
 #: What the data and the model are: every command that trains takes these.
-DATA_AND_MODEL = ("config", "dataset", "target", "normalize", "input_shape", "model", "hidden", "activation", "dropout",
-                  "loss", "optimizer", "batch_size", "validation_split", "seed", "dtype", "device", "transforms")  # fmt: skip
+DATA_AND_MODEL = ("config", "dataset", "target", "drop", "task", "fill", "normalize", "normalize_target", "input_shape",
+                  "model", "hidden", "activation", "dropout", "loss", "optimizer", "batch_size", "validation_split", "seed",
+                  "dtype", "device", "transforms")  # fmt: skip
 
 
 def options(*names):
@@ -101,11 +113,15 @@ def run_config(params):
     and its run file describe; flags the command does not have count as not given."""
     p = dict.fromkeys(_OPTIONS, None) | {"config_path": None, "transforms": (), "callbacks": ()} | params
     config = runconfig.load(p["config_path"]) if p["config_path"] else {}
-    simple = ("dataset", "target", "normalize", "lr", "batch_size", "validation_split", "seed", "dtype", "device",
-              "on_divergence", "checkpoint")  # fmt: skip
-    if p["dataset"] is not None and p["target"] is None:
-        config.pop("target", None)
+    simple = ("dataset", "target", "task", "fill", "normalize", "normalize_target", "lr", "batch_size", "validation_split",
+              "seed", "dtype", "device", "on_divergence", "checkpoint")  # fmt: skip
+    if p["dataset"] is not None:  # another file: the run file's columns are not its columns
+        for key in ("target", "drop"):
+            if p[key] is None:
+                config.pop(key, None)
     config.update({k: p[k] for k in simple if p.get(k) is not None})
+    if p["drop"] is not None:
+        config["drop"] = [c.strip() for c in p["drop"].split(",") if c.strip()]
     model_flags(config, p["input_shape"], p["model"], p["hidden"], p["activation"], p["dropout"])
     for key in ("loss", "optimizer"):
         if p[key]:

@@ -17,14 +17,17 @@ import sys
 import warnings
 
 import click
+import numpy as np
 from click.core import ParameterSource
 from numba.core.errors import NumbaError
 
 from .. import api, distributed
 from .. import gradcheck as gradchecks
 from ..backends.python import numba_summary
+from ..components import kernel
 from ..data import checkpoint as checkpoints
 from ..data import runconfig
+from ..data.prepare import Standardiser
 from ..errors import ConfigError, DataError, JitpropError
 from ..plugins.manager import (
     PluginLoadWarning,
@@ -41,7 +44,7 @@ from ..training.trainer import evaluate as evaluate_model
 from ..version import __version__
 from . import flags, manage, views
 from .progress import EpochPrinter, ProgressBar
-from .run import inputs_for, plan
+from .run import inputs_for, plan, resume_conflicts, same_component
 
 KINDS = {"layers": "layer", "losses": "loss", "optimizers": "optimizer", "callbacks": "callback",
          "schedules": "schedule", "transforms": "transform", "datasets": "dataset"}  # fmt: skip
@@ -137,14 +140,16 @@ def _run_config(saved):
     return config
 
 
-RESUMABLE = {"resume", "epochs", "checkpoint", "callbacks", "print_config", "lr", "on_divergence", "coached", "coach_json",
-             "processes", "mpi_timeout"}  # fmt: skip
+#: The flags a resumed run may give with any value (the rest must give the saved run's, run.RESUMABLE).
+MAY_CHANGE = "--epochs, --checkpoint, --callback, --coach, --coach-json, --lr and --on-divergence"
+#: The flag that sets each run configuration key; the model's keys have several.
+FLAG_OF = {"layers": ("model", "hidden", "activation", "dropout"), "transforms": ("transforms",)}
 
 
 @cli.command()
-@flags.options("config", "dataset", "target", "normalize", "input_shape", "model", "hidden", "activation", "dropout",
-               "loss", "optimizer", "lr", "schedule", "epochs", "batch_size", "validation_split", "seed", "dtype",
-               "device", "on_divergence")
+@flags.options("config", "dataset", "target", "drop", "task", "fill", "normalize", "normalize_target", "input_shape",
+               "model", "hidden", "activation", "dropout", "loss", "optimizer", "lr", "schedule", "epochs", "batch_size",
+               "validation_split", "seed", "dtype", "device", "on_divergence")
 @click.option("--checkpoint", help="Save the run here (.npz) at the end and on Ctrl-C.")
 @click.option("--resume", help="Continue the run saved in this checkpoint.")
 @click.option("--callback", "callbacks", multiple=True, help="Callback NAME[:k=v,...]; repeatable.")
@@ -158,9 +163,10 @@ RESUMABLE = {"resume", "epochs", "checkpoint", "callbacks", "print_config", "lr"
 @click.option("--mpi-timeout", type=click.FloatRange(min=0), default=distributed.TIMEOUT, show_default=True,
               help="Under MPI: abort the job when no training step completes in this many seconds (0: never).")
 @click.pass_context
-def train(ctx, config_path, dataset, target, normalize, input_shape, model, hidden, activation, dropout, loss, optimizer, lr, schedule,
-          epochs, batch_size, validation_split, seed, dtype, device, on_divergence, checkpoint, resume, callbacks,
-          transforms, coached, coach_json, sanity, explained, print_config, processes, mpi_timeout):  # fmt: skip
+def train(ctx, config_path, dataset, target, drop, task, fill, normalize, normalize_target, input_shape, model, hidden,
+          activation, dropout, loss, optimizer, lr, schedule, epochs, batch_size, validation_split, seed, dtype, device,
+          on_divergence, checkpoint, resume, callbacks, transforms, coached, coach_json, sanity, explained, print_config,
+          processes, mpi_timeout):  # fmt: skip
     """Train a model and report loss and accuracy per epoch.
 
     \b
@@ -170,6 +176,9 @@ def train(ctx, config_path, dataset, target, normalize, input_shape, model, hidd
       jitprop train --dataset digit_images --model cnn     # a CNN on 1x8x8 images
       jitprop train --dataset spirals --optimizer sgd:momentum=0.9 --lr 0.1
       jitprop train --dataset data.csv --target species --checkpoint model.npz
+      jitprop train --dataset houses.csv --fill median --drop id --normalize-target
+      jitprop train --dataset scores.csv --task regression    # whole numbers, but a quantity
+      jitprop train --dataset spirals:n=200,classes=4,noise=0.1
       jitprop train --callback early_stopping:patience=3,restore_best_weights=true
       jitprop train --transform gradient_clipping:max_norm=1
       jitprop train --coach                           # how each layer learns, and what to fix
@@ -178,11 +187,14 @@ def train(ctx, config_path, dataset, target, normalize, input_shape, model, hidd
       jitprop train --print-config > run.toml && jitprop train --config run.toml
       jitprop train --resume model.npz --epochs 40    # continue to 40 epochs in all
       jitprop train --resume model.npz --lr 1e-4      # ... at a lower learning rate
+      jitprop train --dataset spirals --resume model.npz   # flags equal to the saved run's are fine
       jitprop train --processes 2                     # data-parallel on 2 processes (MPI)
       mpiexec -n 8 -hosts a,b jitprop train ...       # ... on 8 ranks over two machines
 
     Ctrl-C stops after the current batch and, with --checkpoint, saves the
-    run so --resume continues it exactly.
+    run so --resume continues it exactly. The first line says whether the
+    run classifies or regresses, and why; the next, what became of each
+    column of the data.
     """
     if processes and processes > 1:
         distributed.launch(processes, _without_processes(sys.argv[1:]))
@@ -246,8 +258,12 @@ def _train(ctx, group, config_path, epochs, lr, on_divergence, checkpoint, resum
                    f"{'' if bs % group.size == 0 else '-' + str(-(-bs // group.size))} rows of every {bs}-row batch")  # fmt: skip
     click.echo(
         f"training {len(p.model.layers)} layers ({p.model.n_params:,} parameters) on {p.table.source}:"
-        f" {len(y)} training rows, {n_val} validation rows; epochs {trainer.epoch + 1}..{total}"
+        f" {len(y)} training rows, {n_val} validation rows; epochs {trainer.epoch + 1}..{total}; {p.notes['task']}"
     )
+    if p.notes["columns"]:
+        click.echo(p.notes["columns"])
+    if p.notes.get("warning"):
+        click.echo(p.notes["warning"], err=True)
     click.echo(p.model.summary())
     if sanity:
         failed = [c for c in views.run_checks(p) if not c.ok]
@@ -304,7 +320,9 @@ def _train(ctx, group, config_path, epochs, lr, on_divergence, checkpoint, resum
     if final:
         key = "val_accuracy" if "val_accuracy" in final else "val_loss" if "val_loss" in final else None
         key = key or ("accuracy" if "accuracy" in final else "loss")
-        click.echo(f"{key.replace('_', ' ').replace('val', 'validation')}: {final[key][-1]:.4f}")
+        units = " (of the standardised target; jitprop evaluate gives it in the target's units)" if (
+            p.data.target_scaler is not None and "loss" in key) else ""  # fmt: skip
+        click.echo(f"{key.replace('_', ' ').replace('val', 'validation')}: {final[key][-1]:.4f}{units}")
     if path:
         save()
         click.echo(f"saved {path}")
@@ -315,26 +333,29 @@ def _setup(ctx, group, config_path, epochs, lr, on_divergence, checkpoint, resum
     """The run's plan, its trainer and checkpoint path, or None when it only prints its configuration."""
     root = group is None or group.root
     if resume:
-        changed = [
-            "--" + name.replace("_", "-")
-            for name in ctx.params
-            if name not in RESUMABLE and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
-        ]
-        if config_path:
-            changed.insert(0, "--config")
-        if changed:
-            raise ConfigError(
-                f"{', '.join(changed)} cannot change when resuming: the run continues with its saved configuration"
-                " (only --epochs, --checkpoint, --callback, --coach, --coach-json, --lr and --on-divergence may be given)"
-            )
         saved = _read_resumed(group, resume)
         config = runconfig.check(_run_config(saved), resume)
+        given = {name: value for name, value in ctx.params.items()
+                 if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}  # fmt: skip
+        wanted = flags.run_config(given)  # what the flags and the run file ask for
+        conflicts = resume_conflicts(config, wanted, saved)
+        if conflicts:
+            key, was, asked = conflicts[0]
+            names = [f"--{n.replace('_', '-')}" for n in FLAG_OF.get(key, (key,)) if n in given]
+            flag = names[0] if names else f"{config_path}'s {key!r}"
+            raise ConfigError(f"{flag} differs from the run saved in {resume} ({key} {was} there, {asked} here): a resumed"
+                              f" run continues with its configuration; only {MAY_CHANGE} may change")  # fmt: skip
         # Saved where it was read from (or --checkpoint), never to the path the run was first saved
-        # under: resuming a copy must not overwrite the original.
+        # under (a run file's too): resuming a copy must not overwrite the original.
         config["checkpoint"] = checkpoint or resume
-        if epochs is not None:
-            config["epochs"] = epochs
-        config["callbacks"] = list(config.get("callbacks", [])) + [runconfig.parse_spec(c) for c in callbacks]
+        if wanted.get("epochs") is not None:
+            config["epochs"] = wanted["epochs"]
+        lr, on_divergence = wanted.get("lr"), wanted.get("on_divergence")  # set on the trainer below
+        # A callback the saved run has is not added twice: rerunning its command with --resume is the habit.
+        config["callbacks"] = list(config.get("callbacks", []))
+        for spec in wanted["callbacks"]:
+            if not any(same_component("callback", spec, kept) for kept in config["callbacks"]):
+                config["callbacks"].append(spec)
         config = runconfig.check(config, "run")
     else:
         saved = None
@@ -367,7 +388,7 @@ def _setup(ctx, group, config_path, epochs, lr, on_divergence, checkpoint, resum
 
 
 @cli.command()
-@flags.options("config", "dataset", "target", "input_shape", "model", "hidden", "activation", "dropout")
+@flags.options("config", "dataset", "target", "drop", "task", "fill", "input_shape", "model", "hidden", "activation", "dropout")
 def summary(**params):
     """Print the model a run trains, as a table: each layer, its output shape, its parameters.
 
@@ -410,10 +431,24 @@ def evaluate(checkpoint_path, dataset, target, batch_size):
     elif target:
         raise ConfigError("--target needs --dataset")
     p = plan(runconfig.check(config, checkpoint_path), saved)
+    if p.notes.get("warning"):
+        click.echo(p.notes["warning"], err=True)
     rows = p.val_rows if p.val_rows is not None else p.train_rows
     where = f"{len(rows)} validation rows of {p.table.source}" if p.val_rows is not None else f"{len(rows)} rows of {p.table.source}"
     result = evaluate_model(p.model, p.X[rows], p.y[rows], loss=p.loss, batch_size=batch_size)
+    if p.data.target_scaler is not None:  # standardised in training: the loss in the target's own units first
+        result = {"loss": loss_in_target_units(p, rows), "standardised_loss": result["loss"]}
     click.echo("  ".join(f"{k} {v:.4f}" for k, v in result.items()) + f"  ({where})")
+
+
+def loss_in_target_units(p, rows):
+    """The loss of a run trained on a standardised target, on ``rows``, its predictions and the targets
+    both in the target's own units (float64)."""
+    predictions = p.data.in_target_units(p.model.predict(p.X[rows]))
+    truth = np.ascontiguousarray(p.data.in_target_units(p.y[rows]))
+    scratch = np.zeros_like(predictions)
+    h = np.ascontiguousarray(p.loss.hyper(), dtype=np.float64)
+    return float(kernel(p.loss, "kernel")(np.ascontiguousarray(predictions), truth, scratch, h))
 
 
 @cli.command()
@@ -424,7 +459,10 @@ def predict(checkpoint_path, input_path, output):
     """Write the model's prediction for every row of INPUT (.csv, .npz or a data set name).
 
     Classifiers write the predicted label (as named in the training data)
-    and one probability column per class; regressors write the values.
+    and one probability column per class; regressors write the values (in
+    the target's units, also when training standardised it). Text columns
+    are one-hot encoded and missing cells filled as in training; a category
+    training never saw is all zeros, and one warning line counts them.
 
     \b
     Examples:
@@ -436,8 +474,13 @@ def predict(checkpoint_path, input_path, output):
     saved = checkpoints.load(checkpoint_path)
     model = saved.build_model()
     loss = api.loss(**saved.meta["loss"])
-    table, X = inputs_for(saved, model, loss, input_path)
+    table, X, warning = inputs_for(saved, model, loss, input_path)
+    if warning:
+        click.echo(warning, err=True)
     out = model.predict(X)
+    target_scaler = Standardiser.saved(saved, "target")
+    if target_scaler is not None:
+        out = target_scaler.inverse(np.asarray(out, dtype=np.float64))
     info = saved.info
     target = info.get("target_name") or "y"
     buffer = io.StringIO()

@@ -192,6 +192,9 @@ class Checkpoint:
         labels = self.info.get("labels")
         if labels is not None and len(labels) != model.output_dim:
             raise DataError(f"{self.path}: names {len(labels)} class labels for a model with {model.output_dim} outputs")
+        mean = self.info_array("target_mean")
+        if mean is not None and mean.shape != (model.output_dim,):
+            raise DataError(f"{self.path}: standardises {mean.size} target values for a model with {model.output_dim} outputs")
         return model
 
     def trainer_state(self, model):
@@ -269,7 +272,8 @@ _META = {
     "trainer.history": dict, "trainer.history.history": dict, "trainer.history.epoch": list,
 }  # fmt: skip
 #: Optional entries of ``info`` (null allowed) and of a part-way epoch's ``trainer.progress``.
-_INFO = {"config": dict, "labels": list, "feature_names": list, "target_name": str}
+_INFO = {"config": dict, "labels": list, "feature_names": list, "target_name": str, "task": str, "columns": list,
+         "fill": str}
 _PROGRESS = {"batch": int, "loss_sum": NUMBER, "correct": NUMBER, "seen": NUMBER, "lr": NUMBER}
 
 
@@ -322,4 +326,34 @@ def _problem(meta, arrays):
         shape = (meta["model"]["input_dim"],)
         if mean.shape != shape or std.shape != shape or not np.all(np.isfinite(mean)) or not np.all((std > 0) & np.isfinite(std)):
             return "input normalisation does not fit the model"
+    mean, std = arrays.get("info/target_mean"), arrays.get("info/target_std")
+    if (mean is None) != (std is None):
+        return "only one of target_mean and target_std"
+    if mean is not None and (mean.ndim != 1 or std.shape != mean.shape or not np.all(np.isfinite(mean))
+                             or not np.all((std > 0) & np.isfinite(std))):  # fmt: skip
+        return "the target's standardisation is not finite numbers, one a column"
+    columns = meta["info"].get("columns")
+    if columns is not None:
+        problem = _columns_problem(columns)
+        if problem:
+            return problem
+        if sum(1 if c["kind"] == "number" else len(c["categories"]) for c in columns) != meta["model"]["input_dim"]:
+            return "info.columns encode a width other than the model's input_dim"
+    return None
+
+
+def _columns_problem(columns):
+    """What is wrong with ``info.columns`` (``data.prepare.Columns``), or None."""
+    for c in columns:
+        if not isinstance(c, dict) or not isinstance(c.get("name"), str) or c.get("kind") not in ("number", "category"):
+            return "info.columns must be tables with a name and a kind, number or category"
+        if c["kind"] == "number" and c.get("fill") is not None and not (_is(c["fill"], NUMBER) and math.isfinite(c["fill"])):
+            return f"info.columns: the fill of {c['name'][:40]!r} is not a finite number"
+        if c["kind"] == "category":
+            categories = c.get("categories")
+            if not (isinstance(categories, list) and categories and all(isinstance(v, str) for v in categories)
+                    and len(set(categories)) == len(categories)):  # fmt: skip
+                return f"info.columns: {c['name'][:40]!r} needs distinct text categories"
+    if len({c["name"] for c in columns}) != len(columns):
+        return "info.columns names a column twice"
     return None

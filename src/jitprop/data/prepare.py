@@ -26,6 +26,7 @@ import numpy as np
 from .. import api
 from ..errors import DataError
 from .arrays import first_nonfinite_row, listed, numeric, to_dtype
+from .tables import MISSING_SHOWN
 
 
 # -- the rules ------------------------------------------------------------
@@ -144,6 +145,253 @@ def encode_labels(y, loss, labels=None, what="y"):
     return np.array([index[k] for k in keys], dtype=np.int64), list(labels)
 
 
+# -- classes or quantities: the task rule ---------------------------------
+
+TASKS = ("classification", "regression")
+DEFAULT_LOSS = {"classification": "cross_entropy", "regression": "mse"}
+#: The task rule's numbers (``target_task``).
+MAX_CLASSES = 20
+ROWS_PER_CLASS = 5
+
+
+def target_task(y, name="y"):
+    """``(task, why)``: whether targets ``y`` are classes or quantities, and the evidence in words.
+
+    The rule: text labels are classes; several columns of numbers, or any
+    fractional number, are quantities (regression). Whole numbers are classes
+    when there are at most 2 distinct values (a yes/no label, however few the
+    rows), or at most ``MAX_CLASSES`` (20) with at least ``ROWS_PER_CLASS``
+    (5) rows for each on average; otherwise they are counts or measurements.
+    The digits' 10 values in 1797 rows and iris's 3 in 150 are classes; the
+    diabetes progression score's 214 distinct whole numbers in 442 rows (2
+    rows a value) are a quantity, which a classifier could neither learn nor
+    apply to a value it never saw. Every integer target is multiclass to
+    scikit-learn's ``type_of_target``: that is the mistake this rule avoids.
+    """
+    y = np.asarray(y)
+    what = repr(name)
+    if y.dtype.kind not in "iufb":
+        return "classification", f"{what} holds text labels ({len(set(y.ravel().tolist()))} distinct)"
+    if y.ndim == 2 and y.shape[1] > 1:
+        return "regression", f"{what} has {y.shape[1]} columns of numbers"
+    values = y.ravel()
+    if not np.all(np.mod(values, 1) == 0):
+        return "regression", f"{what} holds fractional numbers"
+    k, n = len(np.unique(values)), len(values)
+    held = f"{what} holds {k} distinct whole numbers in {n} rows"
+    if k <= 2 or (k <= MAX_CLASSES and n >= ROWS_PER_CLASS * k):
+        return "classification", held
+    why = f"more than {MAX_CLASSES}" if k > MAX_CLASSES else f"fewer than {ROWS_PER_CLASS} rows a value"
+    return "regression", f"{held}, {why}"
+
+
+def check_task(y, task, name="y"):
+    """A DataError unless targets ``y`` can be the ``task`` asked for (``--task``)."""
+    y = np.asarray(y)
+    if task == "regression" and y.dtype.kind not in "iufb":
+        raise DataError(f"--task regression needs numbers, but {name!r} holds text like {str(y.flat[0])[:30]!r}")
+    if task == "classification" and y.dtype.kind in "iufb":
+        if y.ndim == 2 and y.shape[1] > 1:
+            raise DataError(f"--task classification takes one class label per row, but {name!r} has {y.shape[1]} columns")
+        fractional = y.ravel()[np.mod(y.ravel(), 1) != 0]
+        if fractional.size:
+            raise DataError(f"--task classification needs class labels (text or whole numbers), but {name!r} holds"
+                            f" fractional numbers like {fractional[0]:g}")  # fmt: skip
+
+
+def task_of(loss):
+    """The task a loss trains: classification for class and binary targets, else regression."""
+    return "classification" if loss.target in ("class", "binary") else "regression"
+
+
+# -- the columns of a CSV file ------------------------------------------------
+
+#: A text column becomes one input per category: at most this many, and at most one per two training
+#: rows (so a category has two rows on average). An identifier, a free-text note, a number column
+#: with a stray word in it exceed it, and are refused rather than blown up into a column per row.
+MAX_CATEGORIES = 100
+FILLS = ("mean", "median", "zero")
+
+
+class Columns:
+    """What each column of a CSV file becomes as inputs, fitted on the training rows; the checkpoint
+    keeps it (``info.columns``) and ``predict`` applies it.
+
+    A column of numbers is one input. A column holding any text (``tables``: a cell that is neither
+    a number nor missing) is a category column, one-hot encoded: one input per category of the
+    training rows, sorted, named ``color=red``; a category they lacked (in the validation rows, or
+    new rows given to ``predict``) is all zeros, with one warning. Missing cells are refused, the
+    first named, unless ``fill`` is "mean", "median" or "zero": a number column's missing cells then
+    take the training rows' mean, median or 0, kept for every number column (new rows may lack
+    other cells), and a text column's missing cell is all zeros, as an unseen category.
+    """
+
+    def __init__(self, specs, fill=None):
+        self.specs, self.fill = specs, fill
+
+    @property
+    def names(self):
+        """The CSV columns read, in order."""
+        return [s["name"] for s in self.specs]
+
+    @property
+    def text_names(self):
+        return [s["name"] for s in self.specs if s["kind"] == "category"]
+
+    @property
+    def feature_names(self):
+        """The inputs' names: a number column's own, ``color=red`` for each category."""
+        return [n for s in self.specs for n in ([s["name"]] if s["kind"] == "number" else
+                                                 [f"{s['name']}={c}" for c in s["categories"]])]  # fmt: skip
+
+    @property
+    def one_hot(self):
+        """Indices of the one-hot inputs (left unstandardised: 0 or 1 already, and an unseen
+        category's zeros stay zeros, so they add nothing to the first layer)."""
+        out, at = [], 0
+        for s in self.specs:
+            width = 1 if s["kind"] == "number" else len(s["categories"])
+            if s["kind"] == "category":
+                out.extend(range(at, at + width))
+            at += width
+        return np.array(out, dtype=np.int64)
+
+    @classmethod
+    def fit(cls, table, rows, fill=None):
+        """The columns of ``table`` (as ``tables.read_csv`` reads a CSV) with the statistics of ``rows``."""
+        if fill is not None and fill not in FILLS:
+            raise DataError(f"fill must be one of {', '.join(FILLS)}, got {fill!r}")
+        specs = []
+        for k, name in enumerate(table.feature_names):
+            if k in table.text:
+                cells = table.text[k]
+                categories = sorted(set(cells[rows].tolist()) - {""})
+                limit = min(MAX_CATEGORIES, len(rows) // 2)
+                if len(categories) > limit:
+                    i = next(i for i, c in enumerate(cells) if c and not _number(c))
+                    raise DataError(
+                        f"column {name!r} is text (line {table.lines[i]} holds {_short(str(cells[i]))!r}) with {len(categories)}"
+                        f" distinct values in {len(rows)} training rows, too many to one-hot encode (at most {MAX_CATEGORIES},"
+                        f" and one per two training rows); leave it out with --drop {name}, or pick it with --target"
+                    )
+                if not categories:
+                    raise DataError(f"column {name!r} has no values in the training rows; leave it out with --drop {name}")
+                specs.append({"name": name, "kind": "category", "categories": categories})
+                continue
+            spec = {"name": name, "kind": "number"}
+            if fill is not None:
+                values = table.X[rows, k]
+                values = values[~np.isnan(values)]
+                if not values.size:
+                    raise DataError(f"column {name!r} has no numbers in the training rows to take the {fill} of;"
+                                    f" leave it out with --drop {name}")  # fmt: skip
+                spec["fill"] = 0.0 if fill == "zero" else float(np.mean(values) if fill == "mean" else np.median(values))
+            specs.append(spec)
+        return cls(specs, fill)
+
+    @classmethod
+    def unfitted(cls, table):
+        """Each column of ``table`` as it reads, before statistics: for ``refuse_missing`` first."""
+        return cls([{"name": n, "kind": "category" if k in table.text else "number"} for k, n in enumerate(table.feature_names)])
+
+    @classmethod
+    def numbers(cls, names):
+        """Columns of numbers alone, none filled: what checkpoints written before category columns read."""
+        return cls([{"name": n, "kind": "number"} for n in names])
+
+    def info(self):
+        """What a checkpoint keeps (``info.columns``, ``info.fill``)."""
+        return [dict(s) for s in self.specs]
+
+    @classmethod
+    def saved(cls, checkpoint):
+        """The columns a checkpoint's run read, or None (a run on a data set or an .npz file, or one of
+        a release before them)."""
+        specs = checkpoint.info.get("columns")
+        return None if specs is None else cls(specs, checkpoint.info.get("fill"))
+
+    def encode(self, table):
+        """``(X, report)``: the inputs of ``table``'s rows, read with these columns' names (``features``),
+        and what was done (``report``: filled and blank cells, unseen categories, per column)."""
+        if table.feature_names != self.names:
+            raise DataError(f"holds the columns {listed(table.feature_names)}, but the model reads {listed(self.names)}")
+        n = table.X.shape[0]
+        self.refuse_missing(table)
+        report = {"filled": {}, "blank": {}, "unseen": {}}
+        parts = []
+        for k, s in enumerate(self.specs):
+            if s["kind"] == "number":
+                if k in table.text:
+                    i = next(i for i, c in enumerate(table.text[k]) if c and not _number(c))
+                    raise DataError(f"column {s['name']!r} line {table.lines[i]} holds {_short(str(table.text[k][i]))!r}, not a"
+                                    " number; the model was trained on numbers in this column")  # fmt: skip
+                col = table.X[:, k].copy()
+                gaps = np.isnan(col)
+                if gaps.any():
+                    col[gaps] = s["fill"]
+                    report["filled"][s["name"]] = int(gaps.sum())
+                parts.append(col[:, None])
+                continue
+            index = {c: i for i, c in enumerate(s["categories"])}
+            if k not in table.text:  # read without as_text=Columns.text_names
+                raise DataError(f"column {s['name']!r} was read as numbers, but the model takes its cells as categories")
+            cells = table.text[k]
+            codes = np.array([index.get(c, -1) for c in cells.tolist()], dtype=np.int64)
+            block = np.zeros((n, len(s["categories"])))
+            hit = codes >= 0
+            block[np.flatnonzero(hit), codes[hit]] = 1.0
+            blank = cells == ""
+            if blank.any():
+                report["blank"][s["name"]] = int(blank.sum())
+            unseen = ~hit & ~blank
+            if unseen.any():
+                report["unseen"][s["name"]] = (int(unseen.sum()), sorted(set(cells[unseen].tolist()))[:3])
+            parts.append(block)
+        return np.ascontiguousarray(np.hstack(parts)), report
+
+    def refuse_missing(self, table):
+        """A DataError naming the first missing cell (by line, then column) that nothing fills: in a
+        number column without a fill value, or in a text column without ``fill``."""
+        first, count, columns = None, 0, 0
+        for k, s in enumerate(self.specs):
+            if s.get("fill") is not None or (s["kind"] == "category" and self.fill is not None):
+                continue
+            gaps = table.text[k] == "" if k in table.text else np.isnan(table.X[:, k])
+            if gaps.any():
+                count, columns = count + int(gaps.sum()), columns + 1
+                i = int(np.argmax(gaps))
+                if first is None or i < first[0]:
+                    first = (i, s["name"])
+        if first is not None:
+            i, name = first
+            where = f"{count} missing cell{'s' if count > 1 else ''}" + (f" in {columns} columns" if columns > 1 else "")
+            raise DataError(f"column {name!r} line {table.lines[i]} (the header is line 1) is missing ({MISSING_SHOWN});"
+                            f" {where}: give --fill mean, median or zero to fill them from the training rows, or remove"
+                            " those rows")  # fmt: skip
+
+
+def unseen_warning(report, source):
+    """One line for the categories a table held that training had not seen, or None."""
+    unseen = report["unseen"]
+    if not unseen:
+        return None
+    parts = [f"{name} {count} ({', '.join(map(repr, [_short(e, 20) for e in examples]))}"
+             f"{', ...' if count > len(examples) else ''})" for name, (count, examples) in unseen.items()]  # fmt: skip
+    return f"warning: {source}: cells of categories unseen in training, encoded as all zeros: {'; '.join(parts)}"
+
+
+def _number(cell):
+    try:
+        float(cell)
+        return True
+    except ValueError:
+        return False
+
+
+def _short(text, width=30):
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 # -- the checks fit, evaluate and predict make ----------------------------
 
 
@@ -192,10 +440,11 @@ class Standardiser:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, X, shape=None):
+    def fit(cls, X, shape=None, keep=None, what="feature column"):
         """Statistics of the rows ``X``: per feature, or for images (``shape`` (C, H, W)) per channel,
         over every pixel, as torchvision's Normalize uses; then a pixel that is almost always blank
-        is not blown up by its own tiny spread."""
+        is not blown up by its own tiny spread. Features ``keep`` (one-hot columns) are left as
+        they are: mean 0, std 1."""
         with np.errstate(over="ignore", invalid="ignore"):
             if shape is not None and len(shape) == 3:
                 planes = X.reshape(X.shape[0], shape[0], -1)
@@ -205,23 +454,31 @@ class Standardiser:
                 mean, std = X.mean(axis=0), X.std(axis=0)
         if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
             bad = int(np.flatnonzero(~(np.isfinite(mean) & np.isfinite(std)))[0])
-            raise DataError(f"feature column {bad} is too large to standardise (its spread overflows);"
-                            " rescale it, or do not standardise (--no-normalize)")  # fmt: skip
+            flag = "--no-normalize" if what == "feature column" else "no --normalize-target"
+            raise DataError(f"{what} {bad} is too large to standardise (its spread overflows);"
+                            f" rescale it, or do not standardise ({flag})")  # fmt: skip
         std[std == 0] = 1.0
+        if keep is not None and len(keep):
+            mean[keep], std[keep] = 0.0, 1.0
         return cls(mean, std)
 
     def __call__(self, X):
         return (X - self.mean) / self.std
 
-    def arrays(self):
-        """What a checkpoint keeps (``info/norm_mean``, ``info/norm_std``)."""
-        return {"norm_mean": self.mean, "norm_std": self.std}
+    def inverse(self, Z):
+        """Standardised values back in their own units."""
+        return Z * self.std + self.mean
+
+    def arrays(self, prefix="norm"):
+        """What a checkpoint keeps (``info/norm_mean``, ``info/norm_std``; the target's: ``target_``)."""
+        return {f"{prefix}_mean": self.mean, f"{prefix}_std": self.std}
 
     @classmethod
-    def saved(cls, checkpoint):
-        """The statistics a checkpoint's run standardised with, or None."""
-        mean = checkpoint.info_array("norm_mean")
-        return None if mean is None else cls(mean, checkpoint.info_array("norm_std"))
+    def saved(cls, checkpoint, prefix="norm"):
+        """The statistics a checkpoint's run standardised with (its inputs, or with ``prefix="target"``
+        its regression target), or None."""
+        mean = checkpoint.info_array(f"{prefix}_mean")
+        return None if mean is None else cls(mean, checkpoint.info_array(f"{prefix}_std"))
 
 
 @dataclass
@@ -237,15 +494,21 @@ class Prepared:
     scaler: Standardiser = None
     source: str = None
     target_name: str = None
+    target_scaler: Standardiser = None  # a regression target standardised (normalize_target): its statistics
 
     def apply(self, X, y=None, source=None):
         """Other data (test rows, new rows) prepared as this was: the same labels, statistics and shape."""
         return prepare(X, y, self.loss, labels=self.labels, scaler=self.scaler, shape=self.shape, source=source,
-                       target_name=self.target_name)  # fmt: skip
+                       target_name=self.target_name, target_scaler=self.target_scaler)  # fmt: skip
+
+    def in_target_units(self, predictions):
+        """A model's outputs as values of the target (mapped back when it was standardised)."""
+        out = np.asarray(predictions, dtype=np.float64)
+        return out if self.target_scaler is None else self.target_scaler.inverse(out)
 
     def check_model(self, model):
         """This data fits ``model``: its features in, and (with targets) its classes or values out."""
-        with _about(self.source):
+        with about(self.source):
             self._check(model)
 
     def _check(self, model):
@@ -256,21 +519,25 @@ class Prepared:
 
 
 def prepare(X, y, loss, *, labels=None, normalize=False, scaler=None, fit_rows=None, shape=None, model=None,
-            source=None, target_name=None):  # fmt: skip
+            source=None, target_name=None, keep=None, normalize_target=False, target_scaler=None):  # fmt: skip
     """Check X and y and turn them into what a model with ``loss`` trains on.
 
     Class labels (whole numbers or text) become indices in sorted order,
     named by ``labels``; pass a trained model's ``labels`` to encode new data
     the same way. ``normalize`` standardises the inputs by their mean and std
-    over ``fit_rows`` (default: every row), or ``scaler`` applies statistics
-    already fitted. ``y`` may be None for inputs only. ``shape`` is one
-    sample's shape when X's rows are flat. Given a ``model``, the data must
-    fit it (``Prepared.check_model``). ``source`` (a file, a data set) starts
-    every error message, which calls the targets ``target_name``.
+    over ``fit_rows`` (default: every row), but for the features ``keep``
+    (one-hot columns, say), or ``scaler`` applies statistics already fitted.
+    ``normalize_target`` standardises a regression target the same way
+    (per column; ``Prepared.in_target_units`` maps predictions back), or
+    ``target_scaler`` applies a trained model's. ``y`` may be None for inputs
+    only. ``shape`` is one sample's shape when X's rows are flat. Given a
+    ``model``, the data must fit it (``Prepared.check_model``). ``source`` (a
+    file, a data set) starts every error message, which calls the targets
+    ``target_name``.
     """
     loss = api.loss(loss)
     what_y = "y" if target_name is None else repr(target_name)
-    with _about(source):
+    with about(source):
         X, shape = rows_of(X, "X", shape)
         if math.prod(shape) != X.shape[1]:
             raise DataError(f"X has {X.shape[1]} features per row, but samples of shape {shape} have {math.prod(shape)}")
@@ -284,11 +551,21 @@ def prepare(X, y, loss, *, labels=None, normalize=False, scaler=None, fit_rows=N
             else:
                 y = np.ascontiguousarray(value_columns(y, loss, what_y), dtype=np.float64)
                 outputs = y.shape[1]
-        data = Prepared(X, y, loss, outputs, shape, labels if loss.target == "class" else None, None, source, target_name)
+        if (normalize_target or target_scaler is not None) and loss.target != "regression":
+            raise DataError(f"only a regression target can be standardised, but loss {loss.name!r} takes"
+                            f" {'classes' if loss.target == 'class' else 'targets between 0 and 1'}")  # fmt: skip
+        if y is not None and target_scaler is None and normalize_target:
+            target_scaler = Standardiser.fit(y if fit_rows is None else y[fit_rows], what="target column")
+        if y is not None and target_scaler is not None:
+            if target_scaler.mean.shape != (y.shape[1],):
+                raise DataError(f"{what_y} has {y.shape[1]} values per row, but its standardisation has {target_scaler.mean.size}")
+            y = target_scaler(y)
+        data = Prepared(X, y, loss, outputs, shape, labels if loss.target == "class" else None, None, source, target_name,
+                        target_scaler)  # fmt: skip
         if model is not None:
             data._check(model)
         if scaler is None and normalize:
-            scaler = Standardiser.fit(X if fit_rows is None else X[fit_rows], shape)
+            scaler = Standardiser.fit(X if fit_rows is None else X[fit_rows], shape, keep)
         if scaler is not None:
             if scaler.mean.shape != (X.shape[1],):
                 raise DataError(f"X has {X.shape[1]} features per row, but the standardisation has {scaler.mean.size}")
@@ -297,7 +574,7 @@ def prepare(X, y, loss, *, labels=None, normalize=False, scaler=None, fit_rows=N
 
 
 @contextmanager
-def _about(source):
+def about(source):
     """Errors start with ``source``: "iris.csv: ..." (as every file error does)."""
     try:
         yield

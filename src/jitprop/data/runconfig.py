@@ -18,7 +18,11 @@ from ..errors import ConfigError
 SCHEMA = {
     "dataset": (str, "a built-in data set name or a .csv / .npz file"),
     "target": (str, "the target column of a CSV file (default: the last)"),
+    "drop": (list, "CSV columns to leave out of the inputs"),
+    "task": (str, "classification or regression (default: decided from the target, as the README says)"),
+    "fill": (str, "mean, median or zero: fill missing CSV cells from the training rows (default: refuse them)"),
     "normalize": (bool, "standardise inputs with the training rows' mean and std"),
+    "normalize_target": (bool, "standardise a regression target with the training rows' mean and std"),
     "loss": ((str, dict), "loss name, or a table with name and options"),
     "epochs": (int, "total epochs"),
     "batch_size": (int, "rows per batch"),
@@ -62,6 +66,9 @@ DEFAULTS = {
     "callbacks": [],
 }
 
+#: The keys that take one of a few words.
+CHOICES = {"task": ("classification", "regression"), "fill": ("mean", "median", "zero")}
+
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", float: "a number", list: "a list", dict: "a table"}
 #: TOML integers are 64-bit; tomllib (and JSON) read any size, which numba and numpy cannot take.
 INT64 = range(-(2**63), 2**63)
@@ -71,6 +78,10 @@ def _type_error(source, key, expected, value):
     kinds = expected if isinstance(expected, tuple) else (expected,)
     want = " or ".join(_TYPE_NAMES[k] for k in kinds)
     return ConfigError(f"{source}: {key!r} must be {want}, got {json.dumps(value) if _jsonable(value) else repr(value)}")
+
+
+def _shown(value):
+    return json.dumps(value) if _jsonable(value) else repr(value)
 
 
 def _jsonable(value):
@@ -124,6 +135,10 @@ def check(config, source="config"):
                 raise ConfigError(f"{source}: {key!r} must be a list of positive integers, got {value}")
         elif key == "seed" and value < 0:  # resuming, the model's own seed is checked, not this one
             raise ConfigError(f"{source}: 'seed' must be an integer >= 0, got {value}")
+        elif key in CHOICES and value not in CHOICES[key]:
+            raise ConfigError(f"{source}: {key!r} must be {' or '.join(CHOICES[key])}, got {_shown(value)}")
+        elif key == "drop" and not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"{source}: 'drop' must be a list of column names, got {_shown(value)}")
         out[key] = value
     return out
 
@@ -210,7 +225,7 @@ def parse_value(raw):
 # -- writing ---------------------------------------------------------------
 
 
-def _toml_value(value):
+def toml_value(value):
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -224,12 +239,12 @@ def _toml_value(value):
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     raise ConfigError(f"cannot write {value!r} to TOML")
 
 
 def _table(spec):
-    return [f"{k} = {_toml_value(v)}" for k, v in spec.items() if v is not None]
+    return [f"{k} = {toml_value(v)}" for k, v in spec.items() if v is not None]
 
 
 def dumps(config):
@@ -248,7 +263,7 @@ def dumps(config):
         elif isinstance(value, list) and not value and key in ("callbacks", "transforms", "layers"):
             lines.append(f"{key} = []")
         else:
-            lines.append(f"{key} = {_toml_value(value)}")
+            lines.append(f"{key} = {toml_value(value)}")
     for table in tables:
         lines.extend(table)
     return "\n".join(lines) + "\n"

@@ -7,8 +7,10 @@ DataError sentence.
 
 import csv
 import difflib
+import inspect
 import io
 import math
+import re
 import zipfile
 from array import array
 from collections import Counter
@@ -20,33 +22,77 @@ from ..contracts.datasets import Table
 from ..errors import ConfigError, DataError
 from ..plugins import registry
 from .arrays import check_fits, first_nonfinite_row, listed, load_npz
+from .runconfig import parse_spec, toml_value
 
 FILE_SUFFIXES = (".csv", ".npz")
 
+#: Cells that hold no value, compared stripped and case-insensitively: what pandas reads as missing by
+#: default ("", NA, N/A, NaN, null) and what UCI's files write ("?"). Any other text in a feature
+#: column makes it a text (category) column; in the target column, a missing cell is refused.
+MISSING = frozenset({"", "na", "n/a", "nan", "null", "?"})
+MISSING_SHOWN = "empty, NA, N/A, NaN, null or ?"
+
+
+def is_missing(cell):
+    return cell.strip().lower() in MISSING
+
 
 def is_file_spec(spec):
-    return "/" in spec or "\\" in spec or Path(spec).suffix != "" or Path(spec).exists()
+    """A path (``data.csv``, ``./runs/x``), not a data set name with options (``spirals:noise=0.3``)."""
+    if Path(spec).exists() or re.match(r"[A-Za-z]:[\\/]", spec):  # C:\data.csv
+        return True
+    head = spec.partition(":")[0]
+    return "/" in head or "\\" in head or Path(head).suffix != ""
 
 
-def load_table(spec, target=None, need_target=True, features=None):
-    """A Table from a registered data set name or a .csv / .npz path.
+def load_table(spec, target=None, need_target=True, features=None, drop=None, as_text=()):
+    """A Table from a registered data set (``NAME[:k=v,...]``) or a .csv / .npz path.
 
     ``features`` names the CSV columns to read as inputs, in order (a trained
-    model's); by default every column but the target.
+    model's); by default every column but the target and those in ``drop``.
+    ``as_text`` names columns whose cells are kept as text even where they
+    are all numbers (a trained model's category columns).
     """
     if not isinstance(spec, str) or not spec:
         raise ConfigError("--dataset needs a data set name or a .csv / .npz file")
     if is_file_spec(spec):
-        return read_file(spec, target, need_target, features)
-    if target is not None:
-        raise ConfigError(f"--target applies to CSV files, not to the built-in data set {spec!r}")
-    dataset = registry.create("dataset", spec)
+        return read_file(spec, target, need_target, features, drop, as_text)
+    for given, flag in ((target, "--target"), (drop, "--drop")):
+        if given:
+            raise ConfigError(f"{flag} applies to CSV files, not to the built-in data set {spec!r}")
+    dataset, name = make_dataset(spec)
     table = dataset.load()
-    table.source = table.source or dataset.name
+    table.source = table.source or name
     return table
 
 
-def read_file(path, target=None, need_target=True, features=None):
+def make_dataset(spec):
+    """``(data set, its spec written out)`` for ``NAME[:k=v,...]``: the options are the data set
+    constructor's, parsed as every ``NAME:k=v`` on the command line is (``runconfig.parse_spec``), and
+    an unknown one is named with the known ones. The spec written out names the options given, in the
+    constructor's order, as the data set holds them: what the run configuration keeps."""
+    options = parse_spec(spec)
+    entry = registry.lookup("dataset", options.pop("name"))
+    init = entry.cls.__init__
+    params = {} if init is object.__init__ else inspect.signature(init).parameters
+    known = [k for k, p in params.items() if k != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        unknown = [k for k in options if k not in known]
+        if unknown:
+            takes = f"takes {', '.join(known)}" if known else "takes no options"
+            raise ConfigError(f"dataset {entry.name!r} {takes}, not {unknown[0]!r}")
+    dataset = registry.create("dataset", entry.name, **options)
+    given = [k for k in known if k in options] + [k for k in options if k not in known]
+    written = ",".join(f"{k}={toml_value(getattr(dataset, k, options[k]))}" for k in given)
+    return dataset, entry.name + (f":{written}" if written else "")
+
+
+def dataset_spec(spec):
+    """``spec`` as a run configuration keeps it: a file as given, a data set as ``make_dataset`` writes it."""
+    return spec if is_file_spec(spec) else make_dataset(spec)[1]
+
+
+def read_file(path, target=None, need_target=True, features=None, drop=None, as_text=()):
     """Read a .csv (with header) or .npz (arrays X, y) file."""
     p = Path(path)
     if p.suffix.lower() not in FILE_SUFFIXES:
@@ -56,9 +102,11 @@ def read_file(path, target=None, need_target=True, features=None):
     if p.is_dir():
         raise DataError(f"{path}: is a directory, not a data file")
     if p.suffix.lower() == ".csv":
-        return read_csv(p, target, need_target, features)
+        return read_csv(p, target, need_target, features, drop, as_text)
     if target is not None:
         raise ConfigError("--target applies to CSV files; an .npz file holds its targets in array 'y'")
+    if drop:
+        raise ConfigError("--drop applies to CSV files; an .npz file's X has no named columns")
     return read_npz(p, need_target)
 
 
@@ -94,8 +142,13 @@ def read_npz(path, need_target=True):
     return Table(X, y, source=str(path), shape=shape)
 
 
-def read_csv(path, target=None, need_target=True, features=None):
-    """A CSV file with a header row; the target column is ``target`` or, by default, the last."""
+def read_csv(path, target=None, need_target=True, features=None, drop=None, as_text=()):
+    """A CSV file with a header row; the target column is ``target`` or, by default, the last.
+
+    Feature cells are read as they are: numbers, missing cells (``MISSING``, NaN in X) and text, a
+    column with any text becoming a text column (``Table.text``). ``data.prepare.Columns`` decides
+    what each becomes (refused, filled, one-hot), with the training rows' statistics.
+    """
     try:
         # The bytes and the text, then 8 bytes a feature value: cells become numbers row by row.
         check_fits(2 * Path(path).stat().st_size, f"{path}: reading this CSV file")
@@ -113,70 +166,107 @@ def read_csv(path, target=None, need_target=True, features=None):
     if dupes:
         raise DataError(f"{path}: column name(s) {', '.join(map(repr, dupes[:5]))} appear more than once in the header")
     t = name = None
+    if need_target:
+        name = header[-1] if target is None else target
+        if name not in header:
+            close = difflib.get_close_matches(name, header, n=2)
+            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else f"; columns: {listed(header)}"
+            raise DataError(f"{path}: no target column {name!r}{hint}")
+        t = header.index(name)
     if features is not None:
         missing = [f for f in features if f not in header]
         if missing:
             raise DataError(f"{path}: lacks the feature column(s) {', '.join(map(repr, missing[:5]))} the model was trained on")
         feature_idx = [header.index(f) for f in features]
     else:
-        if need_target:
-            name = header[-1] if target is None else target
-            if name not in header:
-                close = difflib.get_close_matches(name, header, n=2)
+        drop = list(drop or ())
+        for column in drop:
+            if column not in header:
+                close = difflib.get_close_matches(column, header, n=2)
                 hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else f"; columns: {listed(header)}"
-                raise DataError(f"{path}: no target column {name!r}{hint}")
-            t = header.index(name)
-        feature_idx = [j for j in range(len(header)) if j != t]
+                raise DataError(f"{path}: --drop names no column {column!r}{hint}")
+        if name in drop:
+            raise DataError(f"{path}: --drop names the target column {name!r}; pick another target with --target")
+        feature_idx = [j for j in range(len(header)) if j != t and header[j] not in drop]
         if not feature_idx:
-            raise DataError(f"{path}: no feature columns besides the target {name!r}")
+            raise DataError(f"{path}: no feature columns besides the target {name!r}" + (" and those dropped" if drop else ""))
+    names = [header[j] for j in feature_idx]
+    forced = {k for k, n in enumerate(names) if n in set(as_text)}
     values, targets, lines = array("d"), [], array("q")
+    textual = set(forced)  # positions in feature_idx of the columns holding text
     for line, row in rows:
         if len(row) != len(header):
             raise DataError(f"{path}: line {line} has {len(row)} fields, the header has {len(header)}")
-        values.extend(_number(row[j], header[j], line, path) for j in feature_idx)
+        try:  # the usual row, every cell a number (NaN and inf are looked at below)
+            values.extend([float(row[j]) for j in feature_idx])
+        except ValueError:
+            for k, j in enumerate(feature_idx):
+                values.append(_cell(row[j], k, textual))
         if t is not None:
             targets.append(row[t].strip())
         lines.append(line)
     if not lines:
         raise DataError(f"{path}: the file has a header but no data rows")
-    X = np.frombuffer(values, dtype=np.float64).reshape(len(lines), len(feature_idx))
-    names = list(features) if features is not None else [header[j] for j in feature_idx]
+    X = np.frombuffer(values, dtype=np.float64).reshape(len(lines), len(feature_idx))  # writable: the array's buffer
+    columns = sorted(textual)
+    X[:, columns] = np.nan
+    infinite = np.isinf(X)
+    if infinite.any():  # "inf", "1e999": numbers, but none a model can take
+        i, k = np.argwhere(infinite)[0]
+        raise DataError(f"{path}: column {_shown(names[k], 40)!r} line {lines[i]} holds"
+                        f" {_shown(_cell_on(text, lines[i], feature_idx[k]), 30)!r}, not a finite number;"
+                        " clean or remove infinite values first")  # fmt: skip
+    cells = {k: [] for k in columns}
+    if cells:  # text columns: read again, their cells as text
+        for _, row in _csv_rows(path, text, skip_header=True):
+            for k in columns:
+                cell = row[feature_idx[k]].strip()
+                cells[k].append("" if cell.lower() in MISSING else cell)
     y = None if t is None else _targets(targets, lines, name, path)
-    return Table(X, y, source=str(path), feature_names=names, target_name=name or "y")
+    return Table(X, y, source=str(path), feature_names=names, target_name=name or "y",
+                 text={k: np.array(v, dtype=str) for k, v in cells.items()}, lines=np.frombuffer(lines, np.int64))  # fmt: skip
 
 
-def _csv_rows(path, text):
+def _cell(cell, k, textual):
+    """A feature cell as a number; NaN when it is missing or text (column ``k`` then joins ``textual``)."""
+    try:
+        return float(cell)
+    except ValueError:
+        if cell.strip().lower() not in MISSING:
+            textual.add(k)
+        return math.nan
+
+
+def _cell_on(text, line, j):
+    """The cell of column ``j`` on ``line`` (for a message: the file is read again up to it)."""
+    return next(row[j] for at, row in _csv_rows("", text) if at == line)
+
+
+def _shown(text, width):
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _csv_rows(path, text, skip_header=False):
     """``(line number, cells)`` of each row that is not blank; a quoted cell may span lines."""
     # newline="": csv splits rows itself, at \n, \r\n or a lone \r (old Mac files).
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         for row in reader:
             if row and any(cell.strip() for cell in row):
+                if skip_header:
+                    skip_header = False
+                    continue
                 yield reader.line_num, row
     except csv.Error as exc:  # a NUL byte, a cell over csv.field_size_limit(), ...
         raise DataError(f"{path}: line {reader.line_num} is not valid CSV ({exc})") from None
 
 
-def _number(cell, column, line, path):
-    try:
-        value = float(cell)
-    except ValueError:
-        value = None
-    if value is not None and math.isfinite(value):
-        return value
-    shown = cell if len(cell) <= 30 else cell[:27] + "..."
-    column = column if len(column) <= 40 else column[:37] + "..."
-    if value is None:
-        why = "not a number; feature columns must be numeric (pick the label column with --target)"
-    else:  # float() also reads "nan", "inf" and "1e999"
-        why = "not a finite number; clean or impute missing and infinite values first"
-    raise DataError(f"{path}: column {column!r} line {line} holds {shown!r}, {why}")
-
-
 def _targets(raw, lines, name, path):
     """The target column as finite numbers or, if any cell is not a number, as text labels."""
-    if "" in raw:
-        raise DataError(f"{path}: target column {name!r} is empty on line {lines[raw.index('')]}")
+    missing = next((i for i, v in enumerate(raw) if v.lower() in MISSING), None)
+    if missing is not None:
+        held = "empty" if not raw[missing] else f"missing ({_shown(raw[missing], 10)!r})"
+        raise DataError(f"{path}: target column {name!r} is {held} on line {lines[missing]}; remove the rows without a target")
     try:
         y = np.array([float(v) for v in raw])
     except ValueError:

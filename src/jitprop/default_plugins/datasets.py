@@ -1,10 +1,15 @@
-"""Built-in data sets: digits (real handwriting, flat or as images), spirals (classification), sine (regression)."""
+"""Built-in data sets: digits (real handwriting, flat or as images), spirals (classification), sine (regression).
+
+Options are constructor arguments, given on the command line as ``--dataset spirals:n=50,noise=0.3``;
+each is checked here, in one line.
+"""
 
 from importlib import resources
 
 import numpy as np
 
 import jitprop
+from jitprop.components import positive_int, real
 from jitprop.contracts.datasets import Table
 
 
@@ -32,38 +37,45 @@ class DigitImages(Digits):
 
 
 class Spirals(jitprop.Dataset):
-    """Three interleaved noisy spiral arms in 2-D, 100 points each (CS231n): needs a nonlinear model."""
+    """Three interleaved noisy spiral arms in 2-D, 100 points each (CS231n): needs a nonlinear model. Options: n (points
+    an arm), classes (arms), noise, seed."""
 
     name = "spirals"
 
-    def __init__(self, points=100, classes=3, noise=0.2, seed=0):
-        self.points, self.classes, self.noise, self.seed = points, classes, noise, seed
+    def __init__(self, n=100, classes=3, noise=0.2, seed=0):
+        self.n = positive_int("n", n, "spirals")
+        self.classes = positive_int("classes", classes, "spirals", minimum=2)
+        self.noise = real("noise", noise, "spirals", low=0)
+        self.seed = positive_int("seed", seed, "spirals", minimum=0)
 
     def load(self):
         rng = np.random.default_rng(self.seed)
-        X = np.zeros((self.points * self.classes, 2))
-        y = np.zeros(self.points * self.classes, dtype=np.int64)
+        X = np.zeros((self.n * self.classes, 2))
+        y = np.zeros(self.n * self.classes, dtype=np.int64)
         for c in range(self.classes):
-            rows = slice(self.points * c, self.points * (c + 1))
-            r = np.linspace(0.0, 1, self.points)
-            t = np.linspace(c * 4, (c + 1) * 4, self.points) + rng.normal(size=self.points) * self.noise
+            rows = slice(self.n * c, self.n * (c + 1))
+            r = np.linspace(0.0, 1, self.n)
+            t = np.linspace(c * 4, (c + 1) * 4, self.n) + rng.normal(size=self.n) * self.noise
             X[rows] = np.c_[r * np.sin(t), r * np.cos(t)]
             y[rows] = c
         return Table(X, y, feature_names=["x", "y"], target_name="arm")
 
 
 class Sine(jitprop.Dataset):
-    """Noisy sine wave: 1000 points x in [-3, 3], y = sin(x) + N(0, 0.1^2): a small regression task."""
+    """Noisy sine wave: 1000 points x in [-3, 3], y = sin(x) + N(0, 0.1^2): a small regression task. Options: n
+    (points), noise (the standard deviation), seed."""
 
     name = "sine"
 
-    def __init__(self, points=1000, noise=0.1, seed=0):
-        self.points, self.noise, self.seed = points, noise, seed
+    def __init__(self, n=1000, noise=0.1, seed=0):
+        self.n = positive_int("n", n, "sine")
+        self.noise = real("noise", noise, "sine", low=0)
+        self.seed = positive_int("seed", seed, "sine", minimum=0)
 
     def load(self):
         rng = np.random.default_rng(self.seed)
-        x = rng.uniform(-3, 3, size=(self.points, 1))
-        y = np.sin(x[:, 0]) + rng.normal(0, self.noise, size=self.points)
+        x = rng.uniform(-3, 3, size=(self.n, 1))
+        y = np.sin(x[:, 0]) + rng.normal(0, self.noise, size=self.n)
         return Table(x, y, feature_names=["x"], target_name="sin_x")
 
 
