@@ -579,3 +579,92 @@ def test_a_checkpoint_written_deflated_as_before_still_loads_and_resumes(tmp_pat
     with zipfile.ZipFile(path) as z:
         assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_STORED}
     assert checkpoint.load(path).meta["trainer"]["epoch"] == 3
+
+
+def write_houses(path, n=40, seed=0, colors=("red", "green", "blue"), header=("id", "rooms", "color", "age", "price")):
+    """Rows of a small housing table: an id, a whole-number price of many values, a text column and gaps."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        rooms = int(rng.integers(1, 6))
+        age = "NA" if i % 9 == 4 else "" if i % 11 == 6 else str(int(rng.integers(1, 60)))
+        color = "?" if i == 10 else colors[i % len(colors)]
+        price = 100_000 + 20_000 * rooms + 1013 * i + (5000 if color == "red" else 0)
+        values = {"id": f"h{seed}-{i}", "rooms": rooms, "color": color, "age": age, "price": price}
+        rows.append(",".join(str(values[h]) for h in header))
+    Path(path).write_text(",".join(header) + "\n" + "\n".join(rows) + "\n")
+
+
+HOUSES = ["train", "--dataset", "houses.csv", "--drop", "id", "--fill", "median", "--normalize-target", "--hidden", "4",
+          "--epochs", "1", "--checkpoint", "h.npz", "--callback", "csv_logger:filename=log.csv"]  # fmt: skip
+
+
+def test_a_csv_of_text_gaps_and_a_whole_number_quantity_trains_predicts_evaluates_and_resumes():
+    from jitprop.training.trainer import split_indices
+
+    write_houses("houses.csv")
+    out = run(*HOUSES).output.splitlines()
+    assert out[0].endswith("epochs 1..1; regression: 'price' holds 40 distinct whole numbers in 40 rows, more than 20"
+                           " (--task classification to override)")  # fmt: skip
+    saved = checkpoint.load("h.npz")
+    train_rows, _ = split_indices(40, 0.2, 0, owner="run")
+    cells = np.loadtxt("houses.csv", delimiter=",", skiprows=1, dtype=str).T
+    rooms, prices = cells[1].astype(float), cells[4].astype(float)
+    ages = np.array([np.nan if a in ("", "NA") else float(a) for a in cells[3]])
+    median, mean, std = np.nanmedian(ages[train_rows]), prices[train_rows].mean(), prices[train_rows].std()
+    assert out[1] == (f"columns: 2 numeric, age filled 8 with median {median:.4g}, color one-hot (3; 1 missing as zeros);"
+                      f" inputs standardised (one-hot left 0/1); target 'price' standardised (mean {mean:.4g}, std {std:.4g})")
+    assert saved.info["columns"] == [{"name": "rooms", "kind": "number", "fill": np.median(rooms[train_rows])},
+                                     {"name": "color", "kind": "category", "categories": ["blue", "green", "red"]},
+                                     {"name": "age", "kind": "number", "fill": median}]  # fmt: skip
+    assert saved.info["fill"] == "median" and saved.info["task"] == "regression" and saved.info["config"]["drop"] == ["id"]
+    assert saved.info["feature_names"] == ["rooms", "color=blue", "color=green", "color=red", "age"]
+    np.testing.assert_allclose([saved.info_array("target_mean")[0], saved.info_array("target_std")[0]], [mean, std])
+
+    # New rows, their columns in another order, with a gap and two categories training never saw.
+    Path("new.csv").write_text("age,color,rooms\n10,red,3\n,purple,2\n30,teal,1\n")
+    result = run("predict", "h.npz", "new.csv")
+    assert result.stderr == ("warning: new.csv: cells of categories unseen in training, encoded as all zeros:"
+                             " color 2 ('purple', 'teal')\n")  # fmt: skip
+    printed = np.array(result.stdout.splitlines()[1:], dtype=float)
+    inputs = np.array([[3, 0, 0, 1, 10], [2, 0, 0, 0, median], [1, 0, 0, 0, 30]], dtype=float)
+    inputs = (inputs - saved.info_array("norm_mean")) / saved.info_array("norm_std")
+    np.testing.assert_allclose(printed, saved.build_model().predict(inputs)[:, 0] * std + mean, rtol=1e-6)  # in dollars
+
+    # Another file's prices are no unseen labels: a quantity. The loss is in dollars squared, then standardised.
+    write_houses("more.csv", n=20, seed=1, colors=("green", "red"), header=("price", "age", "color", "rooms", "id"))
+    evaluated = run("evaluate", "h.npz", "--dataset", "more.csv").output.split()
+    assert evaluated[0] == "loss" and evaluated[2] == "standardised_loss" and evaluated[4:] == ["(20", "rows", "of", "more.csv)"]
+    assert float(evaluated[1]) == pytest.approx(float(evaluated[3]) * std**2, rel=1e-3)
+
+    # The same command again with --resume: every flag equal to the saved run's; the callback not added twice.
+    assert "already trained for 1 epochs" in run(*HOUSES, "--resume", "h.npz").output
+    longer = [*HOUSES[: HOUSES.index("--epochs") + 1], "2", *HOUSES[HOUSES.index("--epochs") + 2 :]]
+    assert "epochs 2..2" in run(*longer, "--resume", "h.npz").output
+    config = checkpoint.load("h.npz").info["config"]
+    assert [c["name"] for c in config["callbacks"]] == ["csv_logger"] and checkpoint.load("h.npz").meta["trainer"]["epoch"] == 2
+    line = one_line_error(run(*HOUSES, "--fill", "mean", "--resume", "h.npz", ok=False))
+    assert line.startswith("Error: --fill differs from the run saved in h.npz (fill median there, mean here)")
+
+
+def test_data_set_options_are_kept_in_the_run_and_a_resume_may_repeat_them():
+    spec = "spirals:n=20,classes=2,noise=0.1,seed=1"
+    args = ["train", "--dataset", spec, "--hidden", "4", "--epochs", "1", "--checkpoint", "s.npz"]
+    assert tomllib.loads(run(*args, "--print-config").output)["dataset"] == spec
+    first = run(*args).output.splitlines()[0]
+    assert f"on {spec}: 32 training rows, 8 validation rows" in first and first.endswith("'arm' holds 2 distinct whole"
+                                                                                          " numbers in 40 rows (--task regression to override)")  # fmt: skip
+    assert checkpoint.load("s.npz").info["config"]["dataset"] == spec
+    assert "epochs 2..2" in run(*args[:-4], "--epochs", "2", "--resume", "s.npz").output
+    assert f"(8 validation rows of {spec})" in run("evaluate", "s.npz").output
+    assert "(dataset spirals:n=20,classes=2,noise=0.1,seed=1 there, spirals:n=20 here)" in one_line_error(
+        run("train", "--dataset", "spirals:n=20", "--resume", "s.npz", ok=False))  # fmt: skip
+
+
+def test_a_resume_may_repeat_the_run_file_and_a_changed_value_in_it_is_named(in_tmp):
+    Path("run.toml").write_text(run("train", "--dataset", "spirals", "--hidden", "4", "--epochs", "1", "--print-config").output)
+    run("train", "--config", "run.toml", "--checkpoint", "r.npz")
+    assert "epochs 2..2" in run("train", "--config", "run.toml", "--resume", "r.npz", "--epochs", "2").output
+    Path("run.toml").write_text(Path("run.toml").read_text().replace("batch_size = 32", "batch_size = 8"))
+    assert "Error: run.toml's 'batch_size' differs from the run saved in r.npz (batch_size 32 there, 8 here)" in one_line_error(
+        run("train", "--config", "run.toml", "--resume", "r.npz", "--epochs", "3", ok=False))  # fmt: skip

@@ -727,6 +727,17 @@ def test_a_future_checkpoint_version_is_refused(base, tmp_path):
         (lambda m, a: m["info"].update(labels=["a"]), "names 1 class labels for a model with 3 outputs"),
         (lambda m, a: m["model"]["layers"][0].update(units=10**30), "parameters needs"),  # refused before allocating
         (lambda m, a: m.update(meta_nesting=[[[[[]]]]]), None),  # extra keys are fine
+        (lambda m, a: m["info"]["columns"][0].update(kind="text"), "info.columns must be tables with a name and a kind"),
+        (lambda m, a: m["info"]["columns"].pop(), "info.columns encode a width other than the model's input_dim"),
+        (lambda m, a: m["info"]["columns"][0].update(kind="category", categories=["a", "a"]),
+         "info.columns: 'sepal' needs distinct text categories"),
+        (lambda m, a: m["info"]["columns"][1].update(fill="x"), "info.columns: the fill of 'petal' is not a finite number"),
+        (lambda m, a: m["info"].update(fill=3), "info.fill is int"),
+        (lambda m, a: a.update({"info/target_mean": np.zeros(3)}), "only one of target_mean and target_std"),
+        (lambda m, a: a.update({"info/target_mean": np.zeros(3), "info/target_std": np.zeros(3)}),
+         "the target's standardisation is not finite numbers"),
+        (lambda m, a: a.update({"info/target_mean": np.zeros(2), "info/target_std": np.ones(2)}),
+         "standardises 2 target values for a model with 3 outputs"),
     ],
 )
 def test_a_resigned_checkpoint_with_a_hostile_structure(base, tmp_path, edit, message):
@@ -738,7 +749,7 @@ def test_a_resigned_checkpoint_with_a_hostile_structure(base, tmp_path, edit, me
     elif message == "parameters needs":
         assert re.search(r"a model of [\d,]+ parameters needs .* more than the .* of memory available",
                          message_of(use_checkpoint, path))  # fmt: skip
-    elif message.startswith(("its model", "names")):  # found when building the model
+    elif message.startswith(("its model", "names", "standardises")):  # found when building the model
         assert f"{path}: {message}" in message_of(use_checkpoint, path)
     else:
         assert f"{path}: not a checkpoint jitprop can use ({message}" in message_of(checkpoint.load, path)

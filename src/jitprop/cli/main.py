@@ -28,6 +28,7 @@ from ..components import kernel
 from ..data import checkpoint as checkpoints
 from ..data import runconfig
 from ..data.prepare import Standardiser
+from ..data.tables import csv_header
 from ..errors import ConfigError, DataError, JitpropError
 from ..plugins.manager import (
     PluginLoadWarning,
@@ -409,7 +410,7 @@ def summary(**params):
 @cli.command()
 @click.argument("checkpoint_path", metavar="CHECKPOINT")
 @click.option("--dataset", help="Data set name or .csv / .npz file.  [default: the run's own validation rows]")
-@click.option("--target", help="CSV column holding the targets.  [default: the last column]")
+@click.option("--target", help="CSV column holding the targets.  [default: the run's target column if the file has it, else the last]")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 def evaluate(checkpoint_path, dataset, target, batch_size):
     """Print the loss and metrics of a saved model on data.
@@ -426,6 +427,9 @@ def evaluate(checkpoint_path, dataset, target, batch_size):
     if dataset:
         config.pop("target", None)
         config.update(dataset=dataset, validation_split=0.0)
+        trained_on = saved.info.get("target_name")
+        if target is None and trained_on and trained_on in csv_header(dataset):
+            target = trained_on  # a test file like the training file, its columns in any order
         if target:
             config["target"] = target
     elif target:

@@ -133,7 +133,7 @@ def decide_task(table, c, checkpoint):
     task = asked or implied or rule
     if asked:  # a loss given says what it needs itself (data.prepare)
         with about(table.source):
-            check_task(table.y, task, name)
+            check_task(table.y, task, name, f"the saved run's task, {task}," if checkpoint is not None else None)
     if checkpoint is not None:
         return task, f"{task}, as the saved run: {why}"
     if asked:

@@ -185,17 +185,18 @@ def target_task(y, name="y"):
     return "regression", f"{held}, {why}"
 
 
-def check_task(y, task, name="y"):
-    """A DataError unless targets ``y`` can be the ``task`` asked for (``--task``)."""
+def check_task(y, task, name="y", asked=None):
+    """A DataError unless targets ``y`` can be the ``task`` asked for (by ``asked``: ``--task ...``)."""
     y = np.asarray(y)
+    asked = asked or f"--task {task}"
     if task == "regression" and y.dtype.kind not in "iufb":
-        raise DataError(f"--task regression needs numbers, but {name!r} holds text like {str(y.flat[0])[:30]!r}")
+        raise DataError(f"{asked} needs numbers, but {name!r} holds text like {str(y.flat[0])[:30]!r}")
     if task == "classification" and y.dtype.kind in "iufb":
         if y.ndim == 2 and y.shape[1] > 1:
-            raise DataError(f"--task classification takes one class label per row, but {name!r} has {y.shape[1]} columns")
+            raise DataError(f"{asked} takes one class label per row, but {name!r} has {y.shape[1]} columns")
         fractional = y.ravel()[np.mod(y.ravel(), 1) != 0]
         if fractional.size:
-            raise DataError(f"--task classification needs class labels (text or whole numbers), but {name!r} holds"
+            raise DataError(f"{asked} needs class labels (text or whole numbers), but {name!r} holds"
                             f" fractional numbers like {fractional[0]:g}")  # fmt: skip
 
 

@@ -110,6 +110,17 @@ def read_file(path, target=None, need_target=True, features=None, drop=None, as_
     return read_npz(p, need_target)
 
 
+def csv_header(spec):
+    """The column names of a CSV file ``spec``, or [] for anything else (or a file that cannot say)."""
+    if not (is_file_spec(spec) and Path(spec).suffix.lower() == ".csv"):
+        return []
+    try:
+        with open(spec, encoding="utf-8-sig", newline="") as f:
+            return [h.strip() for h in next(csv.reader(f), [])]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []  # reading the file itself says what is wrong
+
+
 def read_npz(path, need_target=True):
     if not zipfile.is_zipfile(path):
         raise DataError(f"{path}: not a readable .npz file (not a zip archive)")
