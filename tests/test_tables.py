@@ -127,3 +127,12 @@ def test_data_sets_take_their_constructors_options():
                           ("digits:n=3", "dataset 'digits' takes no options, not 'n'")]:  # fmt: skip
         with pytest.raises(jitprop.ConfigError, match=f"^{message}$"):
             make_dataset(text)
+
+
+def test_a_cell_of_nul_characters_makes_a_text_column_and_a_one_line_refusal(tmp_path):
+    """Found by the fuzzer: NumPy's text arrays drop trailing NULs, so the cell that made the column text reads as ""."""
+    path = tmp_path / "nul.csv"
+    path.write_bytes(b"a,y\n\x00,0\n" + b"".join(b"%d,%d\n" % (i, i % 2) for i in range(1, 11)))
+    table = load_table(str(path))
+    with pytest.raises(jitprop.DataError, match=r"^column 'a' is text \(line 3 holds '1'\) with 10 distinct values in 11"):
+        Columns.fit(table, np.arange(11))

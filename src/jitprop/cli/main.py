@@ -263,7 +263,7 @@ def _train(ctx, group, config_path, epochs, lr, on_divergence, checkpoint, resum
     )
     if p.notes["columns"]:
         click.echo(p.notes["columns"])
-    if p.notes.get("warning"):
+    if p.notes.get("warning") and root:
         click.echo(p.notes["warning"], err=True)
     click.echo(p.model.summary())
     if sanity:

@@ -140,10 +140,10 @@ def decide_task(table, c, checkpoint):
         return task, f"{task}, as asked (--task {task}): {why}"
     if implied:
         return task, f"{task}, for the loss {loss.name!r}: {why}"
-    other = TASKS[1 - TASKS.index(task)]
     y = np.asarray(table.y)
-    if y.dtype.kind in "iufb" and "whole numbers" in why:  # either reading is possible: say how to get the other
-        return task, f"{task}: {why} (--task {other} to override)"
+    either = y.dtype.kind in "iufb" and (y.ndim == 1 or y.shape[1] == 1) and bool(np.all(np.mod(y, 1) == 0))
+    if either:  # one column of whole numbers: classes or a quantity; say how to get the other reading
+        return task, f"{task}: {why} (--task {TASKS[1 - TASKS.index(task)]} to override)"
     return task, f"{task}: {why}"
 
 
@@ -308,6 +308,7 @@ def resume_conflicts(saved_config, wanted, checkpoint):
     are one optimizer; ``--hidden 16`` and the saved stack dense 16, relu, dense 3 are one model)."""
     saved = {**runconfig.DEFAULTS, **saved_config}
     saved.setdefault("task", task_of(api.loss(**saved["loss"])))
+    saved.setdefault("input_shape", checkpoint.meta["model"].get("input_shape") or [checkpoint.meta["model"]["input_dim"]])
     if saved.get("target") is None and checkpoint.info.get("target_name") and is_file_spec(saved["dataset"]):
         saved["target"] = checkpoint.info["target_name"]  # the last column, by default
     out = []

@@ -10,6 +10,11 @@ trains on::
     jitprop.fit(model, data.X, data.y, loss="cross_entropy")
     test = data.apply(X_test, species_test)        # the training rows' labels and statistics
 
+Before it, the command line decides what the target is (``target_task``:
+classes or a quantity) and what a CSV file's columns become (``Columns``:
+numbers, one-hot categories, missing cells filled or refused), with the
+training rows' statistics, which the checkpoint keeps.
+
 ``as_inputs`` and ``as_targets`` are the checks ``fit``, ``evaluate`` and
 ``predict`` make of the arrays they are given. Both steps apply the same
 rules, each written once below: every problem is one DataError sentence
@@ -269,7 +274,7 @@ class Columns:
                 categories = sorted(set(cells[rows].tolist()) - {""})
                 limit = min(MAX_CATEGORIES, len(rows) // 2)
                 if len(categories) > limit:
-                    i = next(i for i, c in enumerate(cells) if c and not _number(c))
+                    i = _first_text(cells)
                     raise DataError(
                         f"column {name!r} is text (line {table.lines[i]} holds {_short(str(cells[i]))!r}) with {len(categories)}"
                         f" distinct values in {len(rows)} training rows, too many to one-hot encode (at most {MAX_CATEGORIES},"
@@ -323,7 +328,7 @@ class Columns:
         for k, s in enumerate(self.specs):
             if s["kind"] == "number":
                 if k in table.text:
-                    i = next(i for i, c in enumerate(table.text[k]) if c and not _number(c))
+                    i = _first_text(table.text[k])
                     raise DataError(f"column {s['name']!r} line {table.lines[i]} holds {_short(str(table.text[k][i]))!r}, not a"
                                     " number; the model was trained on numbers in this column")  # fmt: skip
                 col = table.X[:, k].copy()
@@ -379,6 +384,13 @@ def unseen_warning(report, source):
     parts = [f"{name} {count} ({', '.join(map(repr, [_short(e, 20) for e in examples]))}"
              f"{', ...' if count > len(examples) else ''})" for name, (count, examples) in unseen.items()]  # fmt: skip
     return f"warning: {source}: cells of categories unseen in training, encoded as all zeros: {'; '.join(parts)}"
+
+
+def _first_text(cells):
+    """The row of a text column's first cell that is no number (the reason it is text), else its first cell
+    that is not missing (NumPy's text arrays drop trailing NUL characters: a cell of them reads as "")."""
+    found = next((i for i, c in enumerate(cells) if c and not _number(c)), None)
+    return found if found is not None else next((i for i, c in enumerate(cells) if c), 0)
 
 
 def _number(cell):
