@@ -134,3 +134,15 @@ def test_an_empty_text_target_is_one_line_not_an_index_error():
     model = jitprop.Sequential([jitprop.layer("dense", units=1)], input_dim=3)
     with pytest.raises(jitprop.DataError, match="holds no values, of type <U3"):
         jitprop.data.prepare.as_targets(model, jitprop.loss("mse"), np.zeros((1, 0), "<U3"), 1)
+
+
+def test_a_regression_target_standardised_by_the_fitting_rows_and_mapped_back():
+    y = np.c_[X[:, 0] * 100 + 50, X[:, 1]]
+    rows = np.arange(0, 30, 2)
+    data = jitprop.prepare(X, y, "mse", normalize_target=True, fit_rows=rows)
+    np.testing.assert_allclose(data.target_scaler.mean, y[rows].mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(data.y, (y - y[rows].mean(axis=0)) / y[rows].std(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(data.in_target_units(data.y), y, rtol=1e-12)
+    np.testing.assert_array_equal(data.apply(X[:3], y[:3]).y, data.y[:3])  # the training rows' statistics again
+    with pytest.raises(jitprop.DataError, match="only a regression target can be standardised, but loss 'cross_entropy'"):
+        jitprop.prepare(X, SPECIES, "cross_entropy", normalize_target=True)

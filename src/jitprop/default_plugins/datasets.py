@@ -37,8 +37,7 @@ class DigitImages(Digits):
 
 
 class Spirals(jitprop.Dataset):
-    """Three interleaved noisy spiral arms in 2-D, 100 points each (CS231n): needs a nonlinear model. Options: n (points
-    an arm), classes (arms), noise, seed."""
+    """Noisy spiral arms in 2-D (CS231n), a nonlinear task; options n=100 points an arm, classes=3, noise=0.2, seed=0."""
 
     name = "spirals"
 
@@ -62,8 +61,7 @@ class Spirals(jitprop.Dataset):
 
 
 class Sine(jitprop.Dataset):
-    """Noisy sine wave: 1000 points x in [-3, 3], y = sin(x) + N(0, 0.1^2): a small regression task. Options: n
-    (points), noise (the standard deviation), seed."""
+    """Noisy sine wave, y = sin(x) + N(0, noise^2), x in [-3, 3]: regression; options n=1000 points, noise=0.1, seed=0."""
 
     name = "sine"
 
