@@ -404,6 +404,7 @@ BAD = [
     (["train", "--dataset", "ids.csv", "--drop", "idd"], "ids.csv: --drop names no column 'idd'; did you mean 'id'?"),
     (["train", "--dataset", "ids.csv", "--drop", "label"], "--drop names the target column 'label'"),
     (["train", "--dataset", "spirals", "--drop", "x"], "--drop applies to CSV files, not to the built-in data set 'spirals'"),
+    (["train", "--dataset", "spirals", "--fill", "mean"], "--fill fills the missing cells of CSV files, and spirals is none"),
     (["train", "--dataset", "spirals:m=1"], "dataset 'spirals' takes n, classes, noise, seed, not 'm'"),
     (["train", "--dataset", "spirals:n=0"], "spirals: n must be an integer >= 1, got 0"),
     (["train", "--dataset", "digits:n=5"], "dataset 'digits' takes no options, not 'n'"),

@@ -214,6 +214,8 @@ def plan(config, checkpoint=None):
     if table.text is not None and checkpoint is None and c.get("fill") is None:
         with about(table.source):  # before anything else is said of the rows
             Columns.unfitted(table).refuse_missing(table)
+    if table.text is None and checkpoint is None and c.get("fill") is not None:
+        raise ConfigError(f"--fill fills the missing cells of CSV files, and {table.source} is none (its values are all numbers)")
     n = table.X.shape[0]
     if c["validation_split"]:
         train_rows, val_rows = split_indices(n, c["validation_split"], c["seed"], owner="run")
