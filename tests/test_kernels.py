@@ -69,20 +69,20 @@ def test_no_kernel_allocates_per_call(dtype):
     src = rng.normal(size=(10, 3)).astype(dtype)
     assert allocations_per_call(gather_rows, (src, np.arange(10), 2, np.zeros((4, 3), dtype))) == 0
     assert allocations_per_call(gather_items, (np.arange(10), np.arange(10), 2, np.zeros(4, np.int64))) == 0
+    model = jitprop.Sequential([jitprop.layer("dense", units=4), "relu", jitprop.layer("dense", units=2)], input_dim=3, dtype=dtype)
     for entry in entries("transform"):
         tr = entry.cls()
+        tr.setup(model)  # a real model's layout (weight_decay's biases)
         if tr.sees_activations:  # its memory and a real model's activations too (the coach's)
-            model = jitprop.Sequential([jitprop.layer("dense", units=4), "relu", jitprop.layer("dense", units=2)], input_dim=3, dtype=dtype)
-            tr.setup(model)
             memory = np.zeros(tr.memory_size(model), dtype)
             tr.init_memory(memory, model)
             acts = tuple(rng.normal(size=(6, w)).astype(dtype) for w in (3, 4, 4, 2))
             stats = np.zeros((3, len(tr.stat_names)))
             args = (rng.normal(size=model.n_params).astype(dtype), model.params, model.offsets, 0.01, tr.hyper(), stats, memory, acts)
         else:
-            g = rng.normal(size=40).astype(dtype)
+            g = rng.normal(size=model.n_params).astype(dtype)
             stats = np.zeros((3, len(tr.stat_names)))
-            args = (g, g.copy(), np.array([0, 10, 10, 40], np.int64), 0.01, tr.hyper(), stats)
+            args = (g, g.copy(), model.offsets, 0.01, tr.hyper(), stats)
         assert allocations_per_call(kernel(tr, "kernel"), args) == 0, entry.name
 
 

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from ..data.runconfig import parse_spec
 from ..errors import ConfigError
 
 
@@ -77,22 +78,24 @@ def resolve(text, relu_next):
     """The initializer function for ``text``; ``"auto"`` picks He before a ReLU-family layer."""
     if not isinstance(text, str):
         raise ConfigError(f"must be an initializer's name, got {text!r}")
-    name, colon, given = text.partition(":")
+    given = parse_spec(text)  # the NAME:k=v,... of every option on the command line
+    name = given.pop("name")
     if name == "auto":
         name = "he_normal" if relu_next else "glorot_uniform"
     name = ALIASES.get(name, name)
     if name not in INITIALIZERS:
         raise ConfigError(f"{name!r} is not an initializer; choose one of {', '.join(CHOICES)}")
     options = dict(OPTIONS.get(name, {}))
-    for item in filter(None, given.split(",")) if colon else ():
-        key, _, value = item.partition("=")
-        if key.strip() not in options:
+    for key, value in given.items():
+        if key not in options:
             takes = f"takes {', '.join(options)}" if options else "takes no options"
-            raise ConfigError(f"{name} {takes}, not {key.strip()!r}")
+            raise ConfigError(f"{name} {takes}, not {key!r}")
         try:
-            options[key.strip()] = float(value)
-        except ValueError:
-            raise ConfigError(f"{name}: {key.strip()} must be a number, got {value.strip()!r}") from None
+            if isinstance(value, bool):
+                raise ValueError
+            options[key] = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: {key} must be a number, got {value!r}") from None
     if not all(math.isfinite(v) for v in options.values()):
         raise ConfigError(f"{name}'s options must be finite numbers")
     if name == "normal" and options["std"] <= 0:
