@@ -104,6 +104,28 @@ def test_weight_decay_on_every_parameter_trains_as_sgds_own_weight_decay():
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
+@pytest.mark.parametrize("name", ["sgd", "adam", "rmsprop", "adagrad"])
+def test_an_optimizers_decay_bias_false_is_the_weight_decay_transform_run_last(name):
+    """decay_bias=false: the kernel decays nothing, the weight_decay transform decays all but the biases,
+    after the run's own transforms (a clip sees the gradient without the decay, as with torch's)."""
+    X, y = spirals(30)
+    runs = []
+    clip = {"name": "gradient_clipping", "max_norm": 0.5}
+    for opt, transforms in [(jitprop.optimizer(name, lr=0.05, weight_decay=0.3, decay_bias=False), [jitprop.transform(**clip)]),
+                            (jitprop.optimizer(name, lr=0.05), [jitprop.transform(**clip),
+                                                                jitprop.transform("weight_decay", rate=0.3, decay_bias=False)])]:
+        m = jitprop.Sequential([jitprop.layer("dense", units=6), "tanh", jitprop.layer("dense", units=3)],
+                               input_dim=2, dtype="float64", seed=3)  # fmt: skip
+        t = jitprop.Trainer(m, "cross_entropy", opt, batch_size=8, transforms=transforms)
+        t.fit(X, y, epochs=2)
+        runs.append(m.params.copy())
+    assert [tr.name for tr in t.transforms] == ["gradient_clipping", "weight_decay"]
+    np.testing.assert_array_equal(runs[0], runs[1])
+    with pytest.raises(jitprop.ConfigError, match="adamw's is decoupled"):
+        jitprop.optimizer("adamw", decay_bias=False)
+    assert jitprop.optimizer("adam", weight_decay=0.1).decay_transform() is None
+
+
 def test_weight_decay_options_are_checked_in_one_line():
     with pytest.raises(jitprop.ConfigError, match="decay_bias must be true or false"):
         jitprop.transform("weight_decay", decay_bias="no")

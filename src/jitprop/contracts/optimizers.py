@@ -32,3 +32,12 @@ class Optimizer(Component):
     def init_state(self, state):
         """Set the initial optimizer state (zeros unless overridden)."""
         state[...] = 0.0
+
+    def decay_transform(self):
+        """A gradient transform that does this optimizer's weight decay in its kernel's place, or None.
+
+        The built-ins' ``decay_bias=False`` leaves biases out of ``weight_decay``:
+        the kernel then decays nothing, and a Trainer runs this transform (the
+        ``weight_decay`` one, knowing where the biases lie) last before the update.
+        """
+        return None

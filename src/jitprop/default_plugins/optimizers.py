@@ -135,7 +135,27 @@ def _weight_decay(value, owner):
     return real("weight_decay", value, owner, low=0.0)
 
 
-class SGD(jitprop.Optimizer):
+class _Decaying(jitprop.Optimizer):
+    """The built-ins' ``weight_decay`` (L2 in the gradient) and ``decay_bias``: with decay_bias=False the
+    kernel decays nothing and the Trainer's ``weight_decay`` transform decays all but the biases."""
+
+    def _decay_options(self, weight_decay, decay_bias):
+        self.weight_decay = _weight_decay(weight_decay, self.name)
+        check(isinstance(decay_bias, bool), f"{self.name}: decay_bias must be true or false, got {decay_bias!r}")
+        self.decay_bias = decay_bias
+
+    @property
+    def kernel_decay(self):
+        """The weight decay the kernel applies itself."""
+        return self.weight_decay if self.decay_bias else 0.0
+
+    def decay_transform(self):
+        if self.decay_bias or not self.weight_decay:
+            return None
+        return jitprop.transform("weight_decay", rate=self.weight_decay, decay_bias=False)
+
+
+class SGD(_Decaying):
     """Stochastic gradient descent with optional momentum and Nesterov momentum (torch.optim.SGD).
 
     v = momentum * v + (1 - dampening) * g;  p -= lr * (g + momentum * v if nesterov else v)
@@ -146,7 +166,7 @@ class SGD(jitprop.Optimizer):
     kernel = staticmethod(sgd_kernel)
     cuda_kernel = "jitprop.default_plugins.optimizers_cuda:sgd_kernel"
 
-    def __init__(self, lr=0.001, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(self, lr=0.001, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0, decay_bias=True):
         super().__init__(lr)
         self.momentum = real("momentum", momentum, "sgd", low=0.0)
         self.dampening = real("dampening", dampening, "sgd", low=0.0, high=1.0)
@@ -156,13 +176,13 @@ class SGD(jitprop.Optimizer):
             "sgd: nesterov momentum needs momentum > 0 and dampening 0",
         )
         self.nesterov = nesterov
-        self.weight_decay = _weight_decay(weight_decay, "sgd")
+        self._decay_options(weight_decay, decay_bias)
 
     def hyper(self):
-        return slots(self.momentum, self.dampening, float(self.nesterov), self.weight_decay)  # SGD_*
+        return slots(self.momentum, self.dampening, float(self.nesterov), self.kernel_decay)  # SGD_*
 
 
-class Adagrad(jitprop.Optimizer):
+class Adagrad(_Decaying):
     """Adagrad: per-weight steps shrink with the sum of squared gradients (Duchi et al. 2011)."""
 
     name = "adagrad"
@@ -170,10 +190,10 @@ class Adagrad(jitprop.Optimizer):
     kernel = staticmethod(adagrad_kernel)
     cuda_kernel = "jitprop.default_plugins.optimizers_cuda:adagrad_kernel"
 
-    def __init__(self, lr=0.01, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10):
+    def __init__(self, lr=0.01, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10, decay_bias=True):
         super().__init__(lr)
         self.lr_decay = real("lr_decay", lr_decay, "adagrad", low=0.0)
-        self.weight_decay = _weight_decay(weight_decay, "adagrad")
+        self._decay_options(weight_decay, decay_bias)
         self.initial_accumulator_value = real("initial_accumulator_value", initial_accumulator_value, "adagrad", low=0.0)
         self.eps = real("eps", eps, "adagrad", low=0.0)
 
@@ -181,10 +201,10 @@ class Adagrad(jitprop.Optimizer):
         state[0] = self.initial_accumulator_value
 
     def hyper(self):
-        return slots(self.lr_decay, self.weight_decay, self.eps)  # ADAGRAD_*
+        return slots(self.lr_decay, self.kernel_decay, self.eps)  # ADAGRAD_*
 
 
-class RMSprop(jitprop.Optimizer):
+class RMSprop(_Decaying):
     """RMSprop: divide by a running root mean square of gradients (Hinton, Coursera lecture 6.5)."""
 
     name = "rmsprop"
@@ -192,23 +212,24 @@ class RMSprop(jitprop.Optimizer):
     kernel = staticmethod(rmsprop_kernel)
     cuda_kernel = "jitprop.default_plugins.optimizers_cuda:rmsprop_kernel"
 
-    def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+    def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, decay_bias=True):
         super().__init__(lr)
         self.alpha = real("alpha", alpha, "rmsprop", low=0.0, high=1.0)
         self.eps = real("eps", eps, "rmsprop", low=0.0)
-        self.weight_decay = _weight_decay(weight_decay, "rmsprop")
+        self._decay_options(weight_decay, decay_bias)
         self.momentum = real("momentum", momentum, "rmsprop", low=0.0)
         check(isinstance(centered, bool), f"rmsprop: centered must be true or false, got {centered!r}")
         self.centered = centered
 
     def hyper(self):
-        return slots(self.alpha, self.eps, self.weight_decay, self.momentum, float(self.centered))  # RMSPROP_*
+        return slots(self.alpha, self.eps, self.kernel_decay, self.momentum, float(self.centered))  # RMSPROP_*
 
 
-class Adam(jitprop.Optimizer):
+class Adam(_Decaying):
     """Adam: momentum and per-weight scaling with bias correction (Kingma & Ba 2015).
 
-    weight_decay adds weight_decay * p to the gradient (L2), as torch.optim.Adam does.
+    weight_decay adds weight_decay * p to the gradient (L2), as torch.optim.Adam does;
+    decay_bias=False leaves the biases out of it.
     """
 
     name = "adam"
@@ -217,7 +238,7 @@ class Adam(jitprop.Optimizer):
     cuda_kernel = "jitprop.default_plugins.optimizers_cuda:adam_kernel"
     decoupled = False
 
-    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decay_bias=True):
         super().__init__(lr)
         check(
             isinstance(betas, (tuple, list)) and len(betas) == 2,
@@ -228,10 +249,12 @@ class Adam(jitprop.Optimizer):
             real("betas[1]", betas[1], self.name, low=0.0, high=1.0, high_open=True),
         )
         self.eps = real("eps", eps, self.name, low=0.0)
-        self.weight_decay = _weight_decay(weight_decay, self.name)
+        self._decay_options(weight_decay, decay_bias)
+        check(decay_bias or not self.decoupled, f"{self.name}: decay_bias=false needs the decay in the gradient, and"
+              " adamw's is decoupled from it; use adam with weight_decay (L2) and decay_bias=false")  # fmt: skip
 
     def hyper(self):
-        return slots(*self.betas, self.eps, self.weight_decay, float(self.decoupled))  # ADAM_*
+        return slots(*self.betas, self.eps, self.kernel_decay, float(self.decoupled))  # ADAM_*
 
 
 class AdamW(Adam):
@@ -243,8 +266,8 @@ class AdamW(Adam):
     name = "adamw"
     decoupled = True
 
-    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
-        super().__init__(lr, betas, eps, weight_decay)
+    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, decay_bias=True):
+        super().__init__(lr, betas, eps, weight_decay, decay_bias)
 
 
 @jitprop.hookimpl

@@ -202,6 +202,9 @@ class Trainer:
         #: Gradient transforms, in the order they run: the given ones, then the callbacks' (``cb.transforms()``).
         self.transforms = [api.transform(tr) for tr in transforms]
         self.transforms += [tr for cb in self.callbacks if hasattr(cb, "transforms") for tr in cb.transforms()]
+        decay = self.optimizer.decay_transform()  # the optimizer's weight decay, biases left out: last, as in its kernel
+        if decay is not None:
+            self.transforms.append(decay)
         self.transform_kernels = [kernel(tr, "kernel") for tr in self.transforms]
         for tr in self.transforms:
             tr.setup(model)
