@@ -7,7 +7,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def python_blocks(sklearn=False):
-    """The README's Python examples: those of jitprop.sklearn (``sklearn=True``) run in tests/sklearn."""
+    """The README's Python examples: those of jitprop.sklearn (``sklearn=True``) run in tests/scikit_learn."""
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     return [b for b in blocks if ("jitprop.sklearn" in b) == sklearn]
 

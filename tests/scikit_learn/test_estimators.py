@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-sklearn = pytest.importorskip("sklearn", reason="pip install 'jitprop[sklearn]'")
+pytest.importorskip("sklearn.utils.estimator_checks", reason="pip install 'jitprop[sklearn]'")
 
 import joblib  # noqa: E402  (scikit-learn's dependency)
 from sklearn.datasets import load_wine, make_blobs, make_multilabel_classification, make_regression  # noqa: E402
