@@ -121,7 +121,8 @@ def test_toml_round_trip_through_print_config(in_tmp):
     printed = run("train", "--config", "run.toml", "--print-config").output
     resolved = tomllib.loads(printed)
     assert [layer["name"] for layer in resolved["layers"]] == ["dense", "gelu", "dropout", "dense"]
-    assert resolved["optimizer"] == {"name": "sgd", "lr": 0.1, "momentum": 0.9, "dampening": 0.0, "nesterov": False, "weight_decay": 0.0}
+    assert resolved["optimizer"] == {"name": "sgd", "lr": 0.1, "momentum": 0.9, "dampening": 0.0, "nesterov": False,
+                                     "weight_decay": 0.0, "decay_bias": True}
     assert resolved["callbacks"][0]["patience"] == 2 and resolved["loss"] == {"name": "cross_entropy"}
     Path("printed.toml").write_text(printed)
     assert run("train", "--config", "printed.toml", "--print-config").output == printed

@@ -419,7 +419,7 @@ def test_output_mistakes_are_one_line(small, monkeypatch):
     assert one_line_error(run("export", "model.npz", "-o", "./model.npz", ok=False)) == (
         "Error: ./model.npz is the checkpoint itself; give another output file (-o model.onnx)")
     assert one_line_error(run("export", "model.npz", "-o", "no/such/dir.onnx", ok=False)) == (
-        f"Error: cannot write no/such/dir.onnx: directory {small / 'no' / 'such'} does not exist")
+        f"Error: cannot write ONNX file no/such/dir.onnx: directory {small / 'no' / 'such'} does not exist")
     (small / "notes.txt").write_text("not a checkpoint")
     assert one_line_error(run("export", "notes.txt", ok=False)).startswith("Error: notes.txt: not a readable checkpoint")
     assert not (small / "notes.onnx").exists()

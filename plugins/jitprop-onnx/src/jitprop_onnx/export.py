@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 import jitprop
+from jitprop.cli.flags import check_writable
 from jitprop.errors import ConfigError, DataError, PluginError
 
 from .graph import OPSET, Graph, add_layers
@@ -300,13 +301,7 @@ def check_output(output, checkpoint):
     """Refuse, in one line, an output that is the checkpoint itself or cannot be written."""
     if os.path.exists(output) and os.path.exists(checkpoint) and os.path.samefile(output, checkpoint):
         raise DataError(f"{output} is the checkpoint itself; give another output file (-o model.onnx)")
-    directory = os.path.dirname(os.path.abspath(output))
-    if os.path.isdir(output):
-        raise DataError(f"cannot write {output}: it is a directory")
-    if not os.path.isdir(directory):
-        raise DataError(f"cannot write {output}: directory {directory} does not exist")
-    if not os.access(directory, os.W_OK):
-        raise DataError(f"cannot write {output}: directory {directory} is not writable")
+    check_writable(output, "ONNX file")
 
 
 def size_text(n):
