@@ -112,11 +112,19 @@ DECAY_RATE, DECAY_RANGES = 0, 1
 
 
 @njit(cache=True)
+def decay_range(g, p, rate):
+    """g += rate * p over one range. Indices from 0 on slices (as in ``squares``): no negative-index
+    check, so the loop vectorises (7.5k parameters: 19 us a call from an offset, 3 us so, dispatch included)."""
+    for i in range(g.shape[0]):
+        g[i] += rate * p[i]
+
+
+@njit(cache=True)
 def decay_kernel(g, p, offsets, lr, h, stats):
     rate = h[DECAY_RATE]
     for r in range(DECAY_RANGES, h.shape[0], 2):
-        for i in range(int(h[r]), int(h[r + 1])):
-            g[i] += rate * p[i]
+        a, b = int(h[r]), int(h[r + 1])
+        decay_range(g[a:b], p[a:b], rate)
 
 
 class WeightDecay(jitprop.GradientTransform):
