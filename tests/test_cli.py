@@ -162,7 +162,8 @@ def test_interrupt_saves_a_checkpoint_that_resumes_exactly(tmp_path, sig, code, 
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
-    last = out.strip().splitlines()[-1]
+    last = err.strip().splitlines()[-1]  # a notice, on stderr: stdout holds the epochs' lines
+    assert f"{name}:" not in out
     assert last.startswith(f"{name}: interrupted in epoch") and "saved c.npz; continue with: jitprop train --resume c.npz" in last
     saved = checkpoint.load(tmp_path / "c.npz")
     reached = saved.meta["trainer"]["epoch"]

@@ -385,6 +385,6 @@ def test_ctrl_c_stops_a_sweep_and_its_workers_at_once(tmp_path):
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 130 and "Ctrl-C: sweep stopped; nothing written" in out
+    assert proc.returncode == 130 and "Ctrl-C: sweep stopped; nothing written" in err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert not any(Path(f"/proc/{w}").exists() for w in workers)  # the workers went with it

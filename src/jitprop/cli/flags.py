@@ -5,13 +5,12 @@
 (``--config``) into a checked run configuration, as ``train`` does.
 """
 
-import os
 import signal
 
 import click
 
-from ..data import runconfig
-from ..errors import ConfigError, DataError
+from ..data import checkpoint, runconfig
+from ..errors import ConfigError
 
 _OPTIONS = {
     "config": lambda: click.option("--config", "config_path", help="Run file (TOML) as written by --print-config; flags override it."),
@@ -137,14 +136,8 @@ def run_config(params):
 
 
 def check_writable(path, what):
-    """Fail before training, not after it, when a file cannot be written."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise DataError(f"{what} {path} is a directory")
-    if not os.path.isdir(directory):
-        raise DataError(f"cannot write {what} {path}: directory {directory} does not exist")
-    if not os.access(directory, os.W_OK):
-        raise DataError(f"cannot write {what} {path}: directory {directory} is not writable")
+    """Fail before training, not after it, when a file cannot be written (``checkpoint.write_target``)."""
+    checkpoint.write_target(path, what)
 
 
 def stopped_by(signum):

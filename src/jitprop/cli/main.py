@@ -266,6 +266,9 @@ def _train(ctx, group, config_path, epochs, lr, on_divergence, checkpoint, resum
     if p.notes.get("warning") and root:
         click.echo(p.notes["warning"], err=True)
     click.echo(p.model.summary())
+    for cb in trainer.callbacks if root else ():  # what a callback that writes a file will do to it
+        if callable(getattr(cb, "writes", None)):
+            click.echo(cb.writes(trainer))
     if sanity:
         failed = [c for c in views.run_checks(p) if not c.ok]
         if failed:
@@ -298,9 +301,9 @@ def _train(ctx, group, config_path, epochs, lr, on_divergence, checkpoint, resum
         name, status = flags.stopped_by(caught.get("signal"))
         if path:
             save()
-            click.echo(f"{name}: {trainer.stop_reason}; saved {path}; continue with: jitprop train --resume {path}")
+            click.echo(f"{name}: {trainer.stop_reason}; saved {path}; continue with: jitprop train --resume {path}", err=True)
         else:
-            click.echo(f"{name}: {trainer.stop_reason}; nothing saved (give --checkpoint PATH to keep progress)")
+            click.echo(f"{name}: {trainer.stop_reason}; nothing saved (give --checkpoint PATH to keep progress)", err=True)
         ctx.exit(status)
     for r in trainer.rollbacks:
         click.echo(f"rolled back epoch {r['epoch']} ({r['reason']} at iteration {r['iteration']});"
@@ -361,6 +364,12 @@ def _setup(ctx, group, config_path, epochs, lr, on_divergence, checkpoint, resum
     else:
         saved = None
         config = flags.run_config(ctx.params)
+    if config.get("epochs", 0) < 0:
+        raise ConfigError(f"epochs must be 0 or more, got {config['epochs']} (the total to train, with --resume too)")
+    path = config.get("checkpoint")
+    if path:  # model_checkpoint with no filepath saves where --checkpoint does, not to ./checkpoint.npz
+        config["callbacks"] = [{**spec, "filepath": path} if spec.get("name") == "model_checkpoint" and "filepath" not in spec
+                               else spec for spec in config["callbacks"]]  # fmt: skip
     if coach_json and root:
         flags.check_writable(coach_json, "coach JSON")
     if coached or coach_json:

@@ -185,8 +185,8 @@ def _values(text, flag, kind):
 @click.option("--hidden", "hiddens", multiple=True, help="An MLP's hidden widths to try (128,64); repeat the flag for each.")
 @click.option("--epochs", "epoch_counts", help="Epoch counts to try, comma-separated.  [default: 20]")
 @click.option("--workers", type=int, help="Runs at once.  [default: the CPU count]")
-@click.option("--csv", "csv_path", help="Write the table as CSV here.")
-@click.option("--json", "json_path", help="Write every run, its curves included, as JSON here.")
+@click.option("--csv", "csv_path", help="Write the table as CSV here (- for stdout).")
+@click.option("--json", "json_path", help="Write every run, its curves included, as JSON here (- for stdout).")
 @click.option("--plot", "plot_path", help="Write a grid of each run's curves here (PNG, through the jitprop-plot plugin).")
 def sweep(lrs, batch_sizes, hiddens, epoch_counts, workers, csv_path, json_path, plot_path, **params):
     """Train every combination of learning rates, batch sizes, hidden widths and epochs on the
@@ -203,7 +203,7 @@ def sweep(lrs, batch_sizes, hiddens, epoch_counts, workers, csv_path, json_path,
       jitprop sweep --lr 1e-3,3e-3 --csv sweep.csv --json sweep.json
     """
     for path, what in ((csv_path, "CSV"), (json_path, "JSON"), (plot_path, "picture")):
-        if path:
+        if path and not (path == "-" and what != "picture"):
             flags.check_writable(path, what)
     if hiddens and params.get("model") not in (None, "mlp"):
         raise ConfigError(f"--hidden shapes the mlp model, not {params['model']!r}")
@@ -243,19 +243,19 @@ def sweep(lrs, batch_sizes, hiddens, epoch_counts, workers, csv_path, json_path,
         result = sweeping.run_sweep(build, grid, workers)
     except KeyboardInterrupt:
         name, status = flags.stopped_by(caught.get("signal"))
-        click.echo(f"{name}: sweep stopped; nothing written")
+        click.echo(f"{name}: sweep stopped; nothing written", err=True)
         raise SystemExit(status) from None
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
     click.echo(f"{n} runs in {result.seconds:.1f} s, {result.workers} at a time")
     click.echo(str(result))
-    if csv_path:
-        checkpoints.atomic_write(csv_path, lambda f: f.write(result.to_csv().encode()))
-        click.echo(f"wrote {csv_path}")
-    if json_path:
-        checkpoints.atomic_write(json_path, lambda f: f.write(result.to_json().encode()))
-        click.echo(f"wrote {json_path}")
+    for path, text in ((csv_path, result.to_csv), (json_path, result.to_json)):
+        if path == "-":  # the data on stdout, after the table
+            click.echo(text(), nl=False)
+        elif path:
+            checkpoints.atomic_write(path, lambda f: f.write(text().encode()))
+            click.echo(f"wrote {path}")
     if plot_path:
         wrote = _show(result.picture(f"sweep on {base.table.source}"), plot_path)
         if wrote:

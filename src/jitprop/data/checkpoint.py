@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import stat
 import tempfile
 import zipfile
 from pathlib import Path
@@ -82,28 +83,66 @@ def _remove_orphans(directory, name):
             pass
 
 
+def write_target(path, what=""):
+    """Where writing ``path`` lands and how, or a one-line DataError before anything is written:
+    ``(target, regular)``. A symlink is followed, so the file it points to is the one rewritten
+    (atomically, in its own directory) and the link stays; ``regular`` is False for a device or
+    FIFO that already exists, which is opened and written as it is, never replaced by a file
+    (``-o /dev/null`` as root would otherwise destroy the device node). A regular file with no
+    write bit for anyone is refused, root included: replacing it would defeat its read-only mode."""
+    name = f"{what} {path}" if what else f"{path}"
+    target = os.path.realpath(path)
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise DataError(f"cannot write {name}: {exc.strerror or exc}") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise DataError(f"cannot write {name}: it is a directory")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        return target, False
+    if st is not None and (not st.st_mode & 0o222 or not os.access(target, os.W_OK)):
+        raise DataError(f"cannot write {name}: it is read-only")
+    directory = os.path.dirname(target)
+    if not os.path.isdir(directory):
+        raise DataError(f"cannot write {name}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise DataError(f"cannot write {name}: directory {directory} is not writable")
+    return target, True
+
+
+def _write_directly(path, target, write):
+    """Write into an existing device or FIFO, as ``cat > target`` would: no O_CREAT, no rename."""
+    try:
+        with open(os.open(target, os.O_WRONLY | os.O_NOCTTY), "wb") as f:
+            write(f)
+            f.flush()
+    except OSError as exc:
+        raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 def atomic_write(path, write):
     """Write a file through ``write(binary_file)`` so that ``path`` is always whole:
-    a temporary file beside it, flushed and fsynced, then renamed over it."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise DataError(f"cannot write {path}: directory {directory} does not exist")
-    if path.is_dir():
-        raise DataError(f"cannot write {path}: it is a directory")
-    _remove_orphans(directory, path.name)
+    a temporary file beside the file (beside a symlink's target), flushed and fsynced, then
+    renamed over it. An existing device or FIFO is written directly (``write_target``)."""
+    target, regular = write_target(path)
+    if not regular:
+        return _write_directly(path, target, write)
+    directory, name = os.path.split(target)
+    _remove_orphans(directory, name)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=directory)
     except OSError as exc:
         raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             # mkstemp makes the file owner-only; give it the mode the file had, or the umask's default
-            os.fchmod(f.fileno(), _mode_for(path))
+            os.fchmod(f.fileno(), _mode_for(target))
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):

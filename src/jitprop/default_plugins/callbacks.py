@@ -1,6 +1,7 @@
 """Built-in callbacks: history, early stopping, learning-rate control, checkpoints, logs, NaN and clipping guards."""
 
 import csv
+import io
 import math
 import os
 
@@ -241,7 +242,13 @@ class ModelCheckpoint(jitprop.Callback):
 
 
 class CSVLogger(jitprop.Callback):
-    """Append each epoch's metrics as a row of a CSV file (header on the first row)."""
+    """Append each epoch's metrics as a row of a CSV file (header on the first row).
+
+    Nothing is opened until the first epoch ends: a run that fails before it (an unknown
+    monitor, a divergence in the first epoch) leaves an existing log as it was. A replaced log
+    is replaced whole, header and first row at once (``checkpoint.atomic_write``); the rows
+    after it are appended.
+    """
 
     name = "csv_logger"
     rank_zero_only = True
@@ -253,29 +260,69 @@ class CSVLogger(jitprop.Callback):
         self.append = append
         self._file = None
         self._keys = None
+        self._appends = False
+
+    def _target(self):
+        try:
+            return jitprop.checkpoint.write_target(self.filename)
+        except jitprop.DataError as exc:
+            raise jitprop.DataError(f"csv_logger: {exc}") from None
+
+    def _appending(self, trainer):
+        # A run that continues (resume, or a second fit) appends to what it wrote before.
+        return self.append or trainer.epoch > 0
+
+    def writes(self, trainer):
+        """What this run will do to the log, in one line (``jitprop train`` prints it)."""
+        target, regular = self._target()
+        existing = regular and os.path.exists(target) and os.path.getsize(target) > 0
+        if not existing:
+            return f"csv_logger: writes {self.filename}"
+        if self._appending(trainer):
+            return f"csv_logger: appends to {self.filename}"
+        return f"csv_logger: replaces {self.filename} when the first epoch ends (append=true keeps it)"
 
     @jitprop.hookimpl
     def on_train_begin(self, trainer):
-        # A run that continues (resume, or a second fit) appends to what it wrote before.
-        append = self.append or trainer.epoch > 0
-        exists = os.path.exists(self.filename) and os.path.getsize(self.filename) > 0
+        self._target()  # an unwritable log fails now, not after the first epoch
+        self._appends = self._appending(trainer)
+        self._file, self._keys = None, None
+
+    def _open(self, first_rows):
+        """Open the log at the first epoch's end and write ``first_rows(keys)``'s text into it."""
+        target, regular = self._target()
         try:
-            self._file = open(self.filename, "a" if append else "w", newline="")
+            if self._appends and regular and os.path.exists(target) and os.path.getsize(target) > 0:
+                with open(target, newline="") as f:
+                    header = next(csv.reader(f, delimiter=self.separator), None)
+                self._keys = header[1:] if header else None
+                self._file = open(target, "a", newline="")
+                self._file.write(first_rows())
+            elif regular and not self._appends:
+                text = first_rows()
+                jitprop.checkpoint.atomic_write(target, lambda f: f.write(text.encode()))
+                self._file = open(target, "a", newline="")
+            else:  # a new file, or a device or FIFO: written as it is
+                self._file = open(target, "a" if self._appends else "w", newline="")
+                self._file.write(first_rows())
         except OSError as exc:
             raise jitprop.DataError(f"csv_logger: cannot write {self.filename}: {exc.strerror or exc}") from None
-        self._keys = None
-        if append and exists:
-            with open(self.filename, newline="") as f:
-                header = next(csv.reader(f, delimiter=self.separator), None)
-            self._keys = header[1:] if header else None
 
-    @jitprop.hookimpl
-    def on_epoch_end(self, epoch, logs):
-        writer = csv.writer(self._file, delimiter=self.separator)
+    def _rows(self, epoch, logs):
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, delimiter=self.separator)
         if self._keys is None:
             self._keys = list(logs)
             writer.writerow(["epoch", *self._keys])
         writer.writerow([epoch + 1, *(logs.get(k, "") for k in self._keys)])
+        return buffer.getvalue()
+
+    @jitprop.hookimpl
+    def on_epoch_end(self, epoch, logs):
+        if self._file is None:
+            self._open(lambda: self._rows(epoch, logs))
+        else:
+            self._file.write(self._rows(epoch, logs))
         self._file.flush()
 
     @jitprop.hookimpl
