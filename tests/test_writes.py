@@ -45,6 +45,24 @@ def in_tmp(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
+def dev(tmp_path_factory):
+    """``{"null": path, "full": path}``: character devices 1,3 and 1,7 made in a temporary directory, so a
+    regression replaces a copy, not the system's /dev/null (the real ones where mknod is not allowed)."""
+    folder = tmp_path_factory.mktemp("dev")
+    nodes = {}
+    for name, minor in (("null", 3), ("full", 7)):
+        path = folder / name
+        try:
+            os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, minor))
+            with open(path, "wb") as f:  # a nodev mount refuses to open it
+                f.write(b"")
+        except OSError:
+            path = Path("/dev") / name
+        nodes[name] = str(path)
+    return nodes
+
+
+@pytest.fixture(scope="module")
 def model(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "m.npz"
     run("train", "--hidden", "8", "--epochs", "1", "--checkpoint", path)
@@ -54,15 +72,15 @@ def model(tmp_path_factory):
 # -- atomic_write and its targets ---------------------------------------------
 
 
-def test_a_device_is_written_not_replaced():
-    checkpoint.atomic_write("/dev/null", lambda f: f.write(b"gone"))
-    assert is_char_device("/dev/null")
+def test_a_device_is_written_not_replaced(dev):
+    checkpoint.atomic_write(dev["null"], lambda f: f.write(b"gone"))
+    assert is_char_device(dev["null"])
 
 
-def test_a_full_device_fails_in_one_line():
-    with pytest.raises(jitprop.DataError, match="^cannot write /dev/full: No space left on device$"):
-        checkpoint.atomic_write("/dev/full", lambda f: f.write(b"x" * 100_000))
-    assert is_char_device("/dev/full")
+def test_a_full_device_fails_in_one_line(dev):
+    with pytest.raises(jitprop.DataError, match=f"^cannot write {dev['full']}: No space left on device$"):
+        checkpoint.atomic_write(dev["full"], lambda f: f.write(b"x" * 100_000))
+    assert is_char_device(dev["full"])
 
 
 def test_a_fifo_is_written_into(tmp_path):
@@ -104,12 +122,12 @@ def test_a_read_only_file_is_refused_and_kept(tmp_path):
 # -- the commands that write -------------------------------------------------
 
 
-def test_predict_onto_devices_symlinks_and_read_only_files(tmp_path, tmp_path_factory, model):
-    run("predict", model, "digits", "-o", "/dev/null")
-    assert is_char_device("/dev/null")
-    assert one_line_error(run("predict", model, "digits", "-o", "/dev/full", ok=False)) == (
-        "Error: cannot write /dev/full: No space left on device")
-    assert is_char_device("/dev/full")
+def test_predict_onto_devices_symlinks_and_read_only_files(tmp_path, tmp_path_factory, model, dev):
+    run("predict", model, "digits", "-o", dev["null"])
+    assert is_char_device(dev["null"])
+    assert one_line_error(run("predict", model, "digits", "-o", dev["full"], ok=False)) == (
+        f"Error: cannot write {dev['full']}: No space left on device")
+    assert is_char_device(dev["full"])
     elsewhere = tmp_path_factory.mktemp("out")
     (elsewhere / "p.csv").write_text("old")
     Path("p.csv").symlink_to(elsewhere / "p.csv")
@@ -123,9 +141,9 @@ def test_predict_onto_devices_symlinks_and_read_only_files(tmp_path, tmp_path_fa
     assert run("predict", model, "digits", "-o", "-").output.startswith("digit,p_0,")
 
 
-def test_a_checkpoint_onto_dev_null_leaves_the_device():
-    run(*TRAIN, "--checkpoint", "/dev/null")
-    assert is_char_device("/dev/null")
+def test_a_checkpoint_onto_dev_null_leaves_the_device(dev):
+    run(*TRAIN, "--checkpoint", dev["null"])
+    assert is_char_device(dev["null"])
 
 
 def test_a_read_only_checkpoint_is_refused_before_training():
