@@ -77,6 +77,16 @@ def test_the_installed_command_runs_in_a_real_process(tmp_path):
     assert bad.stderr.startswith("Error: unknown dataset 'nope'") and bad.stderr.count("\n") == 1
 
 
+def test_output_that_cannot_be_written_ends_quietly_or_in_one_line(tmp_path):
+    """A closed pipe (``jitprop list | head -1``) ends quietly, a full disk (``> /dev/full``) in one line."""
+    closed = subprocess.Popen([JITPROP, "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    closed.stdout.close()  # before it writes: it starts in a second or so
+    assert closed.wait(timeout=120) == 1 and closed.stderr.read() == ""
+    with open("/dev/full", "w") as full:  # opened, never replaced
+        out = subprocess.run([JITPROP, "list"], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert out.returncode == 1 and out.stderr == "Error: cannot write the output: No space left on device\n"
+
+
 def test_every_command_has_help_with_examples():
     for command in ("train", "evaluate", "predict", "list", "plugins", "gradcheck"):
         text = run(command, "--help").output

@@ -9,6 +9,7 @@ leaves what was there before.
 import contextlib
 import csv
 import difflib
+import errno
 import io
 import json
 import os
@@ -650,9 +651,25 @@ def add_plugin_commands(group=cli):
             click.echo(f"jitprop: {message}", err=True)
 
 
+#: Failures to write standard output that end a command in one line (a closed pipe: in none).
+OUTPUT_ERRORS = {errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
+
+
 def main():
-    """The ``jitprop`` command."""
-    cli()
+    """The ``jitprop`` command. Output that cannot be written ends it as Unix tools end: quietly
+    for a closed pipe (``jitprop list | head -1``), in one line for a full disk (``> /dev/full``)."""
+    try:
+        try:
+            cli()
+        finally:
+            sys.stdout.flush()  # buffered output fails here, not in the interpreter's exit
+    except OSError as exc:
+        if exc.errno not in OUTPUT_ERRORS:
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is still buffered goes nowhere
+        if exc.errno != errno.EPIPE:
+            click.echo(f"Error: cannot write the output: {exc.strerror or exc}", err=True)
+        sys.exit(1)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
