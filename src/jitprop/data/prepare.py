@@ -157,13 +157,16 @@ DEFAULT_LOSS = {"classification": "cross_entropy", "regression": "mse"}
 #: The task rule's numbers (``target_task``).
 MAX_CLASSES = 20
 ROWS_PER_CLASS = 5
+#: Beyond 2**53 every float64 is a whole number, so being whole says nothing: such targets are quantities.
+LARGEST_LABEL = 2.0**53
 
 
 def target_task(y, name="y"):
     """``(task, why)``: whether targets ``y`` are classes or quantities, and the evidence in words.
 
     The rule: text labels are classes; several columns of numbers, or any
-    fractional number, are quantities (regression). Whole numbers are classes
+    fractional number, or any float beyond 2**53 (where every float is
+    whole), are quantities (regression). Whole numbers are classes
     when there are at most 2 distinct values (a yes/no label, however few the
     rows), or at most ``MAX_CLASSES`` (20) with at least ``ROWS_PER_CLASS``
     (5) rows for each on average; otherwise they are counts or measurements.
@@ -182,6 +185,8 @@ def target_task(y, name="y"):
     values = y.ravel()
     if not np.all(np.mod(values, 1) == 0):
         return "regression", f"{what} holds fractional numbers"
+    if y.dtype.kind == "f" and values.size and np.max(np.abs(values)) > LARGEST_LABEL:
+        return "regression", f"{what} holds numbers beyond 2**53, too large to be class labels"
     k, n = len(np.unique(values)), len(values)
     held = f"{what} holds {k} distinct whole numbers in {n} rows"
     if k <= 2 or (k <= MAX_CLASSES and n >= ROWS_PER_CLASS * k):

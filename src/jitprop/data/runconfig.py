@@ -183,14 +183,18 @@ def load(path):
 def parse_spec(text):
     """``NAME[:k=v,...]`` from the command line as a component table; values read as TOML."""
     name, _, rest = text.partition(":")
-    spec = {"name": name.strip()}
+    spec, seen = {"name": name.strip()}, set()
     if not spec["name"]:
         raise ConfigError(f"{text!r}: expected NAME or NAME:key=value,...")
     for item in filter(None, (s.strip() for s in _split_options(rest))):
         key, eq, raw = item.partition("=")
         if not eq or not key.strip():
             raise ConfigError(f"{text!r}: option {item!r} must look like key=value")
-        spec[key.strip()] = parse_value(raw.strip())
+        key = key.strip()
+        if key in seen:
+            raise ConfigError(f"{text!r}: option {key!r} is given twice; give it once")
+        seen.add(key)
+        spec[key] = parse_value(raw.strip())
     return spec
 
 

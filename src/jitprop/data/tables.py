@@ -173,6 +173,10 @@ def read_csv(path, target=None, need_target=True, features=None, drop=None, as_t
     if first is None:
         raise DataError(f"{path}: the file is empty; a CSV needs a header row and data rows")
     header = [h.strip() for h in first[1]]
+    looks = _other_delimiter(header)
+    if looks and features != header:  # one column named "a;b;c": no run could use the file as it is read
+        raise DataError(f"{path}: the header is one column, {_shown(header[0], 40)!r}, so the file looks {looks}-separated;"
+                        " jitprop reads comma-separated files: save it with commas as the delimiter")  # fmt: skip
     dupes = sorted(h for h, n in Counter(header).items() if n > 1)
     if dupes:
         raise DataError(f"{path}: column name(s) {', '.join(map(repr, dupes[:5]))} appear more than once in the header")
@@ -236,6 +240,16 @@ def read_csv(path, target=None, need_target=True, features=None, drop=None, as_t
     y = None if t is None else _targets(targets, lines, name, path)
     return Table(X, y, source=str(path), feature_names=names, target_name=name or "y",
                  text={k: np.array(v, dtype=str) for k, v in cells.items()}, lines=np.frombuffer(lines, np.int64))  # fmt: skip
+
+
+def _other_delimiter(header):
+    """"semicolon" or "tab" when a one-column header holds that delimiter (a European Excel export,
+    a TSV file saved as .csv), else None."""
+    if len(header) == 1:
+        for char, name in ((";", "semicolon"), ("\t", "tab")):
+            if char in header[0]:
+                return name
+    return None
 
 
 def _cell(cell, k, textual):

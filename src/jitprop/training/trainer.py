@@ -39,6 +39,21 @@ from ..views.verdict import baseline_loss, judge
 DIVERGENCE = ("stop", "rollback")
 MAX_ROLLBACKS = 5
 ROLLBACK_FACTOR = 0.5
+#: ``divergence_factor``'s default: an epoch whose mean loss passes this many times the loss at the
+#: start (the larger of the run's first batch's and ``baseline_loss``) has diverged though it is finite.
+#: Adam at lr=1e10 takes the loss from about 1 to 1e20 (spirals) or 1e33 (digits) in its first epoch;
+#: the built-in data sets' default runs stay far below (tests/test_guards.py trains each).
+DIVERGENCE_FACTOR = 1e4
+
+#: Layers that compute an affine map of their input, and layers that keep a map linear (no
+#: parameters, nothing nonlinear): two of the first with only the second between are one linear map.
+AFFINE_LAYERS = frozenset({"dense", "conv2d"})
+LINEAR_LAYERS = frozenset({"dropout", "flatten", "avg_pool2d", "global_avg_pool2d"})
+
+
+class TrainingWarning(RuntimeWarning):
+    """A run that trains, but not as its settings suggest (a rate of 0, a model with no nonlinearity)."""
+
 
 #: Hooks that need the Python loop: they run between the steps of one batch.
 PER_BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_after_backward")
@@ -143,6 +158,7 @@ class Trainer:
         on_divergence="stop",
         transforms=(),
         distributed=None,
+        divergence_factor=DIVERGENCE_FACTOR,
     ):
         self.model = model
         #: The ranks training this model together (``jitprop.distributed.Group``), or None.
@@ -164,6 +180,10 @@ class Trainer:
         if on_divergence not in DIVERGENCE:
             raise ConfigError(f"on_divergence must be one of {', '.join(DIVERGENCE)}, got {on_divergence!r}")
         self.on_divergence = on_divergence
+        #: An epoch's mean loss beyond this many times the loss at the start counts as divergence (0 or None: never).
+        self.divergence_factor = None if divergence_factor is None else real("divergence_factor", divergence_factor, "fit", low=0.0)
+        if self.divergence_factor is not None and 0 < self.divergence_factor <= 1:
+            raise ConfigError(f"divergence_factor must be above 1 (or 0 to switch it off), got {divergence_factor!r}")
 
         self.loss_kernel = kernel(self.loss, "kernel")
         self.loss_h = np.ascontiguousarray(self.loss.hyper(), dtype=np.float64)
@@ -220,6 +240,8 @@ class Trainer:
             from ..backends import cuda  # numba.cuda only for GPU runs
 
             cuda.check(model, self.loss, self.optimizer, self.lr_schedule, self.transforms)
+        for message in settings_warnings(model, self.optimizer):
+            warnings.warn(message, TrainingWarning, stacklevel=2)
 
     @property
     def classification(self):
@@ -358,6 +380,11 @@ class Trainer:
                 if self._progress is not None:
                     break  # interrupted mid-epoch: the epoch is neither finished nor logged
                 logs = {"loss": sums.loss / sums.seen}
+                grown = self._grown(logs["loss"])
+                if grown is not None:
+                    if self._diverged(None, sums, grown):
+                        progress = None if resumed is None else {**resumed, "lr": self.lr * ROLLBACK_FACTOR}
+                        continue
                 if self.loss.target in ACCURACY:
                     logs["accuracy"] = sums.correct / sums.seen
                 if Xv is not None:
@@ -458,10 +485,25 @@ class Trainer:
                 "index": self.backend.host_order(), "batch_losses": self.batch_losses.copy(), "lr": self.lr,
                 "stats": self.stats.copy()}  # fmt: skip
 
-    def _diverged(self, b, sums):
-        """Batch ``b`` gave a non-finite loss or gradient, caught before its update.
+    def _grown(self, loss):
+        """Why an epoch's finite mean ``loss`` counts as divergence (it grew past ``divergence_factor``
+        times the loss at the start), or None. The start is the larger of the run's first batch's loss,
+        before any update, and the baseline loss (what predicting without the inputs scores)."""
+        factor = self.divergence_factor
+        if not factor or not math.isfinite(loss):
+            return None
+        first = self.history.iteration_loss[0] if len(self.history.iteration_loss) else self.batch_losses[0]
+        start = max((v for v in (first, self.history.baseline_loss) if v is not None and math.isfinite(v) and v > 0),
+                    default=None)  # fmt: skip
+        if start is None or loss <= factor * start:
+            return None
+        return f"the epoch's mean loss grew from {start:.4g} at the start to {loss:.4g}, over divergence_factor={factor:g} times"
+
+    def _diverged(self, b, sums, reason=None):
+        """Batch ``b`` gave a non-finite loss or gradient, caught before its update (or, with ``b``
+        None, the epoch just done grew its loss past ``divergence_factor``: ``reason`` says how).
         Roll back and return True (the epoch runs again), or stop where it went bad."""
-        where = {"epoch": self.epoch + 1, "iteration": self.step + 1, "reason": self.backend.why_diverged(b)}
+        where = {"epoch": self.epoch + 1, "iteration": self.step + (b is not None), "reason": reason or self.backend.why_diverged(b)}
         if self.on_divergence == "rollback" and len(self.rollbacks) < MAX_ROLLBACKS:
             self.backend.restore()  # the transforms' memory with the weights
             self.optimizer.lr *= ROLLBACK_FACTOR
@@ -470,12 +512,17 @@ class Trainer:
         self.divergence = where
         self.stop_training = True
         tail = "" if self.on_divergence == "stop" else f" after {len(self.rollbacks)} rollbacks"
-        self.stop_reason = (
-            f"training diverged in epoch {where['epoch']}, iteration {where['iteration']}{tail}: {where['reason']};"
-            " stopped before that update, so the weights are the last good ones"
-        )
-        # Where it stopped, like an interrupt: --resume (with a lower rate, say) continues from this batch.
-        self._progress = self._position(b, sums)
+        if b is None:  # the epoch is done and logged; its weights are where the growth took them
+            kept = "stopped at the end of that epoch, with the weights it left"
+        else:
+            kept = "stopped before that update, so the weights are the last good ones"
+            # Where it stopped, like an interrupt: --resume (with a lower rate, say) continues from this batch.
+            self._progress = self._position(b, sums)
+        eps = getattr(self.optimizer, "eps", None)
+        if eps == 0:
+            kept += (f"; {self.optimizer.name}'s eps=0 divides by zero wherever a weight's gradient average is 0:"
+                     " set eps=1e-8 rather than lowering the rate")  # fmt: skip
+        self.stop_reason = f"training diverged in epoch {where['epoch']}, iteration {where['iteration']}{tail}: {where['reason']}; {kept}"
         return False
 
     def order(self, epoch, index):
@@ -614,6 +661,29 @@ def split_indices(n, fraction, seed, owner="fit"):
     return np.sort(order[:-n_val]), np.sort(order[-n_val:])
 
 
+def settings_warnings(model, optimizer):
+    """What a run with these settings would train without saying: a rate of 0, or two affine
+    layers with nothing nonlinear between them (together one linear map, so the depth buys nothing)."""
+    found = []
+    if optimizer.lr == 0:
+        found.append(f"optimizer {optimizer.name!r} has lr=0: the weights will not move")
+    last = None  # the affine layer since which only linear layers came
+    for i, layer in enumerate(model.layers):
+        if layer.name in AFFINE_LAYERS:
+            if last is not None:
+                between = sorted({model.layers[j].name for j in range(last + 1, i)})
+                found.append(
+                    f"layers {last} ({model.layers[last].name}) and {i} ({layer.name}) have nothing nonlinear between them"
+                    + (f" ({', '.join(between)} {'is' if len(between) == 1 else 'are'} linear)" if between else "")
+                    + ", so together they are one linear map: put an activation such as relu or tanh between them"
+                )
+                break
+            last = i
+        elif layer.name not in LINEAR_LAYERS:
+            last = None
+    return found
+
+
 def fit(
     model,
     X,
@@ -633,6 +703,7 @@ def fit(
     on_divergence="stop",
     transforms=(),
     distributed=False,
+    divergence_factor=DIVERGENCE_FACTOR,
 ):
     """Train ``model`` on (X, y) and return its History.
 
@@ -658,6 +729,10 @@ def fit(
     A batch whose loss or gradient is NaN or infinite stops training before
     its update, with a RuntimeWarning that says where (``on_divergence="stop"``),
     or rolls the epoch back and halves the learning rate (``"rollback"``).
+    So does an epoch whose mean loss, though finite, passes ``divergence_factor``
+    (1e4) times the loss at the start (the larger of the first batch's and the
+    baseline loss); that epoch is logged before the stop. 0 or None switches
+    the rule off.
 
     ``distributed=True`` (under ``mpiexec``; or an mpi4py communicator) trains
     data-parallel: every rank calls ``fit`` with the same data, trains on its
@@ -679,6 +754,7 @@ def fit(
         on_divergence=on_divergence,
         transforms=transforms,
         distributed=distributed,
+        divergence_factor=divergence_factor,
     )
     history = trainer.fit(X, y, epochs=epochs, validation_data=validation_data, validation_split=validation_split)
     if trainer.divergence is not None:

@@ -65,7 +65,8 @@ def baseline_loss(loss, y, outputs, dtype=np.float64):
         p = np.clip(y.reshape(n, -1).mean(axis=0), 1e-6, 1 - 1e-6)
         row = np.log(p / (1 - p))
     else:
-        row = y.reshape(n, -1).mean(axis=0)
+        with np.errstate(over="ignore", invalid="ignore"):  # targets near 1e308: an infinite baseline, no warning
+            row = y.reshape(n, -1).mean(axis=0)
     pred = np.ascontiguousarray(np.broadcast_to(row, (n, outputs)), dtype=dtype)
     grad = np.empty_like(pred)
     targets = y if loss.target == "class" else np.ascontiguousarray(y.reshape(n, -1), dtype=dtype)
