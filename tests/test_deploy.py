@@ -52,6 +52,20 @@ def test_two_cold_starts_at_the_same_moment_both_succeed(tmp_path):
         assert stdout.splitlines()[-1].startswith("validation accuracy")
 
 
+@pytest.mark.parametrize("var", ["JITPROP_CACHE_DIR", "NUMBA_CACHE_DIR"])
+def test_a_cache_dir_that_cannot_be_made_runs_uncached_and_says_so_once(tmp_path, var):
+    """Numba would refuse to define a kernel ("no locator available", a traceback at import)."""
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    code = "import jitprop, numba; print(numba.config.CACHE_DIR)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env=clean_env(**{var: str(blocker / "cache")}))  # fmt: skip
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.count(f"{var} ({blocker / 'cache'}) is not a writable directory") == 1, out.stderr
+    assert "compiled kernels are not kept between runs" in out.stderr
+    assert Path(out.stdout.strip()).name.startswith("jitprop-numba-")
+
+
 def test_nowhere_writable_compiles_into_a_temporary_directory_and_says_so(monkeypatch):
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
     monkeypatch.delenv("JITPROP_CACHE_DIR", raising=False)

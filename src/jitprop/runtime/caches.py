@@ -8,7 +8,8 @@ cache, three deployments need help:
 
 - ``JITPROP_CACHE_DIR`` set: Numba's cache goes there too (``.../numba``),
   unless ``NUMBA_CACHE_DIR`` says otherwise, so one setting moves every
-  compiled artefact.
+  compiled artefact. Either one naming a directory that cannot be written
+  (or made) runs uncached, saying so once, as nowhere writable does.
 - Nowhere writable (a read-only install and an unwritable home): Numba would
   refuse to define the kernels at all. Compile into a temporary directory
   instead, and say once that compiled code is not kept between runs.
@@ -47,25 +48,30 @@ def _writable(path):
 
 def configure():
     """Point Numba's cache somewhere that works; called once, on import of jitprop."""
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        return  # numba's own setting wins
-    if os.environ.get("JITPROP_CACHE_DIR"):
-        numba.config.CACHE_DIR = str(Path(os.environ["JITPROP_CACHE_DIR"]) / "numba")
-        return
+    for var, below in (("NUMBA_CACHE_DIR", ""), ("JITPROP_CACHE_DIR", "numba")):  # numba's own setting wins
+        if os.environ.get(var):
+            path = Path(os.environ[var]) / below
+            if _writable(path):
+                numba.config.CACHE_DIR = str(path)
+                return
+            # Numba would refuse to define the kernels ("no locator available"): run uncached, and say so.
+            return _uncached(f"{var} ({os.environ[var]}) is not a writable directory", f"point {var} at one")
     package = Path(__file__).resolve().parents[1]
     folders = [package] + [p for p in package.iterdir() if (p / "__init__.py").exists()]  # kernels live in each
     in_tree = all(_writable(p / "__pycache__") for p in folders)
     base = base_dir()
     if in_tree or _writable(base / "numba"):
         return  # Numba's own locators find one of these
+    _uncached(f"neither {package} nor {base} is writable", "set JITPROP_CACHE_DIR to a writable directory")
+
+
+def _uncached(why, fix):
+    """Compile into a temporary directory, and say once that nothing is kept."""
     global notice
     numba.config.CACHE_DIR = tempfile.mkdtemp(prefix="jitprop-numba-")
-    notice = (
-        f"jitprop: neither {package} nor {base} is writable, so compiled kernels are not kept between runs"
-        " (every run compiles them again); set JITPROP_CACHE_DIR to a writable directory"
-    )
+    notice = f"jitprop: {why}, so compiled kernels are not kept between runs (every run compiles them again); {fix}"
     if Path(sys.argv[0]).name != "jitprop":  # the command line prints it its own way
-        warnings.warn(notice, CacheWarning, stacklevel=3)
+        warnings.warn(notice, CacheWarning, stacklevel=4)
 
 
 def base_dir():
