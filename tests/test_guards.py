@@ -103,6 +103,9 @@ def test_divergence_from_eps_zero_says_so_instead_of_a_lower_rate(name):
 def test_a_rate_of_zero_warns():
     with pytest.warns(TrainingWarning, match=r"optimizer 'sgd' has lr=0: the weights will not move"):
         jitprop.Trainer(small_mlp(), optimizer=jitprop.optimizer("sgd", lr=0.0))
+    trainer = jitprop.Trainer(small_mlp())
+    with pytest.warns(TrainingWarning, match=r"optimizer 'adam' has lr=0"):
+        trainer.set_learning_rate(0)  # what --resume ... --lr 0 does
 
 
 @pytest.mark.parametrize("between", [[], ["dropout"], ["dropout", "dropout"]])

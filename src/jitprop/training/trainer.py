@@ -532,6 +532,8 @@ class Trainer:
     def set_learning_rate(self, lr):
         """Train on at ``lr`` from here (a resumed run at a lower rate, say); schedules scale from it."""
         lr = real("lr", lr, "fit", low=0.0)
+        if lr == 0:
+            warnings.warn(f"optimizer {self.optimizer.name!r} has lr=0: the weights will not move", TrainingWarning, stacklevel=2)
         self.optimizer.lr = self.lr = lr
         if self._progress is not None:
             self._progress["lr"] = lr
