@@ -87,6 +87,12 @@ def test_output_that_cannot_be_written_ends_quietly_or_in_one_line(tmp_path):
     assert out.returncode == 1 and out.stderr == "Error: cannot write the output: No space left on device\n"
 
 
+def test_doubtful_settings_warn_in_one_line(tmp_path):
+    out = subprocess.run([JITPROP, "train", "--epochs", "1", "--hidden", "8", "--lr", "0"], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=300)  # fmt: skip
+    assert out.returncode == 0 and out.stderr == "optimizer 'adam' has lr=0: the weights will not move\n", out.stderr
+
+
 def test_every_command_has_help_with_examples():
     for command in ("train", "evaluate", "predict", "list", "plugins", "gradcheck"):
         text = run(command, "--help").output

@@ -42,7 +42,7 @@ from ..plugins.manager import (
 )
 from ..plugins.registry import entries, tables
 from ..runtime import caches
-from ..training.trainer import evaluate as evaluate_model
+from ..training.trainer import TrainingWarning, evaluate as evaluate_model
 from ..version import __version__
 from . import flags, manage, views
 from .progress import EpochPrinter, ProgressBar
@@ -313,7 +313,10 @@ def _train(ctx, group, config_path, epochs, lr, on_divergence, checkpoint, resum
         where = f"saved {path}" if path else "nothing saved (give --checkpoint PATH to keep it)"
         if path:
             save()
-        hint = "train again with a lower --lr" + ("" if trainer.rollbacks else ", or with --on-divergence rollback")
+        if getattr(trainer.optimizer, "eps", None) == 0:  # the reason says to set eps: a lower rate would not help
+            hint = "train again with eps=1e-8 in --optimizer"
+        else:
+            hint = "train again with a lower --lr" + ("" if trainer.rollbacks else ", or with --on-divergence rollback")
         raise JitpropError(f"{trainer.stop_reason}; {where}; {hint}")
     if trainer.stop_reason:
         click.echo(trainer.stop_reason)
@@ -673,8 +676,8 @@ def main():
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
-    """Plugin problems as the one line they are; other warnings as Python shows them."""
-    if issubclass(category, PluginLoadWarning):
+    """Plugin problems and doubtful settings as the one line they are; other warnings as Python shows them."""
+    if issubclass(category, (PluginLoadWarning, TrainingWarning)):
         click.echo(str(message), err=True)
     else:
         _default(message, category, filename, lineno, file, line)
