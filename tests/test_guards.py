@@ -166,3 +166,25 @@ def test_a_repeated_option_is_refused_naming_it():
     with pytest.raises(jitprop.ConfigError, match=r"option 'lr' is given twice"):
         parse_spec("sgd:lr=0.1,lr=0.2")
     assert parse_spec("sgd:lr=0.1,momentum=0.9") == {"name": "sgd", "lr": 0.1, "momentum": 0.9}
+
+
+def test_a_run_whose_activations_memory_cannot_hold_is_refused_in_one_line(monkeypatch):
+    """The parameters fit (Sequential's own check passes), a batch's activations do not."""
+    from jitprop.data import arrays
+
+    X, y = np.random.default_rng(0).normal(size=(64, 2)), np.arange(64) % 3
+    model = jitprop.Sequential([jitprop.layer("dense", units=20000), "relu", jitprop.layer("dense", units=3)], input_dim=2)
+    monkeypatch.setattr(arrays, "available_memory", lambda: 8 << 20)  # 8 MiB: the weights need 1.8
+    with pytest.raises(jitprop.DataError, match=r"^training 120,003 parameters on batches of 32 rows needs .* of activations\), "
+                                                r"more than the 8.0 MiB of memory available: train a smaller model"):
+        jitprop.fit(model, X, y, loss="cross_entropy", epochs=1)
+
+
+def test_a_csv_that_never_ends_is_refused_not_read_for_ever(tmp_path, monkeypatch):
+    from jitprop.data import tables
+
+    (tmp_path / "zero.csv").symlink_to("/dev/zero")
+    monkeypatch.setattr(tables, "available_memory", lambda: 16 << 20)
+    with pytest.raises(jitprop.DataError, match=r"zero.csv: reading this CSV file: it is not a regular file, and it went on"
+                                                r" past 8.0 MiB, half the memory available, without ending"):
+        tables.read_csv(tmp_path / "zero.csv")

@@ -10,7 +10,9 @@ import difflib
 import inspect
 import io
 import math
+import os
 import re
+import stat
 import zipfile
 from array import array
 from collections import Counter
@@ -21,7 +23,7 @@ import numpy as np
 from ..contracts.datasets import Table
 from ..errors import ConfigError, DataError
 from ..plugins import registry
-from .arrays import check_fits, first_nonfinite_row, listed, load_npz
+from .arrays import available_memory, check_fits, first_nonfinite_row, listed, load_npz, size_text
 from .runconfig import parse_spec, toml_value
 
 FILE_SUFFIXES = (".csv", ".npz")
@@ -153,6 +155,30 @@ def read_npz(path, need_target=True):
     return Table(X, y, source=str(path), shape=shape)
 
 
+#: Read from a device or pipe (no size to check first) in pieces of this many bytes.
+CHUNK = 1 << 20
+
+
+def read_bounded(path, what):
+    """The bytes of ``path``, refused in one line when memory cannot hold them (with the text made of
+    them: twice their size). A regular file's size is checked before reading; a device or pipe
+    (``/dev/stdin``; ``/dev/zero``, which never ends) is read until it ends or passes that bound."""
+    with open(path, "rb") as f:
+        info = os.fstat(f.fileno())
+        if stat.S_ISREG(info.st_mode):
+            check_fits(2 * info.st_size, what)
+            return f.read()
+        budget = available_memory()
+        limit = (budget if budget is not None else 8 << 30) // 2
+        data = bytearray()
+        while chunk := f.read(CHUNK):
+            data += chunk
+            if len(data) > limit:
+                raise DataError(f"{what}: it is not a regular file, and it went on past {size_text(limit)}, half the"
+                                " memory available, without ending; save the data to a file")  # fmt: skip
+        return bytes(data)
+
+
 def read_csv(path, target=None, need_target=True, features=None, drop=None, as_text=()):
     """A CSV file with a header row; the target column is ``target`` or, by default, the last.
 
@@ -161,9 +187,7 @@ def read_csv(path, target=None, need_target=True, features=None, drop=None, as_t
     what each becomes (refused, filled, one-hot), with the training rows' statistics.
     """
     try:
-        # The bytes and the text, then 8 bytes a feature value: cells become numbers row by row.
-        check_fits(2 * Path(path).stat().st_size, f"{path}: reading this CSV file")
-        text = Path(path).read_bytes().decode("utf-8-sig")
+        text = read_bounded(path, f"{path}: reading this CSV file").decode("utf-8-sig")
     except OSError as exc:
         raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     except UnicodeDecodeError as exc:

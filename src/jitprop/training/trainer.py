@@ -24,6 +24,8 @@ from ..backends.python import PythonBackend, compile_failure
 from ..components import kernel, positive_int, real
 from ..contracts.callbacks import Callback
 from ..contracts.losses import ACCURACY
+from ..data import arrays
+from ..data.arrays import size_text
 from ..data.prepare import as_inputs, as_targets
 from ..distributed import group_of as distributed_group
 from ..errors import ConfigError, DataError
@@ -302,6 +304,7 @@ class Trainer:
         n_batches = self.n_batches = n // bs if self.drop_last else -(-n // bs)
         if n_batches == 0:
             raise DataError(f"drop_last with batch_size={self.batch_size} leaves no batch from {n} rows")
+        self._check_memory(bs, 0 if Xv is None else Xv.shape[0])
         progress = self._progress
         if progress is not None and progress["index"].shape[0] != n:
             raise DataError(
@@ -312,6 +315,23 @@ class Trainer:
         self._init_memory()
         self.backend = self._backend(X, y, bs, None if Xv is None else (Xv, yv))
         return X, y, Xv, yv, epochs, bs, n_batches, progress
+
+    def _check_memory(self, bs, n_val):
+        """Refuse in one line, before anything is allocated for it, a run that memory cannot hold:
+        the parameters with their gradients and optimizer state, and a batch's activations, layer
+        caches and gradients (and validation's activations), estimated from the layers' widths."""
+        model = self.model
+        item = np.dtype(model.dtype).itemsize
+        caches = sum(layer.cache_dim() for layer in model.layers)
+        scored = min(max(bs, 256), n_val)  # validation rows a scoring pass holds at once
+        batch = item * (bs * (2 * sum(model.dims) + caches) + scored * (sum(model.dims) + caches))
+        weights = item * model.n_params * (2 + self.optimizer.n_state)
+        budget = arrays.available_memory()
+        if budget is not None and batch + weights > budget:
+            raise DataError(f"training {model.n_params:,} parameters on batches of {bs} rows needs {size_text(batch + weights)}"
+                            f" ({size_text(weights)} of weights, gradients and optimizer state, {size_text(batch)} of"
+                            f" activations), more than the {size_text(budget)} of memory available: train a smaller model"
+                            " or on smaller batches")  # fmt: skip
 
     def _join(self, X, y, Xv, yv, epochs, bs, n_batches, progress):
         """Data-parallel: the same data on every rank, rank 0's training state on all, each rank's
