@@ -206,7 +206,7 @@ def test_ctrl_c_stops_every_rank_at_one_iteration_and_the_run_resumes_exactly(tm
     finally:
         proc.kill()
     assert proc.returncode == 130, err
-    assert "Ctrl-C: interrupted" in out and "saved c.npz" in out
+    assert "Ctrl-C: interrupted" in err and "saved c.npz" in err  # the notice goes to stderr
     saved = jitprop.checkpoint.load(tmp_path / "c.npz")
     done = saved.meta["trainer"]["epoch"]  # epochs finished; an epoch stopped part-way continues from its iteration
     train("train", "--resume", "c.npz", "--epochs", str(done + 1), cwd=tmp_path)
