@@ -14,28 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from numba import njit
-from click.testing import CliRunner
 
 import jitprop
 from jitprop import checkpoint
 from jitprop.cli import add_plugin_commands, cli
+from jitprop.testing import command as run, one_line_error
 
 JITPROP = str(Path(sys.executable).with_name("jitprop"))
-
-
-def run(*args, ok=True, env=None):
-    result = CliRunner().invoke(cli, [str(a) for a in args], env=env)
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
-
-
-def one_line_error(result):
-    assert result.exit_code != 0
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    return lines[0]
 
 
 @pytest.fixture(autouse=True)

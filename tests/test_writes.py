@@ -7,27 +7,12 @@ import threading
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 import jitprop
 from jitprop import checkpoint
-from jitprop.cli import cli
+from jitprop.testing import command as run, one_line_error
 
 TRAIN = ["train", "--hidden", "8", "--epochs", "2"]
-
-
-def run(*args, ok=True):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
-
-
-def one_line_error(result):
-    assert result.exit_code != 0 and "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    return lines[0]
 
 
 def is_char_device(path):

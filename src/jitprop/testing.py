@@ -1,6 +1,6 @@
-"""Helpers for testing plugins: register one for a block, shrink CUDA grids for the simulator.
+"""Helpers for testing plugins: register one for a block, run a command, shrink CUDA grids for the simulator.
 
-    from jitprop.testing import registered, tiny_cuda_grids
+    from jitprop.testing import command, one_line_error, registered, tiny_cuda_grids
 
     with registered(my_plugin_module):
         assert jitprop.gradcheck.check_loss("my_loss")["pred"] < 1e-6
@@ -22,6 +22,28 @@ import numpy as np
 
 from . import cuda_launch
 from .plugins import manager as plugins
+
+
+def command(*args, ok=True, env=None):
+    """``jitprop ARGS...`` run in this process (click's CliRunner): its result, asserted to have
+    succeeded unless ``ok=False``."""
+    from click.testing import CliRunner
+
+    from .cli import cli
+
+    result = CliRunner().invoke(cli, [str(a) for a in args], env=env)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def one_line_error(result):
+    """The ``Error: ...`` line of a failed ``command``, asserting that it said nothing else (no traceback)."""
+    assert result.exit_code != 0, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return lines[0]
 
 
 @contextlib.contextmanager

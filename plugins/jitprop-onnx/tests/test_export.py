@@ -18,10 +18,10 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402  (dependencies of the package: missing, the tests fail, they never skip)
 import onnxruntime  # noqa: E402
 import pytest  # noqa: E402
-from click.testing import CliRunner  # noqa: E402
 
 import jitprop  # noqa: E402
-from jitprop.cli import cli  # noqa: E402
+from jitprop import testing  # noqa: E402
+from jitprop.testing import command as run  # noqa: E402
 
 import jitprop_onnx  # noqa: E402
 
@@ -37,19 +37,9 @@ JITPROP = str(Path(sys.executable).with_name("jitprop"))
 RTOL, ATOL = 1e-4, 1e-5  # float32
 
 
-def run(*args, ok=True):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
-
-
 def one_line_error(result):
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    return lines[0]
+    assert result.exit_code == 1, result.output  # a user's mistake, not a crash
+    return testing.one_line_error(result)
 
 
 def onnx_run(path, rows):

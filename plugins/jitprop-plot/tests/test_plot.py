@@ -14,10 +14,9 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from click.testing import CliRunner  # noqa: E402
 
 import jitprop  # noqa: E402
-from jitprop.cli import cli  # noqa: E402
+from jitprop.testing import command as run, one_line_error  # noqa: E402
 
 import jitprop_plot  # noqa: E402
 
@@ -33,21 +32,6 @@ JITPROP = str(Path(sys.executable).with_name("jitprop"))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 BLUE, ORANGE = (0.122, 0.467, 0.706), (1.0, 0.498, 0.055)  # matplotlib's tab:blue (train), tab:orange (validation)
 TRAIN = ["train", "--dataset", "spirals", "--hidden", "16", "--batch-size", "16", "--lr", "0.02", "--epochs", "3"]
-
-
-def run(*args, ok=True):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
-
-
-def one_line_error(result):
-    assert result.exit_code != 0
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    return lines[0]
 
 
 def color_pixels(image, rgb, tolerance=0.06):
