@@ -133,6 +133,16 @@ def test_training_stops_as_scikit_learn_stops():
         MLPClassifier((8,), max_iter=2, random_state=0).fit(X, y)
 
 
+def test_adaptive_learning_rate_divides_by_five_at_each_plateau_as_scikit_learns_sgd():
+    X, y = make_blobs(60, random_state=0)
+    never = dict(learning_rate="adaptive", learning_rate_init=0.1, tol=100.0, n_iter_no_change=2, max_iter=60, random_state=0)
+    sgd = MLPClassifier((4,), solver="sgd", **never).fit(X, y)  # tol=100: no epoch ever improves
+    # A plateau every 3 epochs after the first; 8 divisions take 0.1 below 1e-6, the ninth plateau stops.
+    assert sgd.n_iter_ == 28 and sgd._trainer.optimizer.lr == pytest.approx(0.1 / 5**8)
+    adam = MLPClassifier((4,), solver="adam", **never).fit(X, y)  # adaptive is sgd's alone: adam stops
+    assert adam.n_iter_ == 4 and adam._trainer.optimizer.lr == 0.1
+
+
 def test_early_stopping_keeps_the_best_validation_epoch():
     X, y = make_blobs(300, centers=3, cluster_std=3.0, random_state=2)
     est = MLPClassifier((8,), early_stopping=True, n_iter_no_change=4, max_iter=300, random_state=0).fit(X, y)

@@ -11,8 +11,8 @@ What follows scikit-learn (``sklearn.neural_network``) and what does not:
   loss (with ``early_stopping``, the validation score: accuracy or R^2 on a
   held-out ``validation_fraction``, stratified for classes) has not improved
   by ``tol`` for more than ``n_iter_no_change`` epochs; early stopping keeps
-  the best epoch's weights. ``learning_rate="adaptive"`` (sgd) divides the
-  rate by 5 instead of stopping, until it falls below 1e-6.
+  the best epoch's weights. ``learning_rate="adaptive"`` (sgd's alone, as there)
+  divides the rate by 5 instead of stopping, while it is above 1e-6.
 - Weights start Glorot-uniform as there (bound sqrt(2 / (fan_in + fan_out))
   before a logistic activation); biases start at zero, not uniform.
 - The losses are jitprop's: cross-entropy on softmax logits, binary
@@ -92,7 +92,7 @@ class _Stopping:
         if self.incremental or est._no_improvement_count <= est.n_iter_no_change:
             return
         what = "Validation score" if self.validation is not None else "Training loss"
-        if est.learning_rate == "adaptive" and trainer.optimizer.lr / ADAPTIVE_FACTOR > ADAPTIVE_MIN:
+        if est.learning_rate == "adaptive" and est.solver == "sgd" and trainer.optimizer.lr > ADAPTIVE_MIN:
             trainer.optimizer.lr /= ADAPTIVE_FACTOR
             est._no_improvement_count = 0
             if est.verbose:
