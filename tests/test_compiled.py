@@ -160,3 +160,48 @@ def test_compiled_validation_scores_match_evaluate(dtype):
     ev = jitprop.evaluate(m, X[:50], y[:50], loss="cross_entropy")
     assert h.history["val_loss"][-1] == pytest.approx(ev["loss"], rel=1e-6)
     assert h.history["val_accuracy"][-1] == ev["accuracy"]
+
+
+def deep(hidden, kinds=("relu",), seed=0):
+    layers = []
+    for i in range(hidden):
+        layers += [jitprop.layer("dense", units=5), kinds[i % len(kinds)]]
+    return jitprop.Sequential(layers + [jitprop.layer("dense", units=3)], input_dim=2, seed=seed)
+
+
+def test_one_program_serves_every_depth_and_order_of_the_same_kinds_of_layer(tmp_path, monkeypatch):
+    # The step loops over the layers: its source names each kind of layer once, so a deep model
+    # compiles no more code than a shallow one (unrolled, 200 layers took over 13 minutes).
+    monkeypatch.setenv("JITPROP_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(jitprop.backends.codegen, "_programs", {})
+    X, y = spirals(n_per_class=10)
+    programs = set()
+    for m in (deep(1), deep(60), deep(5, kinds=("relu", "tanh")), deep(8, kinds=("tanh", "relu"))):
+        t = jitprop.Trainer(m, "cross_entropy", batch_size=8)
+        t.fit(X, y, epochs=1)
+        assert t.backend.name == "compiled"
+        programs.add(t.backend.program.path)
+    assert len(programs) == 2 and len(list(tmp_path.glob("jitprop_program_*.py"))) == 2
+
+
+def test_a_deep_model_with_every_argument_kind_trains_as_on_the_python_loop():
+    # Dropout draws per layer index, tanh and relu alternate, deep enough that a wrong layer's
+    # slice of any buffer would show.
+    def build():
+        layers = []
+        for i in range(12):
+            layers += [jitprop.layer("dense", units=3 + i % 4), ("tanh", "relu", "sigmoid")[i % 3]]
+            if i % 5 == 0:
+                layers.append(jitprop.layer("dropout", rate=0.1))
+        return jitprop.Sequential(layers + [jitprop.layer("dense", units=3)], input_dim=2, seed=4)
+
+    X, y = spirals(n_per_class=20)
+    runs = []
+    for compiled in (True, False):
+        m = build()
+        t = jitprop.Trainer(m, "cross_entropy", batch_size=7)
+        t.compiled = compiled
+        h = t.fit(X, y, epochs=2, validation_split=0.25)
+        runs.append((t.backend.name, m.params.copy(), h.history))
+    assert [r[0] for r in runs] == ["compiled", "python"]
+    assert np.array_equal(runs[0][1], runs[1][1]) and runs[0][2] == runs[1][2]

@@ -1,14 +1,20 @@
-"""The compiled fast path: one njit function per model structure that trains a run of batches.
+"""The compiled fast path: one njit function per set of kernels that trains a run of batches.
 
 Numba cannot loop over a list of different functions, but it can call
-other njit functions by name. So for a given stack of layers, loss and
-optimizer, jitprop writes the source of ``train_chunk`` (gather a batch,
-each layer's forward kernel, the loss, each backward kernel last to first,
-the optimizer: for batches ``first..last``) and of ``evaluate``, naming
-every plugin's kernels by their import path, and compiles it once. The
-source goes to a cache directory under a name keyed by the kernels, the
-files that define them and the versions involved, so Numba's on-disk cache
-serves the next process in milliseconds.
+other njit functions by name. So for the kinds of layer in a model, its
+loss and its optimizer, jitprop writes the source of ``train_chunk``
+(gather a batch, each layer's forward kernel, the loss, each backward
+kernel last to first, the optimizer: for batches ``first..last``) and of
+``evaluate``, naming every plugin's kernels by their import path, and
+compiles it once. The layers run in a loop that calls each one's kernel
+pair by the number its row of ``layout`` gives (layout.py), on arrays cut
+from flat buffers: the source names each distinct kernel once, so it and
+its compile time stay the same at any depth (unrolled, a 50-layer step
+took two minutes to compile, 200 layers over thirteen), and models built
+of the same kinds of layer share it. The source goes to a cache
+directory under a name keyed by its text, the files that define the
+kernels and the versions involved, so Numba's on-disk cache serves the
+next process in milliseconds.
 
 A kernel that is not an importable ``@njit`` function (a plain Python
 function, one defined inside a function) cannot be named from generated
@@ -30,8 +36,9 @@ from ..contracts.losses import ACCURACY
 from ..kernels import all_finite
 from ..runtime import caches, threads
 from ..version import __version__
+from . import layout
 
-TEMPLATE_VERSION = 12
+TEMPLATE_VERSION = 13
 _programs = {}
 _lock = threading.Lock()
 
@@ -56,22 +63,34 @@ def importable(fn):
 
 
 def _stamp(fn):
+    return _file_stamp(fn.py_func.__code__.co_filename)
+
+
+def _file_stamp(path):
     try:
-        st = os.stat(fn.py_func.__code__.co_filename)
+        st = os.stat(path)
         return f"{st.st_mtime_ns}:{st.st_size}"
     except OSError:
         return "?"
 
 
 class Program:
-    """The compiled ``train_chunk`` and ``evaluate`` of one model structure."""
+    """The compiled ``train_chunk`` and ``evaluate`` of one set of kernels."""
 
-    def __init__(self, module):
+    def __init__(self, module, kinds):
         self.train_chunk = module.train_chunk
         self.evaluate = module.evaluate
         self.path = module.__file__
-        #: Batches per call of ``train_chunk`` for about ``CHUNK_SECONDS``, learnt as it runs.
-        self.span = 8
+        #: ``layer_kinds``' entries, as text, in the order of the layout's ``KIND`` numbers.
+        self.kinds = kinds
+        #: Batches per call of ``train_chunk`` for about ``CHUNK_SECONDS``, learnt as it runs, per model
+        #: shape and batch size (models of every size share a program).
+        self.spans = {}
+
+    def kind_numbers(self, model):
+        """Each layer's ``KIND``: the number of its kernel pair in this program."""
+        number = {kind: k for k, kind in enumerate(self.kinds)}
+        return [number[repr(kind)] for kind in layer_kinds(model)]
 
 
 def program(model, loss, optimizer, transforms=(), distributed=False):
@@ -82,27 +101,39 @@ def program(model, loss, optimizer, transforms=(), distributed=False):
         return _program(model, loss, optimizer, transforms, bool(distributed))
 
 
+def layer_kinds(model):
+    """Per layer, how generated code names its kernel pair: ``(forward ref, backward ref, takes
+    state, takes scratch)``, refs as ``importable`` gives them (None where one can't be named)."""
+    return [(importable(kernel(layer, "forward_kernel")), importable(kernel(layer, "backward_kernel")), stateful, scratch)
+            for layer, stateful, scratch in zip(model.layers, model.stateful, model.has_scratch)]  # fmt: skip
+
+
 def _program(model, loss, optimizer, transforms, distributed):
+    per_layer = layer_kinds(model)
     accuracy = ACCURACY.get(loss.target)
     fns = {
-        "fwd": [kernel(layer, "forward_kernel") for layer in model.layers],
-        "bwd": [kernel(layer, "backward_kernel") for layer in model.layers],
         "loss": [kernel(loss, "kernel")],
         "opt": [kernel(optimizer, "kernel")],
         "acc": [accuracy] if accuracy is not None else [],
         "tf": [kernel(tr, "kernel") for tr in transforms],
     }
     refs = {k: [importable(f) for f in v] for k, v in fns.items()}
-    if any(r is None for v in refs.values() for r in v):
+    if any(None in kind[:2] for kind in per_layer) or any(r is None for v in refs.values() for r in v):
         return None
-    stamps = sorted({f"{r[0]}={_stamp(f)}" for k in fns for f, r in zip(fns[k], refs[k])})
-    stamps.append(f"jitprop.kernels={_stamp(all_finite)}")  # the helpers every program calls
-    class_labels = loss.target == "class"
-    stateful, scratch = tuple(model.stateful), tuple(model.has_scratch)
-    has_stats = any(tr.stat_names for tr in transforms)
+    # Each distinct pair once, in an order of their own: models of the same kinds of layer, at any
+    # depth and in any order, share one program.
+    kinds = sorted({repr(kind): kind for kind in per_layer}.items())
+    pairs = [kind for _, kind in kinds]
+    layer_fns = [kernel(layer, name) for layer in model.layers for name in ("forward_kernel", "backward_kernel")]
+    named = list(zip(layer_fns, [ref[0] for kind in per_layer for ref in kind[:2]]))
+    named += [(f, r[0]) for k in fns for f, r in zip(fns[k], refs[k])]
+    stamps = sorted({f"{module}={_stamp(f)}" for f, module in named})
+    # The helpers every program calls.
+    stamps += [f"jitprop.kernels={_stamp(all_finite)}", f"jitprop.backends.layout={_file_stamp(layout.__file__)}"]
     sees = tuple(bool(tr.sees_activations) for tr in transforms)
-    key_text = repr((TEMPLATE_VERSION, __version__, numba.__version__, refs, stamps, class_labels, stateful, scratch,
-                     has_stats, sees, distributed))  # fmt: skip
+    text = source(pairs, refs, loss.target == "class", any(tr.stat_names for tr in transforms), sees,
+                  len(model.layers) if any(sees) else None, distributed)  # fmt: skip
+    key_text = repr((TEMPLATE_VERSION, __version__, numba.__version__, text, stamps))
     key = hashlib.sha256(key_text.encode()).hexdigest()[:20]
     if key in _programs:
         return _programs[key]
@@ -113,60 +144,101 @@ def _program(model, loss, optimizer, transforms, distributed):
     if not path.exists():
         # Written once and never touched again: Numba keys its cache on the file's timestamp.
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(source(refs, stateful, class_labels, has_stats, scratch, sees, distributed))
+        tmp.write_text(text)
         os.replace(tmp, path)
     name = f"jitprop_program_{key}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
-    if any(threads.parallel(f) for f in fns["fwd"] + fns["bwd"]):
+    if any(threads.parallel(f) for f in layer_fns):
         threads.start()  # before the cached program's first call: it would not start the pool itself
-    _programs[key] = prog = Program(module)
+    _programs[key] = prog = Program(module, [key for key, _ in kinds])
     return prog
 
 
-def source(refs, stateful, class_labels, has_stats=False, scratch=None, sees=None, distributed=False):
-    """The Python source of the generated module (``stateful`` and ``scratch``: per layer, its
-    kernels take the running state, then scratch memory, after the contract's arguments;
-    ``class_labels``: targets are 1-D labels; ``has_stats``: some gradient transform keeps
-    statistics; ``sees``: per transform, whether it also takes its memory and the activations;
-    ``distributed``: the rank's part of each batch, its gradient summed over the ranks)."""
+def _import(local, ref):
+    """Lines that bind the kernel ``ref`` names (``importable``'s form) to ``local``."""
+    module, qualname = ref[:2]
+    top, _, rest = qualname.partition(".")
+    if rest:  # kept on a class: import the class, then reach the kernel
+        lines = [f"from {module} import {top} as _{local}_owner", f"{local} = _{local}_owner.{rest}"]
+    else:
+        lines = [f"from {module} import {top} as {local}"]
+    if len(ref) == 4:  # built by a kernel factory: build it again from the same options
+        options, index = ref[2:]
+        lines.append(f"{local} = {local}(*{options!r}){'' if index is None else f'[{index}]'}")
+    return lines
+
+
+def _views(i, rows, training=True):
+    """Lines that cut layer ``i``'s arrays (an expression) out of the flat buffers, for ``rows`` rows."""
     lines = [
-        "# Generated by jitprop.backends.codegen for one model structure. Do not edit: delete it to rebuild.",
+        f"x = rows_of(acts, layout[{i}, ACT], {rows}, layout[{i}, WIDTH])",
+        f"out = rows_of(acts, layout[{i} + 1, ACT], {rows}, layout[{i} + 1, WIDTH])",
+        f"cache = rows_of(caches, layout[{i}, CACHE], {rows}, layout[{i}, CACHE_WIDTH])",
+        f"p = part_of(params, offsets[{i}], offsets[{i} + 1])",
+        f"h = part_of(hypers, layout[{i}, HYPER], layout[{i}, HYPER_END])",
+        f"st = part_of(state, layout[{i}, STATE], layout[{i}, STATE_END])",
+        f"w = part_of(scratch, layout[{i}, SCRATCH], layout[{i}, SCRATCH_END])",
+    ]
+    if training:
+        lines += [
+            f"g = part_of(grads, offsets[{i}], offsets[{i} + 1])",
+            f"grad_out = rows_of(deltas, layout[{i} + 1, DELTA], {rows}, layout[{i} + 1, WIDTH])",
+            f"grad_in = rows_of(deltas, layout[{i}, DELTA], {rows} if {i} > 0 else 0, layout[{i}, WIDTH])",
+        ]
+    return lines
+
+
+def _dispatch(pairs, which, args):
+    """An if-chain calling the kernel of the layer's kind: ``which`` 0 forward, 1 backward."""
+    lines = ["k = layout[i, KIND]"]
+    for k, (_, _, stateful, scratch) in enumerate(pairs):
+        last = (", st" if stateful else "") + (", w" if scratch else "")
+        lines += [f"{'if' if k == 0 else 'elif'} k == {k}:", f"    {'FB'[which]}{k}({args}{last})"]
+    return lines
+
+
+def _indent(lines, depth):
+    return [" " * (4 * depth) + line for line in lines]
+
+
+def source(pairs, refs, class_labels, has_stats=False, sees=(), n_layers=None, distributed=False):
+    """The Python source of the generated module. ``pairs``: the distinct ``(forward ref, backward
+    ref, takes state, takes scratch)`` of the model's layers (a layer's ``KIND`` indexes them);
+    ``refs``: the loss, optimizer, accuracy and transform kernels; ``class_labels``: targets are
+    1-D labels; ``has_stats``: some gradient transform keeps statistics; ``sees``: per transform,
+    whether it also takes its memory and the activations (a tuple of ``n_layers + 1``, so such a
+    program is made for one depth); ``distributed``: the rank's part of each batch, its gradient
+    summed over the ranks."""
+    lines = [
+        "# Generated by jitprop.backends.codegen for one set of kernels. Do not edit: delete it to rebuild.",
         "import math",
         "import numpy as np",
         "from numba import njit",
         "from jitprop.kernels import all_finite, gather_rows, seed_mix",
+        "from jitprop.backends.layout import part_of, rows_of",
         f"from jitprop.kernels import {'gather_items' if class_labels else 'gather_rows'} as gather_y",
     ]
     if distributed:
         lines += ["from jitprop.kernels import row_seed, scale", "from jitprop.distributed.binding import allreduce_sum"]
-    for kind, names in (("fwd", "F"), ("bwd", "B"), ("loss", "LOSS"), ("opt", "OPT"), ("acc", "ACC"), ("tf", "T")):
-        for i, ref in enumerate(refs[kind]):
-            module, qualname = ref[:2]
-            local = f"{names}{i}" if kind in ("fwd", "bwd", "tf") else names
-            top, _, rest = qualname.partition(".")
-            if rest:  # kept on a class: import the class, then reach the kernel
-                lines.append(f"from {module} import {top} as _{local}_owner")
-                lines.append(f"{local} = _{local}_owner.{rest}")
-            else:
-                lines.append(f"from {module} import {top} as {local}")
-            if len(ref) == 4:  # built by a kernel factory: build it again from the same options
-                options, index = ref[2:]
-                lines.append(f"{local} = {local}(*{options!r}){'' if index is None else f'[{index}]'}")
-    L = len(stateful)
+    # The table's columns as constants of this file, so its compiled code depends on nothing else.
+    lines += [f"{name} = {getattr(layout, name)}" for name in layout.NAMES]
+    for k, (fwd, bwd, _, _) in enumerate(pairs):
+        lines += _import(f"F{k}", fwd) + _import(f"B{k}", bwd)
+    for kind, local in (("loss", "LOSS"), ("opt", "OPT"), ("acc", "ACC")):
+        for ref in refs[kind]:
+            lines += _import(local, ref)
+    for k, ref in enumerate(refs["tf"]):
+        lines += _import(f"T{k}", ref)
     has_acc = bool(refs["acc"])
-    scratch = scratch or (False,) * L
-    last = [(f", s{i}" if stateful[i] else "") + (f", w{i}" if scratch[i] else "") for i in range(L)]
-    layer_args = ", ".join(f"p{i}, h{i}, g{i}, c{i}, s{i}, w{i}" for i in range(L))
-    sees = sees or (False,) * len(refs["tf"])
     tf_args = "".join(f", th{k}, ts{k}" + (f", tm{k}" if sees[k] else "") for k in range(len(refs["tf"])))
-    act_args = ", ".join(f"a{i}" for i in range(L + 1))
-    delta_args = ", ".join(f"d{i}" for i in range(L + 1))
     # This rank's rows of the batch: all of them, or its part (from row ``lo``, ``part`` rows).
     first_row, rows = ("lo", "part") if distributed else ("start", "rows")
     mpi_args = ", rank, size, reduce_buf, mpi_fn, mpi_place, mpi_type, mpi_op, mpi_comm" if distributed else ""
+    # Distributed, a layer's draws (dropout's mask) are those of the whole batch's rows.
+    seed = "row_seed(seed_mix(s, i), lo - start, x.shape[1])" if distributed else "seed_mix(s, i)"
 
     body = [
         "",
@@ -174,10 +246,10 @@ def source(refs, stateful, class_labels, has_stats=False, scratch=None, sees=Non
         "@njit(cache=True, nogil=True)",  # sweeps train several models at once, in threads
         "def train_chunk(X, y, index, first, last, bs, params, grads, opt_state, lr, opt_h, step, seed, loss_h,",
         "                batch_losses, ybuf, state, state_before, offsets, stats, stats_before, loss_sum, correct, seen,",
-        f"                {layer_args}{tf_args}, {act_args},",
-        f"                {delta_args}{mpi_args}):",
+        f"                hypers, scratch, layout, acts, caches, deltas{tf_args}{mpi_args}):",
         "    # loss_sum, correct, seen carry the epoch's running totals, so the sums don't depend on chunking.",
         "    # Returns (..., diverged): a non-finite loss or gradient stops before that batch's update.",
+        "    L = layout.shape[0] - 1",
         "    n = X.shape[0]",
         "    done = first",
         "    for b in range(first, last):",
@@ -187,34 +259,32 @@ def source(refs, stateful, class_labels, has_stats=False, scratch=None, sees=Non
     if distributed:  # contiguous parts that differ by at most one row
         body += ["        lo = start + rows * rank // size", "        part = start + rows * (rank + 1) // size - lo"]
     body += [
-        f"        x0 = a0[:{rows}]",
-        f"        gather_rows(X, index, {first_row}, x0)",
+        f"        gather_rows(X, index, {first_row}, rows_of(acts, layout[0, ACT], {rows}, layout[0, WIDTH]))",
         f"        yb = ybuf[:{rows}]",
         f"        gather_y(y, index, {first_row}, yb)",
         "        s = seed_mix(seed, step)",
     ]
-    if any(stateful):  # running state as it was before this batch, should the batch diverge
+    stateful = any(pair[2] for pair in pairs)
+    if stateful:  # running state as it was before this batch, should the batch diverge
         body += ["        for i in range(state.shape[0]):", "            state_before[i] = state[i]"]
     if has_stats:  # and the transforms' statistics
         body += ["        for i in range(stats.shape[0]):", "            stats_before[i] = stats[i]"]
-    passes = []  # forward, loss, backward: under ``if part > 0`` when distributed
-    for i in range(L):
-        body.append(f"        x{i + 1} = a{i + 1}[:{rows}]")
-        body.append(f"        k{i} = c{i}[:{rows}]")
-        # Distributed, a layer's draws (dropout's mask) are those of the whole batch's rows.
-        seed = f"row_seed(seed_mix(s, {i}), lo - start, x{i}.shape[1])" if distributed else f"seed_mix(s, {i})"
-        passes.append(f"F{i}(p{i}, h{i}, x{i}, x{i + 1}, k{i}, True, {seed}{last[i]})")
-    body.append(f"        e{L} = d{L}[:{rows}]")
-    body += [f"        e{i} = d{i}[:{rows}]" for i in range(L - 1, 0, -1)]
-    passes.append(f"value = LOSS(x{L}, yb, e{L}, loss_h)")
-    passes.append(f"hits = ACC(x{L}, yb)" if has_acc else "hits = 0")
+    passes = ["for i in range(L):"]  # forward, loss, backward: under ``if part > 0`` when distributed
+    passes += _indent(_views("i", rows, training=False) + [f"sd = {seed}"], 1)
+    passes += _indent(_dispatch(pairs, 0, "p, h, x, out, cache, True, sd"), 1)
+    passes += [
+        f"out = rows_of(acts, layout[L, ACT], {rows}, layout[L, WIDTH])",
+        f"grad_out = rows_of(deltas, layout[L, DELTA], {rows}, layout[L, WIDTH])",
+        "value = LOSS(out, yb, grad_out, loss_h)",
+        "hits = ACC(out, yb)" if has_acc else "hits = 0",
+    ]
     if distributed:  # backpropagation is linear in dL/d(output): scaling it scales every gradient
-        passes.append(f"scale(e{L}, part / rows)")
-    for i in range(L - 1, -1, -1):
-        passes.append(f"B{i}(p{i}, h{i}, x{i}, x{i + 1}, k{i}, e{i + 1}, {'d0' if i == 0 else f'e{i}'}, g{i}{last[i]})")
+        passes.append("scale(grad_out, part / rows)")
+    passes += ["for i in range(L - 1, -1, -1):"]
+    passes += _indent(_views("i", rows) + _dispatch(pairs, 1, "p, h, x, out, cache, grad_out, grad_in, g"), 1)
     if distributed:
         body.append("        if part > 0:")
-        body += [f"            {line}" for line in passes]
+        body += _indent(passes, 3)
         body += [
             "        else:  # a batch smaller than the ranks: this one adds nothing",
             "            value = 0.0",
@@ -233,16 +303,19 @@ def source(refs, stateful, class_labels, has_stats=False, scratch=None, sees=Non
             "        hits = reduce_buf[P + 1]",
         ]
     else:
-        body += [f"        {line}" for line in passes]
+        body += _indent(passes, 2)
     for k in range(len(refs["tf"])):  # the gradient slot: between backward and the divergence check
-        seen_acts = f", tm{k}, ({', '.join(f'x{i}' for i in range(L + 1))},)" if sees[k] else ""
+        seen_acts = ""
+        if sees[k]:
+            seen_acts = ", ".join(f"rows_of(acts, layout[{i}, ACT], {rows}, layout[{i}, WIDTH])" for i in range(n_layers + 1))
+            seen_acts = f", tm{k}, ({seen_acts},)"
         body.append(f"        T{k}(grads, params, offsets, lr, th{k}, ts{k}{seen_acts})")
     tail = ", 0" if distributed else ""  # and the MPI error code
     body += [
         "        if not (math.isfinite(value) and all_finite(grads)):",
         "            batch_losses[b] = value",
     ]
-    if any(stateful):
+    if stateful:
         body += ["            for i in range(state.shape[0]):", "                state[i] = state_before[i]"]
     if has_stats:
         body += ["            for i in range(stats.shape[0]):", "                stats[i] = stats_before[i]"]
@@ -259,21 +332,22 @@ def source(refs, stateful, class_labels, has_stats=False, scratch=None, sees=Non
         "",
         "",
         "@njit(cache=True, nogil=True)",
-        f"def evaluate(X, y, bs, loss_h, scratch, {', '.join(f'p{i}, h{i}, c{i}, s{i}, w{i}' for i in range(L))}, {act_args}):",
+        "def evaluate(X, y, bs, loss_h, loss_grad, params, offsets, hypers, state, scratch, layout, acts, caches):",
+        "    L = layout.shape[0] - 1",
         "    n = X.shape[0]",
         "    total = 0.0",
         "    correct = 0.0",
         "    for start in range(0, n, bs):",
         "        stop = min(start + bs, n)",
         "        rows = stop - start",
-        "        x0 = X[start:stop]",
         "        yb = y[start:stop]",
+        "        x = X[start:stop]",
+        "        for i in range(L):",
     ]
-    for i in range(L):
-        body.append(f"        x{i + 1} = a{i + 1}[:rows]")
-        body.append(f"        F{i}(p{i}, h{i}, x{i}, x{i + 1}, c{i}[:rows], False, np.uint64(0){last[i]})")
-    body.append(f"        total += LOSS(x{L}, yb, scratch[:rows], loss_h) * rows")
+    forward = _views("i", "rows", training=False)[1:]  # x: the last layer's output
+    body += _indent(forward + _dispatch(pairs, 0, "p, h, x, out, cache, False, np.uint64(0)") + ["x = out"], 3)
+    body.append("        total += LOSS(x, yb, loss_grad[:rows], loss_h) * rows")
     if has_acc:
-        body.append(f"        correct += ACC(x{L}, yb)")
+        body.append("        correct += ACC(x, yb)")
     body.append("    return total, correct")
     return "\n".join(lines + body) + "\n"

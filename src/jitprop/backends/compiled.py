@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from ..model.sequential import Workspace
-from . import base, codegen
+from . import base, codegen, layout
 from .base import Backend
 
 
@@ -27,29 +27,33 @@ class CompiledBackend(Backend):
         super().__init__(trainer, X, y, batch_size, validation)
         model = self.model
         self.program = program or self.build_program(trainer)
-        self.span = self.program.span
+        self.kinds = self.program.kind_numbers(model)
+        self._span_key = (tuple(model.dims), batch_size)
+        self.span = self.program.spans.get(self._span_key, 8)
         ws = self.ws = Workspace(model, batch_size, training=True)
         self.y_buf = np.zeros((batch_size,) + y.shape[1:], y.dtype)
         # The running state as it was before the batch in flight, should that batch diverge.
         self.state_before = model.state.copy() if any(model.stateful) else model.state
         self.stats_before = trainer.stats.copy()
-        self.layer_args = [a for i in range(len(model.layers)) for a in
-                           (model.layer_params[i], model.hypers[i], model.layer_grads[i], ws.caches[i],
-                            model.layer_state[i], model.layer_scratch[i])]  # fmt: skip
+        self.model_args = (model.hyper_buffer, model.scratch)
+        self.ws_args = (layout.table(model, ws, self.kinds), ws.act_buffer, ws.cache_buffer, ws.delta_buffer)
+        self.transform_args = []
         for tr, h, stats, memory in zip(trainer.transforms, trainer.transform_h, trainer.transform_stats, trainer.transform_memory):
-            self.layer_args += [h, stats, memory] if tr.sees_activations else [h, stats]
-        self.buffers = (*ws.acts, *ws.deltas)
+            self.transform_args += [h, stats, memory] if tr.sees_activations else [h, stats]
         group = self.group = trainer.group
+        self.mpi_args = ()
         if group is not None:  # jitprop.distributed: the rank's part of each batch, gradients summed
-            self.buffers += (group.rank, group.size, model.grad_buffer, *group.handles(model.dtype))
+            self.mpi_args = (group.rank, group.size, model.grad_buffer, *group.handles(model.dtype))
         self._scratch = None  # the loss gradient of scoring, which nothing reads
+        self._scoring = {}  # per workspace size: its layout table
 
     def _train(self, first, last, sums):
         t, model = self.trainer, self.model
         result = self.program.train_chunk(
             self.X, self.y, self.index, first, last, self.bs, model.params, model.grads, t.opt_state, t.lr, t.opt_h,
             t.step, t.seed, t.loss_h, t.batch_losses, self.y_buf, model.state, self.state_before, model.offsets,
-            t.stats, self.stats_before, float(sums.loss), float(sums.correct), int(sums.seen), *self.layer_args, *self.buffers,
+            t.stats, self.stats_before, float(sums.loss), float(sums.correct), int(sums.seen), *self.model_args,
+            *self.ws_args, *self.transform_args, *self.mpi_args,
         )
         if self.group is not None:
             *result, err = result
@@ -68,7 +72,7 @@ class CompiledBackend(Backend):
         elapsed = time.perf_counter() - started
         ratio = base.CHUNK_SECONDS / max(elapsed, 1e-6)
         # Kept with the program: the next fit of the same model starts at the right size.
-        self.span = self.program.span = max(1, min(int(self.span * min(ratio, 4.0)), 1 << 20))
+        self.span = self.program.spans[self._span_key] = max(1, min(int(self.span * min(ratio, 4.0)), 1 << 20))
         return sums, done, done if diverged else None
 
     def score(self, X, y):
@@ -77,10 +81,12 @@ class CompiledBackend(Backend):
         ws = model.workspace(bs)
         if self._scratch is None or self._scratch.shape[0] < bs:
             self._scratch = np.zeros((bs, model.output_dim), model.dtype)
-        args = [a for i in range(len(model.layers))
-                for a in (model.layer_params[i], model.hypers[i], ws.caches[i], model.layer_state[i],
-                          model.layer_scratch[i])]  # fmt: skip
-        total, correct = self.program.evaluate(X, y, bs, t.loss_h, self._scratch, *args, *ws.acts)
+        table = self._scoring.get(bs)
+        if table is None:
+            table = self._scoring[bs] = layout.table(model, ws, self.kinds)
+        total, correct = self.program.evaluate(X, y, bs, t.loss_h, self._scratch, model.params, model.offsets,
+                                               model.hyper_buffer, model.state, model.scratch, table, ws.act_buffer,
+                                               ws.cache_buffer)  # fmt: skip
         result = {"loss": total / X.shape[0]}
         if self.accuracy is not None:
             result["accuracy"] = correct / X.shape[0]

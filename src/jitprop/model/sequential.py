@@ -49,6 +49,21 @@ def _input_shape(input_dim, input_shape):
     return shape
 
 
+def _blocks(rows, widths, dtype):
+    """One flat buffer and a (rows[i], widths[i]) C-contiguous view of it for each i, each
+    starting on a 64-byte boundary (as separate arrays would: BLAS likes aligned rows)."""
+    item = np.dtype(dtype).itemsize
+    step = max(1, 64 // item)
+    starts, end = [], 0
+    for r, w in zip(rows, widths):
+        starts.append(end)
+        end += -(-r * w // step) * step
+    raw = np.zeros(end + step, dtype)
+    skip = (-raw.__array_interface__["data"][0] % 64) // item
+    buffer = raw[skip : skip + end]
+    return buffer, [buffer[s : s + r * w].reshape(r, w) for s, r, w in zip(starts, rows, widths)]
+
+
 class Workspace:
     """Every array one pass over a batch of up to ``capacity`` rows needs, allocated once.
 
@@ -61,11 +76,12 @@ class Workspace:
         dt = model.dtype
         dims = model.dims
         self.capacity = capacity
-        self.acts = [np.zeros((capacity, d), dt) for d in dims]
-        self.caches = [np.zeros((capacity, layer.cache_dim()), dt) for layer in model.layers]
-        self.deltas = None
+        # Each list is views of one flat buffer: the compiled step takes the buffer, not a list.
+        self.act_buffer, self.acts = _blocks([capacity] * len(dims), dims, dt)
+        self.cache_buffer, self.caches = _blocks([capacity] * len(model.layers), [layer.cache_dim() for layer in model.layers], dt)
+        self.delta_buffer = self.deltas = None
         if training:
-            self.deltas = [np.zeros((0, dims[0]), dt)] + [np.zeros((capacity, d), dt) for d in dims[1:]]
+            self.delta_buffer, self.deltas = _blocks([0] + [capacity] * (len(dims) - 1), dims, dt)
         self._views = {}
 
     def views(self, n):
@@ -155,7 +171,11 @@ class Sequential:
         self.has_scratch = [size > 0 for size in sizes]
         self._last_args = [((state,) if stateful else ()) + ((scratch,) if wants else ()) for state, stateful, scratch, wants
                            in zip(self.layer_state, self.stateful, self.layer_scratch, self.has_scratch)]  # fmt: skip
-        self.hypers = [np.ascontiguousarray(layer.hyper(), dtype=np.float64) for layer in self.layers]
+        hypers = [np.ascontiguousarray(layer.hyper(), dtype=np.float64).ravel() for layer in self.layers]
+        #: Every layer's options in one float64 buffer; ``hypers[i]`` is layer i's slice.
+        self.hyper_buffer = np.concatenate([np.zeros(0)] + hypers)
+        bounds = np.cumsum([0] + [h.size for h in hypers])
+        self.hypers = [self.hyper_buffer[a:b] for a, b in zip(bounds, bounds[1:])]
         self.forward_kernels = [kernel(layer, "forward_kernel") for layer in self.layers]
         self.backward_kernels = [kernel(layer, "backward_kernel") for layer in self.layers]
         self._workspaces = {}
