@@ -2,6 +2,7 @@
 cannot train, and inputs whose meaning jitprop would otherwise guess wrong (issue 18)."""
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from jitprop.data.prepare import target_task
 from jitprop.data.runconfig import parse_spec
 from jitprop.data.tables import read_csv
 from jitprop.plugins import registry
+from jitprop.testing import command, one_line_error
 from jitprop.training.trainer import DIVERGENCE_FACTOR, TrainingWarning
 
 
@@ -81,6 +83,62 @@ def test_the_command_line_ends_an_exploding_run_in_one_line():
     assert len(errors) == 1 and "the epoch's mean loss grew from" in errors[0], result.output
 
 
+EXPLODING = ("train", "--dataset", "spirals", "--hidden", "8", "--epochs", "3", "--lr", "1e10")
+
+
+def last_error(result):
+    """The ``Error:`` line a failed run ended with, after its banner and epochs."""
+    assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+    return result.output.splitlines()[-1]
+
+
+def test_divergence_factor_flag_sets_the_rule_and_zero_switches_it_off():
+    assert "over divergence_factor=10000 times" in last_error(command(*EXPLODING, ok=False))
+    assert "over divergence_factor=100 times" in last_error(command(*EXPLODING, "--divergence-factor", "100", ok=False))
+    for off in ("0", "1e30"):  # the loss reaches about 1e20 and stays finite: every epoch trains
+        out = command(*EXPLODING, "--divergence-factor", off).output
+        assert "epoch 3/3" in out and "diverged" not in out
+
+
+def test_divergence_factor_in_a_run_file_and_in_print_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert "divergence_factor = 10000.0\n" in command("train", "--dataset", "spirals", "--print-config").output
+    Path("run.toml").write_text("divergence_factor = 0\n")
+    printed = command(*EXPLODING, "--config", "run.toml", "--print-config").output
+    assert "divergence_factor = 0\n" in printed
+    Path("printed.toml").write_text(printed)  # what --print-config writes runs as it said
+    assert "epoch 3/3" in command("train", "--config", "printed.toml").output
+    assert "epoch 3/3" in command(*EXPLODING, "--config", "run.toml").output
+    flag_wins = command(*EXPLODING, "--config", "run.toml", "--divergence-factor", "100", ok=False)
+    assert "over divergence_factor=100 times" in last_error(flag_wins)
+
+
+def test_a_resumed_run_may_change_its_divergence_factor(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    command("train", "--dataset", "spirals", "--hidden", "8", "--epochs", "1", "--checkpoint", "run.npz")
+    resumed = ("train", "--resume", "run.npz", "--epochs", "3", "--lr", "1e10")
+    out = command(*resumed, "--divergence-factor", "0").output
+    assert "epoch 3/3" in out and "diverged" not in out
+    assert "divergence_factor = 0.0\n" in command("train", "--resume", "run.npz", "--print-config").output  # kept
+
+
+def test_a_bad_divergence_factor_is_one_line_before_anything_runs():
+    for value in ("-1", "0.5", "1", "inf", "nan"):
+        line = one_line_error(command("train", "--dataset", "spirals", "--divergence-factor", value, ok=False))
+        assert line.startswith("Error: run: 'divergence_factor' must be a number above 1, or 0 to switch the rule off, got "), line
+    for text in ("abc", ""):
+        line = one_line_error(command("train", "--dataset", "spirals", "--divergence-factor", text, ok=False))
+        assert line == f"Error: --divergence-factor takes a number, got {text!r}"
+
+
+def test_a_bad_divergence_factor_in_a_run_file_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for value, said in (("0.5", "a number above 1, or 0"), ('"big"', "an integer or a number")):
+        Path("run.toml").write_text(f"divergence_factor = {value}\n")
+        line = one_line_error(command("train", "--config", "run.toml", ok=False))
+        assert line.startswith("Error: run.toml: 'divergence_factor' must be ") and said in line, line
+
+
 # -- the divergence advice for eps=0 ----------------------------------------------
 
 
@@ -121,6 +179,32 @@ def test_sound_settings_do_not_warn():
         jitprop.Trainer(small_mlp())
         jitprop.Trainer(small_mlp("tanh"), optimizer=jitprop.optimizer("sgd", lr=0.1))
         jitprop.Trainer(jitprop.Sequential([jitprop.layer("dense", units=1)], input_dim=2))  # one layer: a linear model
+
+
+SMALL = ("--dataset", "spirals", "--hidden", "8")
+
+
+def test_epochs_below_what_a_command_can_use_are_one_line_before_anything_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert one_line_error(command("explain", *SMALL, "--epochs", "-3", ok=False)) == "Error: epochs must be 0 or more, got -3"
+    for epochs in ("-2", "0"):  # a sweep of runs that train nothing compares nothing
+        assert one_line_error(command("sweep", *SMALL, "--lr", "0.01", "--epochs", epochs, ok=False)) == (
+            f"Error: --epochs takes positive values, got '{epochs}'")
+        Path("run.toml").write_text(f"epochs = {epochs}\n")  # without --epochs every run trains the run file's
+        assert one_line_error(command("sweep", *SMALL, "--config", "run.toml", "--lr", "0.01", ok=False)) == (
+            f"Error: epochs must be 1 or more, got {epochs} (the run file's, which every run trains without --epochs)")
+
+
+def test_sweep_workers_below_one_are_one_line():
+    for workers in ("0", "-1"):
+        line = one_line_error(command("sweep", *SMALL, "--lr", "0.01", "--workers", workers, ok=False))
+        assert line == f"Error: --workers must be 1 or more, got {workers}"
+
+
+@pytest.mark.parametrize("name", ["check", "explain", "lr-find", "train"])
+def test_a_batch_size_below_one_is_one_line_before_anything_runs(name):
+    line = one_line_error(command(name, *SMALL, "--batch-size", "0", ok=False))
+    assert line == "Error: run: batch_size must be an integer >= 1, got 0"  # check said "X has no rows"
 
 
 # -- inputs whose meaning would be guessed wrong -------------------------------------

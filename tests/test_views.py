@@ -354,6 +354,12 @@ def test_sweep_command(tmp_path, monkeypatch):
     assert "2 runs in " in cnn and "1 at a time" in cnn  # its kernels split each batch over the cores already
 
 
+def test_a_sweep_whose_every_run_failed_shows_its_table():
+    out = run("sweep", "--dataset", "spirals", "--hidden", "8", "--epochs", "2", "--lr", "1e10").output.splitlines()
+    assert out[-2].split()[:4] == ["lr", "hidden", "epochs", "best"]  # no run scored a column: it still has its width
+    assert out[-1].split()[3:6] == ["failed:", "training", "diverged"]  # and no best run
+
+
 def _children(pid):
     """The processes whose parent is ``pid`` (from /proc)."""
     found = []

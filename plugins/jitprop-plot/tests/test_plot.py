@@ -224,6 +224,32 @@ def test_unwritable_directory(in_run, tmp_path, monkeypatch):
     assert line.endswith("is not writable")
 
 
+def test_an_output_it_cannot_write_is_refused_before_reading_or_drawing(in_run, tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    monkeypatch.setattr(Figure, "savefig", lambda *a, **k: pytest.fail("drew a picture it could not write"))
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"the user's picture")
+    mine.chmod(0o444)  # read-only: refused as jitprop refuses a read-only checkpoint, root included
+    nowhere = tmp_path / "no" / "x.png"
+    cases = [(mine, f"cannot write {mine}: it is read-only"), (tmp_path, f"cannot write {tmp_path}: it is a directory"),
+             (nowhere, f"cannot write {nowhere}: directory {nowhere.parent} does not exist")]
+    for output, message in cases:
+        for source in ("run.csv", "missing.csv"):  # the output first: nothing is read for a picture it cannot write
+            assert one_line_error(run("plot", source, "-o", output, ok=False)) == f"Error: {message}"
+    assert mine.read_bytes() == b"the user's picture" and (mine.stat().st_mode & 0o777) == 0o444
+
+
+def test_the_callback_refuses_a_read_only_picture_before_the_first_epoch(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("mine.png").write_bytes(b"the user's picture")
+    Path("mine.png").chmod(0o444)
+    result = run(*TRAIN, "--callback", "plot:path=mine.png", ok=False)
+    assert result.exit_code != 0 and "Traceback" not in result.output and "epoch 1/" not in result.output
+    assert result.output.splitlines()[-1] == "Error: plot: cannot write mine.png: it is read-only"
+    assert Path("mine.png").read_bytes() == b"the user's picture"
+
+
 def test_bad_callbacks_on_the_command_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert one_line_error(run(*TRAIN, "--callback", "plot:every=0", ok=False)) == (

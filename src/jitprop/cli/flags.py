@@ -11,6 +11,7 @@ import click
 
 from ..data import checkpoint, runconfig
 from ..errors import ConfigError
+from ..training.trainer import DIVERGENCE_FACTOR
 
 _OPTIONS = {
     "config": lambda: click.option("--config", "config_path", help="Run file (TOML) as written by --print-config; flags override it."),
@@ -46,6 +47,11 @@ _OPTIONS = {
     "on_divergence": lambda: click.option("--on-divergence", type=click.Choice(["stop", "rollback"]),
                                           help="At a NaN or infinite loss or gradient: stop before the update, or roll the epoch back and"
                                                " halve the learning rate.  [default: stop]"),
+    # Text, read by run_config: click's own float type would answer 'abc' with its usage screen.
+    "divergence_factor": lambda: click.option("--divergence-factor", metavar="FACTOR",
+                                              help="An epoch whose mean loss, though finite, grows past FACTOR times the"
+                                                   " loss at the start has diverged (--on-divergence says what then);"
+                                                   f" 0 switches the rule off.  [default: {DIVERGENCE_FACTOR:g}]"),
     "transforms": lambda: click.option("--transform", "transforms", multiple=True,
                                        help="Gradient transform NAME[:k=v,...] between backward and update, e.g."
                                             " gradient_clipping:max_norm=1; repeatable, run in order."),
@@ -86,6 +92,14 @@ def widths(text, flag, example):
     if any(w < 1 for w in sizes):
         raise ConfigError(f"{flag} sizes must be positive, got {text!r}")
     return sizes
+
+
+def number(text, flag):
+    """``text`` as a float, or a one-line error naming ``flag``; its range is checked with the run file's (runconfig.check)."""
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{flag} takes a number, got {text!r}") from None
 
 
 def model_flags(config, input_shape, model, hidden, activation, dropout):
@@ -129,10 +143,20 @@ def run_config(params):
         config["schedule"] = runconfig.parse_spec(p["schedule"])
     if p["epochs"] is not None:
         config["epochs"] = p["epochs"]
+    if p["divergence_factor"] is not None:
+        config["divergence_factor"] = number(p["divergence_factor"], "--divergence-factor")
     config["callbacks"] = list(config.get("callbacks", [])) + [runconfig.parse_spec(c) for c in p["callbacks"]]
     if p["transforms"]:
         config["transforms"] = list(config.get("transforms", [])) + [runconfig.parse_spec(t) for t in p["transforms"]]
     return runconfig.check(config, "run")
+
+
+def check_epochs(config, why=None, least=0):
+    """Refuse an epoch count (a flag's or a run file's) below ``least`` before anything runs;
+    ``why`` says what the count is to the command."""
+    n = config.get("epochs", least)
+    if n < least:
+        raise ConfigError(f"epochs must be {least} or more, got {n}" + (f" ({why})" if why else ""))
 
 
 def check_writable(path, what):

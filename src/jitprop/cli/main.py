@@ -151,7 +151,7 @@ FLAG_OF = {"layers": ("model", "hidden", "activation", "dropout"), "transforms":
 @cli.command()
 @flags.options("config", "dataset", "target", "drop", "task", "fill", "normalize", "normalize_target", "input_shape",
                "model", "hidden", "activation", "dropout", "loss", "optimizer", "lr", "schedule", "epochs", "batch_size",
-               "validation_split", "seed", "dtype", "device", "on_divergence")
+               "validation_split", "seed", "dtype", "device", "on_divergence", "divergence_factor")
 @click.option("--checkpoint", help="Save the run here (.npz) at the end and on Ctrl-C.")
 @click.option("--resume", help="Continue the run saved in this checkpoint.")
 @click.option("--callback", "callbacks", multiple=True, help="Callback NAME[:k=v,...]; repeatable.")
@@ -167,8 +167,8 @@ FLAG_OF = {"layers": ("model", "hidden", "activation", "dropout"), "transforms":
 @click.pass_context
 def train(ctx, config_path, dataset, target, drop, task, fill, normalize, normalize_target, input_shape, model, hidden,
           activation, dropout, loss, optimizer, lr, schedule, epochs, batch_size, validation_split, seed, dtype, device,
-          on_divergence, checkpoint, resume, callbacks, transforms, coached, coach_json, sanity, explained, print_config,
-          processes, mpi_timeout):  # fmt: skip
+          on_divergence, divergence_factor, checkpoint, resume, callbacks, transforms, coached, coach_json, sanity, explained,
+          print_config, processes, mpi_timeout):  # fmt: skip
     """Train a model and report loss and accuracy per epoch.
 
     \b
@@ -356,8 +356,9 @@ def _setup(ctx, group, config_path, epochs, lr, on_divergence, checkpoint, resum
         # Saved where it was read from (or --checkpoint), never to the path the run was first saved
         # under (a run file's too): resuming a copy must not overwrite the original.
         config["checkpoint"] = checkpoint or resume
-        if wanted.get("epochs") is not None:
-            config["epochs"] = wanted["epochs"]
+        for key in ("epochs", "divergence_factor"):
+            if wanted.get(key) is not None:
+                config[key] = wanted[key]
         lr, on_divergence = wanted.get("lr"), wanted.get("on_divergence")  # set on the trainer below
         # A callback the saved run has is not added twice: rerunning its command with --resume is the habit.
         config["callbacks"] = list(config.get("callbacks", []))
@@ -368,8 +369,7 @@ def _setup(ctx, group, config_path, epochs, lr, on_divergence, checkpoint, resum
     else:
         saved = None
         config = flags.run_config(ctx.params)
-    if config.get("epochs", 0) < 0:
-        raise ConfigError(f"epochs must be 0 or more, got {config['epochs']} (the total to train, with --resume too)")
+    flags.check_epochs(config, "the total to train, with --resume too")
     path = config.get("checkpoint")
     if path:  # model_checkpoint with no filepath saves where --checkpoint does, not to ./checkpoint.npz
         config["callbacks"] = [{**spec, "filepath": path} if spec.get("name") == "model_checkpoint" and "filepath" not in spec

@@ -38,7 +38,10 @@ from ..data.tables import dataset_spec, is_file_spec, load_table
 from ..errors import ConfigError, DataError
 from ..model.architectures import ARCHITECTURES, mlp
 from ..model.sequential import Sequential
-from ..training.trainer import Trainer, check_device, split_indices
+from ..training.trainer import DIVERGENCE_FACTOR, Trainer, check_device, split_indices
+
+#: A run's defaults: the run file's, and the trainer's divergence factor.
+DEFAULTS = {**runconfig.DEFAULTS, "divergence_factor": DIVERGENCE_FACTOR}
 
 @dataclass
 class Plan:
@@ -92,6 +95,7 @@ class Plan:
             lr_schedule=api.schedule(**c["schedule"]) if c.get("schedule") else None,
             device=c["device"],
             on_divergence=c["on_divergence"],
+            divergence_factor=c["divergence_factor"],
             transforms=[api.transform(**spec) for spec in c.get("transforms", [])],
             distributed=group,
         )
@@ -193,7 +197,7 @@ def plan(config, checkpoint=None):
     given = dict(config)
     if "layers" in given and any(k in given for k in ("model", "hidden", "activation", "dropout")):
         raise ConfigError("give either 'layers' or a model (--model, or the hidden/activation/dropout shorthand), not both")
-    c = {**runconfig.DEFAULTS, **given}
+    c = {**DEFAULTS, **given}
     arch = c.get("model", "mlp")
     if arch not in ARCHITECTURES:
         close = difflib.get_close_matches(arch, ARCHITECTURES, n=1)
@@ -256,7 +260,8 @@ def plan(config, checkpoint=None):
     resolved = {
         key: c[key]
         for key in ("dataset", "target", "drop", "fill", "normalize", "normalize_target", "epochs", "batch_size",
-                    "validation_split", "seed", "device", "dtype", "shuffle", "drop_last", "on_divergence", "checkpoint")
+                    "validation_split", "seed", "device", "dtype", "shuffle", "drop_last", "on_divergence",
+                    "divergence_factor", "checkpoint")
         if c.get(key) is not None and c.get(key) != [] and (key != "normalize_target" or c[key])
     }  # fmt: skip
     resolved["dataset"] = dataset_spec(c["dataset"])
@@ -297,9 +302,9 @@ def plan(config, checkpoint=None):
 
 # -- resuming ----------------------------------------------------------------
 
-#: What a resumed run may change (their flags: --epochs, --checkpoint, --callback, --lr, --on-divergence);
-#: any other setting given must equal the saved run's.
-RESUMABLE = ("epochs", "checkpoint", "callbacks", "lr", "on_divergence")
+#: What a resumed run may change (their flags: --epochs, --checkpoint, --callback, --lr, --on-divergence,
+#: --divergence-factor); any other setting given must equal the saved run's.
+RESUMABLE = ("epochs", "checkpoint", "callbacks", "lr", "on_divergence", "divergence_factor")
 MODEL_KEYS = ("model", "hidden", "activation", "dropout", "layers")
 
 
@@ -308,7 +313,7 @@ def resume_conflicts(saved_config, wanted, checkpoint):
     differs from the saved run's configuration: ``[(key, saved, wanted)]``, the values as a message
     shows them. Values are compared as resolved (``adam`` and the saved ``adam`` with its defaults
     are one optimizer; ``--hidden 16`` and the saved stack dense 16, relu, dense 3 are one model)."""
-    saved = {**runconfig.DEFAULTS, **saved_config}
+    saved = {**DEFAULTS, **saved_config}
     saved.setdefault("task", task_of(api.loss(**saved["loss"])))
     saved.setdefault("input_shape", checkpoint.meta["model"].get("input_shape") or [checkpoint.meta["model"]["input_dim"]])
     if saved.get("target") is None and checkpoint.info.get("target_name") and is_file_spec(saved["dataset"]):
@@ -321,7 +326,7 @@ def resume_conflicts(saved_config, wanted, checkpoint):
             out.append((key, _shown(saved.get(key)), _shown(value)))
     if any(key in wanted for key in MODEL_KEYS):
         model = Sequential.from_config(checkpoint.meta["model"])
-        asked = {**runconfig.DEFAULTS, **{k: wanted[k] for k in MODEL_KEYS if k in wanted}}
+        asked = {**DEFAULTS, **{k: wanted[k] for k in MODEL_KEYS if k in wanted}}
         layers = [api.layer(**spec) for spec in model_specs(asked, wanted, model.output_dim)]
         built = Sequential(layers, input_shape=model.input_shape, dtype=model.config()["dtype"]).config()["layers"]
         if _jsonable(built) != _jsonable(saved["layers"]):

@@ -162,7 +162,9 @@ def explain(**params):
       jitprop explain --batch-size 256 --epochs 5
       jitprop explain --dataset digit_images --model cnn
     """
-    p = plan(flags.run_config(params))
+    config = flags.run_config(params)
+    flags.check_epochs(config)
+    p = plan(config)
     click.echo(f"explain: {len(p.model.layers)} layers ({p.model.n_params:,} parameters) on {p.table.source}")
     explain_run(p, p.trainer())
 
@@ -207,8 +209,8 @@ def sweep(lrs, batch_sizes, hiddens, epoch_counts, workers, csv_path, json_path,
             flags.check_writable(path, what)
     if hiddens and params.get("model") not in (None, "mlp"):
         raise ConfigError(f"--hidden shapes the mlp model, not {params['model']!r}")
-    base = plan(flags.run_config(params))
-    c = base.config
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be 1 or more, got {workers}")
     grid = {
         "lr": _values(lrs, "--lr", float) if lrs else [],
         "batch_size": _values(batch_sizes, "--batch-size", int) if batch_sizes else [],
@@ -217,6 +219,11 @@ def sweep(lrs, batch_sizes, hiddens, epoch_counts, workers, csv_path, json_path,
     }
     if not any(grid.values()):
         raise ConfigError("give values to try: --lr, --batch-size, --hidden or --epochs (comma-separated)")
+    config = flags.run_config(params)
+    if not grid["epochs"]:  # every run trains the run file's: runs that train nothing compare nothing
+        flags.check_epochs(config, "the run file's, which every run trains without --epochs", least=1)
+    base = plan(config)
+    c = base.config
     X, y = base.train
 
     def build(settings, callbacks):

@@ -33,6 +33,8 @@ SCHEMA = {
     "shuffle": (bool, "reshuffle the rows every epoch"),
     "drop_last": (bool, "skip the last, smaller batch of each epoch"),
     "on_divergence": (str, "stop or rollback: what a NaN or infinite loss or gradient does"),
+    "divergence_factor": ((int, float), "an epoch whose mean loss grows past this many times the loss at the start"
+                                        " has diverged too (0: never)"),
     "checkpoint": (str, "where to save the run's checkpoint"),
     "optimizer": ((str, dict), "optimizer name, or a table with name and options"),
     "lr": ((int, float), "learning rate (overrides the optimizer table's lr)"),
@@ -59,6 +61,7 @@ DEFAULTS = {
     "shuffle": True,
     "drop_last": False,
     "on_divergence": "stop",
+    # divergence_factor: the trainer's DIVERGENCE_FACTOR, added by cli.run.DEFAULTS (the trainer's imports lead here)
     "optimizer": {"name": "adam"},
     "hidden": [128, 64],
     "activation": "relu",
@@ -135,6 +138,11 @@ def check(config, source="config"):
                 raise ConfigError(f"{source}: {key!r} must be a list of positive integers, got {value}")
         elif key == "seed" and value < 0:  # resuming, the model's own seed is checked, not this one
             raise ConfigError(f"{source}: 'seed' must be an integer >= 0, got {value}")
+        elif key == "batch_size" and value < 1:  # before the data is read (check's one-batch test took no rows)
+            raise ConfigError(f"{source}: batch_size must be an integer >= 1, got {value}")
+        elif key == "divergence_factor" and not (value == 0 or 1 < value < math.inf):  # as the Trainer checks it
+            raise ConfigError(f"{source}: 'divergence_factor' must be a number above 1, or 0 to switch the rule off,"
+                              f" got {_shown(value)}")
         elif key in CHOICES and value not in CHOICES[key]:
             raise ConfigError(f"{source}: {key!r} must be {' or '.join(CHOICES[key])}, got {_shown(value)}")
         elif key == "drop" and not all(isinstance(v, str) and v for v in value):

@@ -120,7 +120,8 @@ class Sweep:
                 cells += [f"{run.best_val_loss:.4f}", str(run.best_epoch or "-"), f"{run.final_val_loss:.4f}",
                           f"{run.seconds_per_epoch:.3f}", f"{run.samples_per_second:,.0f}", str(run.iterations_per_epoch)]  # fmt: skip
             lines.append(cells)
-        widths = [max(len(h), *(len(c[i]) for c in lines if i < len(c))) for i, h in enumerate(head)]
+        # A failed run's row ends at its error: a column may have no cells at all (every run failed).
+        widths = [max([len(h), *(len(c[i]) for c in lines if i < len(c))]) for i, h in enumerate(head)]
         out = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
         out += ["  ".join(c.rjust(w) for c, w in zip(cells, widths)) for cells in lines]
         best = self.best()

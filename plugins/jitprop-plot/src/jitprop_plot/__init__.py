@@ -83,9 +83,10 @@ def plot(source, output, title):
       jitprop train --checkpoint model.npz && jitprop plot model.npz
       jitprop train --callback plot:path=curves.png   # redrawn after every epoch
     """
-    curves = read(source)
     if output is None:
         output = str(Path(source).with_suffix(".png"))
+    check_writable(output)  # before reading and drawing
+    curves = read(source)
     write_png(curves, output, title)
     click.echo(f"wrote {output}: {curves.summary()}")
 

@@ -10,7 +10,6 @@ inside ``draw_png`` only, so loading the plugin (``jitprop --help``) stays fast.
 import csv
 import io
 import math
-import os
 import zipfile
 from pathlib import Path
 
@@ -155,14 +154,10 @@ def read_csv(path):
 
 
 def check_writable(path):
-    """Fail before drawing, in one sentence, when ``path`` cannot be written."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise jitprop.DataError(f"cannot write {path}: it is a directory")
-    if not os.path.isdir(directory):
-        raise jitprop.DataError(f"cannot write {path}: directory {directory} does not exist")
-    if not os.access(directory, os.W_OK):
-        raise jitprop.DataError(f"cannot write {path}: directory {directory} is not writable")
+    """Fail before drawing, in one sentence, when ``path`` cannot be written: jitprop's own check
+    (``jitprop.checkpoint.write_target``, the one ``atomic_write`` makes), so a read-only picture is
+    refused before the work, not after it, and a symlink or ``/dev/null`` is judged as it is written."""
+    jitprop.checkpoint.write_target(path)
 
 
 def write_png(curves, path, title=None):
