@@ -144,9 +144,11 @@ def test_resume_equals_uninterrupted_bit_for_bit():
     assert "epochs 3..6" in out and "epoch 1/6" not in out
     a, b = params("straight.npz"), params("part.npz")
     assert all(np.array_equal(a[k], b[k]) for k in a)
-    ha = checkpoint.load("straight.npz").meta["trainer"]["history"]
-    hb = checkpoint.load("part.npz").meta["trainer"]["history"]
-    assert ha == hb and len(ha["epoch"]) == 6
+    ha, hb = checkpoint.load("straight.npz"), checkpoint.load("part.npz")
+    assert ha.history == hb.history and len(ha.history["epoch"]) == 6
+    assert ha.meta["trainer"]["history"] == hb.meta["trainer"]["history"]
+    for key in ("state/iteration_loss", "state/iteration_summary"):
+        assert np.array_equal(ha.arrays[key], hb.arrays[key]), key
 
 
 @pytest.mark.parametrize("sig, code, name", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])

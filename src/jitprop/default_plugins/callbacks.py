@@ -231,7 +231,8 @@ class ModelCheckpoint(jitprop.Callback):
         except (KeyError, ValueError, IndexError) as exc:
             raise jitprop.ConfigError(f"model_checkpoint: cannot fill in filepath {self.filepath!r}: {exc}") from None
         jitprop.checkpoint.save(path, trainer)
-        self.saved.append(path)
+        if not self.saved or self.saved[-1] != path:  # each file once: a long run saving to one file stays flat
+            self.saved.append(path)
 
     def get_state(self):
         return self._monitor.get_state(), {}

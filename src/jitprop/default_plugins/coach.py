@@ -219,12 +219,11 @@ def findings(records, trainer):
     def add(kind, layer, message):
         found.append({"kind": kind, "layer": layer, "message": message})
 
-    losses = trainer.history.iteration_loss
-    if len(losses) and trainer.loss.target in ("class", "binary"):
+    first = trainer.history.first_loss
+    if first is not None and trainer.loss.target in ("class", "binary"):
         from jitprop.views.sanity import expected_initial_loss
 
         expected, why = expected_initial_loss(trainer.loss, trainer.model, None)
-        first = losses[0]
         if math.isfinite(first) and not 1 / INIT_RATIO <= first / expected <= INIT_RATIO:
             add("initial_loss", None, f"loss at start {first:.3g}, expected {expected:.3g} ({why}): "
                                       "check the initialisation (the last layer starts too sure) or the labels")  # fmt: skip
@@ -234,8 +233,9 @@ def findings(records, trainer):
                               f" lower the learning rate (now {trainer.optimizer.lr:.3g})")  # fmt: skip
     if not records:
         return found
-    loss0 = losses[0] if len(losses) else math.nan
-    worst_loss = max((v for v in losses if math.isfinite(v)), default=math.nan)
+    loss0 = math.nan if first is None else first
+    highest = trainer.history.highest_loss()  # (loss, first, last iteration): a block's range beyond the window
+    worst_loss = math.nan if highest is None else highest[0]
     peak = max(((rec["epoch"], r) for rec in records for r in rec["layers"] if "grad_norm_max" in r),
                key=lambda er: er[1]["grad_norm_max"], default=None)  # fmt: skip
     loss_blew_up = math.isfinite(worst_loss) and loss0 > 0 and worst_loss > LOSS_EXPLODES * loss0
@@ -246,8 +246,9 @@ def findings(records, trainer):
             big = [r["layer"] for rec in records if rec["epoch"] == at for r in rec["layers"] if r.get("grad_norm_max", 0) > EXPLODES]
             parts.append(f"gradients explode in {_layers(big)} (|g| up to {peak[1]['grad_norm_max']:.3g} in epoch {at})")
         if loss_blew_up:
-            i = int(np.argmax(np.where(np.isfinite(losses), losses, -np.inf)))
-            parts.append(f"the loss blew up from {loss0:.3g} to {worst_loss:.3g} (iteration {i + 1})")
+            _, a, b = highest
+            at = f"iteration {a}" if a == b else f"iterations {a}-{b}"
+            parts.append(f"the loss blew up from {loss0:.3g} to {worst_loss:.3g} ({at})")
         add("exploding", big[0] if parts[0].startswith("gradients") else None,
             f"{' and '.join(parts)}: lower the learning rate (now {trainer.optimizer.lr:.3g})"
             " or clip the gradients (--transform gradient_clipping:max_norm=1)")  # fmt: skip

@@ -10,7 +10,6 @@ overfitting as they happen.
 import contextlib
 import math
 import warnings
-from array import array
 
 import numpy as np
 import pluggy
@@ -22,7 +21,6 @@ from ..backends.base import Sums, epoch_order
 from ..backends.compiled import CompiledBackend
 from ..backends.python import PythonBackend, compile_failure
 from ..components import kernel, positive_int, real
-from ..contracts.callbacks import Callback
 from ..contracts.losses import ACCURACY
 from ..data import arrays
 from ..data.arrays import size_text
@@ -32,10 +30,10 @@ from ..errors import ConfigError, DataError
 from ..kernels import mix_seed
 from ..model.sequential import Workspace
 from ..plugins import hookspecs
-from ..plugins.hookspecs import hookimpl
 from ..plugins.manager import load_plugins
 from ..runtime import threads
-from ..views.verdict import baseline_loss, judge
+from ..views.verdict import baseline_loss
+from .history import History
 
 #: ``on_divergence`` choices: stop at the bad batch, or roll back the epoch and lower the rate.
 DIVERGENCE = ("stop", "rollback")
@@ -70,41 +68,6 @@ LIFECYCLE_HOOKS = (
     "on_after_backward",
     "on_train_chunk_end",
 )
-
-
-class History(Callback):
-    """Records every epoch's logs (``history.history``) and every iteration's loss.
-
-    ``iteration_loss`` is a compact ``array('d')`` (8 bytes an iteration, a list
-    would take four times that), so a long run's history stays small.
-    """
-
-    name = "history"
-
-    def __init__(self):
-        self.history = {}
-        self.epoch = []
-        self.iteration_loss = array("d")
-        #: The loss of the best prediction that ignores the inputs, on the training rows of the last fit.
-        self.baseline_loss = None
-
-    @hookimpl
-    def on_epoch_end(self, trainer, epoch, logs):
-        self.epoch.append(epoch)
-        # Every list lines up with ``epoch``: a metric missing from some epochs (validation
-        # added in a later fit, say) holds NaN there.
-        for key in logs.keys() - self.history.keys():
-            self.history[key] = [math.nan] * (len(self.epoch) - 1)
-        for key, values in self.history.items():
-            values.append(logs.get(key, math.nan))
-        self.iteration_loss.frombytes(np.ascontiguousarray(trainer.batch_losses[: trainer.batches_done]).tobytes())
-
-    def verdict(self):
-        """Whether the run underfit, fit or overfit, with the evidence (rules: ``jitprop.views.verdict``)."""
-        return judge(self)
-
-    def __repr__(self):
-        return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
 
 
 def _hook_relay(callbacks, root=True):
@@ -512,7 +475,7 @@ class Trainer:
         factor = self.divergence_factor
         if not factor or not math.isfinite(loss):
             return None
-        first = self.history.iteration_loss[0] if len(self.history.iteration_loss) else self.batch_losses[0]
+        first = self.history.first_loss if self.history.first_loss is not None else self.batch_losses[0]
         start = max((v for v in (first, self.history.baseline_loss) if v is not None and math.isfinite(v) and v > 0),
                     default=None)  # fmt: skip
         if start is None or loss <= factor * start:
@@ -565,13 +528,14 @@ class Trainer:
 
     def state(self):
         """Everything needed to continue this run exactly: ``(meta, arrays)``, JSON-able meta."""
+        history_meta, history_arrays = self.history.state()
         meta = {
             "seed": self.seed,
             "epoch": self.epoch,
             "step": self.step,
             "lr": self.lr,
             "optimizer": {"name": self.optimizer.name, **self.optimizer.config()},
-            "history": {"history": self.history.history, "epoch": self.history.epoch},
+            "history": history_meta,
             "progress": None,
             "callbacks": {},
         }
@@ -579,7 +543,7 @@ class Trainer:
             "params": self.model.params.copy(),
             "model_state": self.model.state.copy(),
             "opt_state": self.opt_state.copy(),
-            "iteration_loss": np.asarray(self.history.iteration_loss, dtype=np.float64),
+            **history_arrays,
         }
         p = self._progress
         if p is not None:
@@ -604,9 +568,7 @@ class Trainer:
         self.optimizer.lr = float(meta["optimizer"]["lr"])  # callbacks may have lowered it
         self.epoch, self.step, self.lr = int(meta["epoch"]), int(meta["step"]), float(meta["lr"])
         self.seed = int(meta["seed"])  # dropout masks derive from it
-        self.history.history = {k: list(v) for k, v in meta["history"]["history"].items()}
-        self.history.epoch = list(meta["history"]["epoch"])
-        self.history.iteration_loss = array("d", np.asarray(arrays["iteration_loss"], dtype=np.float64).tobytes())
+        self.history.load_state(meta["history"], arrays)
         self._progress = None
         if meta.get("progress"):
             stats = arrays.get("progress_stats")  # checkpoints before gradient transforms have none
@@ -739,7 +701,8 @@ def fit(
     ``validation_split`` fraction held out of X) is scored after every
     epoch. ``history.history`` holds per-epoch ``loss``, ``val_loss``, and for
     classification ``accuracy``, ``val_accuracy``, plus ``lr``;
-    ``history.iteration_loss`` holds the loss of every iteration.
+    ``history.iteration_loss`` holds the loss of every iteration of the last
+    100,000 (older ones as a summary: ``history.loss_curve()`` draws the whole run).
 
     ``device="cuda"`` runs every kernel on an NVIDIA GPU (numba.cuda), the
     same batches in the same order as on the CPU.
