@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -175,6 +176,26 @@ def test_interrupt_saves_a_checkpoint_that_resumes_exactly(tmp_path, sig, code, 
     run("train", *common, "--epochs", target, "--checkpoint", tmp_path / "straight.npz")
     a, b = params(tmp_path / "c.npz"), params(tmp_path / "straight.npz")
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("sig, code, name", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_a_signal_while_the_step_compiles_ends_the_run_at_once_in_one_line(tmp_path, sig, code, name):
+    # An empty cache: the step takes seconds to compile, and the signal comes in the middle. It used
+    # to wait for the compiler (13 minutes at 200 layers) and then train a first stretch of batches.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "JITPROP_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("NUMBA_CACHE_DIR", None)
+    proc = subprocess.Popen([JITPROP, "train", "--dataset", "spirals", "--epochs", "3", "--checkpoint", "c.npz"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)  # fmt: skip
+    for line in proc.stdout:
+        if "parameters (float32" in line:  # the summary: training (and compiling) starts next
+            break
+    time.sleep(1.0)  # past the moment the command sets its handlers
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert err.strip().splitlines() == [f"{name}: interrupted before the first iteration, while the training step was"
+                                        " prepared and compiled; nothing to save"]  # fmt: skip
+    assert "epoch" not in out and not (tmp_path / "c.npz").exists()
 
 
 def test_evaluate_and_predict_on_digits():
@@ -567,8 +588,8 @@ def test_resume_may_lower_the_learning_rate(tmp_path):
     result = run("train", "--resume", path, "--epochs", "4", "--batch-size", "8", ok=False)
     assert one_line_error(result) == (
         f"Error: --batch-size differs from the run saved in {path} (batch_size 32 there, 8 here): a resumed run continues"
-        " with its configuration; only --epochs, --checkpoint, --callback, --coach, --coach-json, --lr and --on-divergence"
-        " may change"
+        " with its configuration; only --epochs, --checkpoint, --callback, --coach, --coach-json, --lr, --on-divergence"
+        " and --divergence-factor may change"
     )
 
 

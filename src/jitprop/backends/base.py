@@ -4,12 +4,15 @@ A backend is made for one ``Trainer.fit``: it holds the training data where
 its kernels read it, every workspace, and the order of kernel arguments
 (written once per backend). The trainer keeps what is the same on every
 device: epochs, hooks, the divergence policy, interrupts and resume. It
-asks its backend for five things:
+asks its backend for these:
 
 ``start_epoch(epoch)`` / ``resume_epoch(index, stats)`` / ``host_order()``
     draw an epoch's row order where the data lives and zero the gradient
     transforms' statistics; continue from a saved order and statistics;
     copy the current order to the host (to save a part-way epoch).
+``compile(interrupted)``
+    build the kernels before the first batch, while a signal can still end
+    the run at once (False: ``interrupted()`` came first).
 ``run(first, last, sums) -> (sums, done, bad)``
     train batches ``first..last`` of the epoch, adding to the running
     ``Sums``; ``done`` batches were trained; ``bad`` is the batch whose loss
@@ -141,6 +144,11 @@ class Backend:
         return "a gradient became NaN or infinite"
 
     # -- running -----------------------------------------------------------
+
+    def compile(self, interrupted):
+        """Build the kernels before the first batch, unless ``interrupted()`` turns true first
+        (then False, with nothing trained). Here nothing: the kernels compile as they are called."""
+        return True
 
     def rows(self, b):
         """Rows in batch ``b`` (the last may be smaller)."""

@@ -86,6 +86,8 @@ class Program:
         #: Batches per call of ``train_chunk`` for about ``CHUNK_SECONDS``, learnt as it runs, per model
         #: shape and batch size (models of every size share a program).
         self.spans = {}
+        #: The (dtype, target dtype, target ndim, validated) argument types it was compiled for (CompiledBackend.compile).
+        self.warmed = set()
 
     def kind_numbers(self, model):
         """Each layer's ``KIND``: the number of its kernel pair in this program."""
@@ -171,22 +173,22 @@ def _import(local, ref):
     return lines
 
 
-def _views(i, rows, training=True):
-    """Lines that cut layer ``i``'s arrays (an expression) out of the flat buffers, for ``rows`` rows."""
+def _views(rows, training=True):
+    """Lines that cut layer ``i``'s arrays out of the flat buffers, for ``rows`` rows."""
     lines = [
-        f"x = rows_of(acts, layout[{i}, ACT], {rows}, layout[{i}, WIDTH])",
-        f"out = rows_of(acts, layout[{i} + 1, ACT], {rows}, layout[{i} + 1, WIDTH])",
-        f"cache = rows_of(caches, layout[{i}, CACHE], {rows}, layout[{i}, CACHE_WIDTH])",
-        f"p = part_of(params, offsets[{i}], offsets[{i} + 1])",
-        f"h = part_of(hypers, layout[{i}, HYPER], layout[{i}, HYPER_END])",
-        f"st = part_of(state, layout[{i}, STATE], layout[{i}, STATE_END])",
-        f"w = part_of(scratch, layout[{i}, SCRATCH], layout[{i}, SCRATCH_END])",
+        f"x = rows_of(acts, layout[i, ACT], {rows}, layout[i, WIDTH])",
+        f"out = rows_of(acts, layout[i + 1, ACT], {rows}, layout[i + 1, WIDTH])",
+        f"cache = rows_of(caches, layout[i, CACHE], {rows}, layout[i, CACHE_WIDTH])",
+        "p = part_of(params, offsets[i], offsets[i + 1])",
+        "h = part_of(hypers, layout[i, HYPER], layout[i, HYPER_END])",
+        "st = part_of(state, layout[i, STATE], layout[i, STATE_END])",
+        "w = part_of(scratch, layout[i, SCRATCH], layout[i, SCRATCH_END])",
     ]
     if training:
         lines += [
-            f"g = part_of(grads, offsets[{i}], offsets[{i} + 1])",
-            f"grad_out = rows_of(deltas, layout[{i} + 1, DELTA], {rows}, layout[{i} + 1, WIDTH])",
-            f"grad_in = rows_of(deltas, layout[{i}, DELTA], {rows} if {i} > 0 else 0, layout[{i}, WIDTH])",
+            "g = part_of(grads, offsets[i], offsets[i + 1])",
+            f"grad_out = rows_of(deltas, layout[i + 1, DELTA], {rows}, layout[i + 1, WIDTH])",
+            f"grad_in = rows_of(deltas, layout[i, DELTA], {rows} if i > 0 else 0, layout[i, WIDTH])",  # the input's: none
         ]
     return lines
 
@@ -270,7 +272,7 @@ def source(pairs, refs, class_labels, has_stats=False, sees=(), n_layers=None, d
     if has_stats:  # and the transforms' statistics
         body += ["        for i in range(stats.shape[0]):", "            stats_before[i] = stats[i]"]
     passes = ["for i in range(L):"]  # forward, loss, backward: under ``if part > 0`` when distributed
-    passes += _indent(_views("i", rows, training=False) + [f"sd = {seed}"], 1)
+    passes += _indent(_views(rows, training=False) + [f"sd = {seed}"], 1)
     passes += _indent(_dispatch(pairs, 0, "p, h, x, out, cache, True, sd"), 1)
     passes += [
         f"out = rows_of(acts, layout[L, ACT], {rows}, layout[L, WIDTH])",
@@ -281,7 +283,7 @@ def source(pairs, refs, class_labels, has_stats=False, sees=(), n_layers=None, d
     if distributed:  # backpropagation is linear in dL/d(output): scaling it scales every gradient
         passes.append("scale(grad_out, part / rows)")
     passes += ["for i in range(L - 1, -1, -1):"]
-    passes += _indent(_views("i", rows) + _dispatch(pairs, 1, "p, h, x, out, cache, grad_out, grad_in, g"), 1)
+    passes += _indent(_views(rows) + _dispatch(pairs, 1, "p, h, x, out, cache, grad_out, grad_in, g"), 1)
     if distributed:
         body.append("        if part > 0:")
         body += _indent(passes, 3)
@@ -344,7 +346,7 @@ def source(pairs, refs, class_labels, has_stats=False, sees=(), n_layers=None, d
         "        x = X[start:stop]",
         "        for i in range(L):",
     ]
-    forward = _views("i", "rows", training=False)[1:]  # x: the last layer's output
+    forward = _views("rows", training=False)[1:]  # x: the last layer's output
     body += _indent(forward + _dispatch(pairs, 0, "p, h, x, out, cache, False, np.uint64(0)") + ["x = out"], 3)
     body.append("        total += LOSS(x, yb, loss_grad[:rows], loss_h) * rows")
     if has_acc:

@@ -5,6 +5,7 @@ whenever no per-batch hook is implemented and every kernel can be named
 from generated code (``CompiledBackend.program`` returns None otherwise).
 """
 
+import threading
 import time
 
 import numpy as np
@@ -63,8 +64,38 @@ class CompiledBackend(Backend):
         return sums, done, diverged
 
     def warm_up(self):
-        """Compile (or load) the training step without training: a call over no batches."""
+        """Compile (or load) the training step without training: a call over no batches, and the
+        scoring pass on one validation row."""
         self._train(0, 0, base.Sums())
+        if self.validation is not None:
+            self.score(self.validation[0][:1], self.validation[1][:1])
+
+    def compile(self, interrupted):
+        """``warm_up`` on a helper thread while this one waits, asking ``interrupted()`` 20 times a
+        second: Numba's compiler holds a thread for seconds at a time in LLVM, where no signal
+        handler runs, so a Ctrl-C that came then would only be seen once the step was built.
+        False when interrupted first (the helper thread is left to finish on its own)."""
+        types = (self.model.dtype, self.y.dtype, self.y.ndim, self.validation is not None)
+        if types in self.program.warmed:  # built for these arguments already: no thread per fit
+            return True
+        failed = []
+
+        def work():
+            try:
+                self.warm_up()
+            except BaseException as exc:  # raised again on the caller's thread
+                failed.append(exc)
+
+        worker = threading.Thread(target=work, name="jitprop-compile", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.05)
+            if interrupted():
+                return False
+        if failed:
+            raise failed[0]
+        self.program.warmed.add(types)
+        return True
 
     def run(self, first, last, sums):
         started = time.perf_counter()

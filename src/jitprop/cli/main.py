@@ -143,7 +143,7 @@ def _run_config(saved):
 
 
 #: The flags a resumed run may give with any value (the rest must give the saved run's, run.RESUMABLE).
-MAY_CHANGE = "--epochs, --checkpoint, --callback, --coach, --coach-json, --lr and --on-divergence"
+MAY_CHANGE = "--epochs, --checkpoint, --callback, --coach, --coach-json, --lr, --on-divergence and --divergence-factor"
 #: The flag that sets each run configuration key; the model's keys have several.
 FLAG_OF = {"layers": ("model", "hidden", "activation", "dropout"), "transforms": ("transforms",)}
 
@@ -300,6 +300,9 @@ def _train(ctx, group, config_path, epochs, lr, on_divergence, checkpoint, resum
 
     if trainer.interrupted:
         name, status = flags.stopped_by(caught.get("signal"))
+        if trainer.end_state is None:  # while compiling: nothing trained, nothing to save
+            click.echo(f"{name}: {trainer.stop_reason}; nothing to save", err=True)
+            ctx.exit(status)
         if path:
             save()
             click.echo(f"{name}: {trainer.stop_reason}; saved {path}; continue with: jitprop train --resume {path}", err=True)

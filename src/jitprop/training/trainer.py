@@ -219,6 +219,14 @@ class Trainer:
         rank 0's training state; an error before training raises on every rank, and one during
         training ends the job (``MPI_Abort``) in one line that names the rank.
         """
+        try:
+            return self._fit_once(X, y, epochs, validation_data, validation_split)
+        finally:
+            # Served: the next fit trains. Cleared here, not as training starts, so that a Ctrl-C
+            # while the data is checked or the step compiles counts too.
+            self._interrupt_requested = self._interrupt_agreed = False
+
+    def _fit_once(self, X, y, epochs, validation_data, validation_split):
         group = self.group
         if group is None:
             return self._fit(*self._prepare(X, y, epochs, validation_data, validation_split))
@@ -313,8 +321,6 @@ class Trainer:
         def warm_up():
             try:
                 backend.warm_up()
-                if Xv is not None:
-                    self.score_shard(Xv[:1], yv[:1])
             except NumbaError as exc:
                 culprit = compile_failure(self, bs, y)
                 if culprit is None:
@@ -330,9 +336,12 @@ class Trainer:
         self.stop_reason = None
         self.interrupted = False
         self.end_state = None
-        self._interrupt_requested = self._interrupt_agreed = False
         hook.on_train_begin(trainer=self, logs={})
         try:
+            if self.group is None and not backend.compile(lambda: self._interrupt_requested):
+                self.interrupted = True  # before the first iteration: nothing to continue from
+                self.stop_reason = "interrupted before the first iteration, while the training step was prepared and compiled"
+                return self.history
             while self.epoch < epochs and not self.stop_training:
                 epoch = self.epoch
                 resumed = progress
