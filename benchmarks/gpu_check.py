@@ -146,6 +146,7 @@ def activation_transform_error(transform, n, rng, rel, batch=33, steps=3):
     from numba import cuda
 
     from jitprop.components import kernel
+    from jitprop.kernels import pack_activations
 
     model = jitprop.Sequential([jitprop.layer("dense", units=17), "relu", jitprop.layer("dense", units=5), "tanh",
                                 jitprop.layer("dense", units=3), "sigmoid"], input_dim=max(1, n // 17), seed=0)  # fmt: skip
@@ -159,7 +160,7 @@ def activation_transform_error(transform, n, rng, rel, batch=33, steps=3):
     for _ in range(steps):
         g = rng.normal(0, 0.3, p.size).astype(np.float32)
         acts = tuple(rng.normal(size=(batch, w)).astype(np.float32) for w in model.dims)
-        kernel(transform, "kernel")(g, p, model.offsets, 0.01, transform.hyper(), stats, memory, acts)
+        kernel(transform, "kernel")(g, p, model.offsets, 0.01, transform.hyper(), stats, memory, *pack_activations(acts))
         kernel(transform, "cuda_kernel")(cuda.to_device(g), d_p, d_offsets, 0.01, transform.hyper(), d_stats, d_memory,
                                          tuple(cuda.to_device(a) for a in acts))  # fmt: skip
         err = max(err, rel(d_stats.copy_to_host(), stats), rel(d_memory.copy_to_host(), memory))

@@ -182,6 +182,12 @@ def test_one_program_serves_every_depth_and_order_of_the_same_kinds_of_layer(tmp
         assert t.backend.name == "compiled"
         programs.add(t.backend.program.path)
     assert len(programs) == 2 and len(list(tmp_path.glob("jitprop_program_*.py"))) == 2
+    coached = set()  # the coach reads every activation, from one flat buffer: one program at any depth too
+    for m in (deep(2), deep(30)):
+        t = jitprop.Trainer(m, "cross_entropy", batch_size=8, callbacks=[jitprop.callback("coach")])
+        t.fit(X, y, epochs=1)
+        coached.add(t.backend.program.path)
+    assert len(coached) == 1 and not coached & programs
 
 
 def test_a_deep_model_with_every_argument_kind_trains_as_on_the_python_loop():

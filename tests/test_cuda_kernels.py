@@ -15,7 +15,7 @@ import pytest
 
 import jitprop
 from jitprop.components import kernel
-from jitprop.kernels import mix_seed
+from jitprop.kernels import mix_seed, pack_activations
 
 cuda = pytest.importorskip("numba.cuda")
 
@@ -578,7 +578,7 @@ def test_cuda_coach_kernel_matches_cpu():
         g = rng.normal(0, 0.3, p.size).astype(np.float32)
         acts = tuple(rng.normal(size=(5, w)).astype(np.float32) for w in model.dims)
         acts[2][:, 0] = -1.0  # a ReLU unit that never fires
-        kernel(tr, "kernel")(g, p, model.offsets, 0.01, tr.hyper(), stats, memory, acts)
+        kernel(tr, "kernel")(g, p, model.offsets, 0.01, tr.hyper(), stats, memory, *pack_activations(acts))
         kernel(tr, "cuda_kernel")(cuda.to_device(g), d_p, d_offsets, 0.01, tr.hyper(), d_stats, d_memory,
                                   tuple(cuda.to_device(a) for a in acts))  # fmt: skip
         np.testing.assert_allclose(d_stats.copy_to_host(), stats, rtol=1e-5, atol=1e-9)

@@ -10,7 +10,7 @@ from jitprop.components import kernel
 from jitprop.gradcheck import example_targets
 from jitprop.kernels import mix_seed
 from jitprop.registry import entries
-from jitprop.kernels import gather_items, gather_rows
+from jitprop.kernels import gather_items, gather_rows, pack_activations
 
 
 @njit
@@ -78,7 +78,8 @@ def test_no_kernel_allocates_per_call(dtype):
             tr.init_memory(memory, model)
             acts = tuple(rng.normal(size=(6, w)).astype(dtype) for w in (3, 4, 4, 2))
             stats = np.zeros((3, len(tr.stat_names)))
-            args = (rng.normal(size=model.n_params).astype(dtype), model.params, model.offsets, 0.01, tr.hyper(), stats, memory, acts)
+            args = (rng.normal(size=model.n_params).astype(dtype), model.params, model.offsets, 0.01, tr.hyper(), stats, memory,
+                    *pack_activations(acts))  # fmt: skip
         else:
             g = rng.normal(size=model.n_params).astype(dtype)
             stats = np.zeros((3, len(tr.stat_names)))

@@ -7,7 +7,10 @@ into for the device. So a GPU run draws the same orders and dropout masks.
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.core.imputils import impl_ret_borrowed
+from numba.extending import intrinsic
+from numba.np.arrayobj import make_array, populate_array
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -147,3 +150,75 @@ def all_finite(a):
     for i in range(a.shape[0]):
         acc += a[i] - a[i]
     return acc == 0.0
+
+
+def _view(ndim):
+    """An intrinsic ``(buffer, start, a, b)`` that views the flat, C-contiguous ``buffer`` from
+    element ``start``: as ``a`` values (``ndim`` 1, ``b`` unused) or ``a`` rows of ``b`` (2)."""
+
+    @intrinsic
+    def view(typingctx, buffer, start, a, b):
+        if not (isinstance(buffer, types.Array) and buffer.ndim == 1 and buffer.layout == "C"):
+            return None
+        sig = buffer.copy(ndim=ndim, layout="C")(buffer, types.intp, types.intp, types.intp)
+
+        def codegen(context, builder, signature, args):
+            buf, start, a, b = args
+            src = make_array(signature.args[0])(context, builder, buf)
+            out = make_array(signature.return_type)(context, builder)
+            size = src.itemsize
+            shape, strides = ([a], [size]) if ndim == 1 else ([a, b], [builder.mul(b, size), size])
+            # No meminfo: the view lives only during the step's call, which holds the buffer itself,
+            # so it needs no reference counting (two atomic operations per view saved).
+            populate_array(out, data=builder.gep(src.data, [start]), shape=shape, strides=strides, itemsize=size,
+                           meminfo=None)  # fmt: skip
+            return impl_ret_borrowed(context, builder, signature.return_type, out._getvalue())
+
+        return sig, codegen
+
+    return view
+
+
+# How the compiled step cuts each layer's arrays out of flat buffers (backends/layout.py).
+# Intrinsics because ``buffer[a:b].reshape(...)`` costs 25 ns a view (a call into Numba's reshape
+# helper), about 10 times these, and a 41-layer step cuts 500 views a batch. The caller promises
+# that the block fits its buffer (``layout.table`` checks it when it is made): nothing is checked here.
+_rows = _view(2)
+_part = _view(1)
+
+
+@njit(cache=True, inline="always")
+def rows_of(buffer, start, rows, width):
+    """The first ``rows`` rows of the (capacity, width) block of ``buffer`` that starts at ``start``."""
+    return _rows(buffer, start, rows, width)
+
+
+@njit(cache=True, inline="always")
+def part_of(buffer, start, stop):
+    """``buffer[start:stop]``, for 0 <= start <= stop <= its size."""
+    return _part(buffer, start, stop - start, 0)
+
+
+#: Columns of ``where``, the table of a flat buffer of activations (``activation``).
+START, ROWS, WIDTH = 0, 1, 2
+
+
+@njit(cache=True, inline="always")
+def activation(acts, where, i):
+    """Activation ``i`` of a batch kept in the flat buffer ``acts`` (0 the input, i + 1 layer i's
+    output), a (rows, width) view: ``where[i]`` holds its start, rows and width. How a gradient
+    transform that sees activations reads them (contracts/transforms.py)."""
+    return _rows(acts, where[i, START], where[i, ROWS], where[i, WIDTH])
+
+
+def pack_activations(arrays):
+    """``(acts, where)`` holding copies of the 2-D ``arrays`` one after another, as a transform
+    that sees activations receives them (to call its kernel by hand, in a test say)."""
+    arrays = [np.ascontiguousarray(a) for a in arrays]
+    where = np.zeros((len(arrays), 3), np.int64)
+    start = 0
+    for i, a in enumerate(arrays):
+        where[i] = start, a.shape[0], a.shape[1]
+        start += a.size
+    acts = np.concatenate([a.ravel() for a in arrays]) if arrays else np.zeros(0)
+    return acts, where

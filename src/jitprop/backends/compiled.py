@@ -41,6 +41,8 @@ class CompiledBackend(Backend):
         self.transform_args = []
         for tr, h, stats, memory in zip(trainer.transforms, trainer.transform_h, trainer.transform_stats, trainer.transform_memory):
             self.transform_args += [h, stats, memory] if tr.sees_activations else [h, stats]
+        if any(tr.sees_activations for tr in trainer.transforms):
+            self.transform_args.append(layout.activations(ws))
         group = self.group = trainer.group
         self.mpi_args = ()
         if group is not None:  # jitprop.distributed: the rank's part of each batch, gradients summed

@@ -3,15 +3,14 @@
 The generated step is one loop over the layers, whatever their number
 (codegen.py): it cuts each layer's arrays out of a handful of flat buffers
 with this table, one row per layer (and a last row for the model's
-output), an int64 column per name below. So the step's code, and the time
-to compile it, does not grow with depth.
+output), an int64 column per name below (``jitprop.kernels.rows_of`` and
+``part_of`` cut the views). So the step's code, and the time to compile
+it, does not grow with depth.
 """
 
 import numpy as np
-from numba import njit, types
-from numba.core.imputils import impl_ret_borrowed
-from numba.extending import intrinsic
-from numba.np.arrayobj import make_array, populate_array
+
+from .. import kernels
 
 #: Which of the program's kernel pairs the layer runs (codegen.kinds).
 KIND = 0
@@ -59,48 +58,12 @@ def table(model, ws, kinds):
 
 
 
-def _view(ndim):
-    """An intrinsic ``(buffer, start, a, b)`` that views the flat, C-contiguous ``buffer`` from
-    element ``start``: as ``a`` values (``ndim`` 1, ``b`` unused) or ``a`` rows of ``b`` (2)."""
 
-    @intrinsic
-    def view(typingctx, buffer, start, a, b):
-        if not (isinstance(buffer, types.Array) and buffer.ndim == 1 and buffer.layout == "C"):
-            return None
-        sig = buffer.copy(ndim=ndim, layout="C")(buffer, types.intp, types.intp, types.intp)
-
-        def codegen(context, builder, signature, args):
-            buf, start, a, b = args
-            src = make_array(signature.args[0])(context, builder, buf)
-            out = make_array(signature.return_type)(context, builder)
-            size = src.itemsize
-            shape, strides = ([a], [size]) if ndim == 1 else ([a, b], [builder.mul(b, size), size])
-            # No meminfo: the view lives only during the step's call, which holds the buffer itself,
-            # so it needs no reference counting (two atomic operations per view saved).
-            populate_array(out, data=builder.gep(src.data, [start]), shape=shape, strides=strides, itemsize=size,
-                           meminfo=None)  # fmt: skip
-            return impl_ret_borrowed(context, builder, signature.return_type, out._getvalue())
-
-        return sig, codegen
-
-    return view
-
-
-# How the compiled step cuts each layer's arrays out of the flat buffers. Intrinsics because
-# ``buffer[a:b].reshape(...)`` costs 25 ns a view (a call into Numba's reshape helper), about 10
-# times these, and a 41-layer step cuts 500 views a batch. The table promises that every block
-# fits its buffer (``table`` checks it when it is made): nothing is checked in the step.
-_rows = _view(2)
-_part = _view(1)
-
-
-@njit(cache=True, inline="always")
-def rows_of(buffer, start, rows, width):
-    """The first ``rows`` rows of the (capacity, width) block of ``buffer`` that starts at ``start``."""
-    return _rows(buffer, start, rows, width)
-
-
-@njit(cache=True, inline="always")
-def part_of(buffer, start, stop):
-    """``buffer[start:stop]``, for 0 <= start <= stop <= its size."""
-    return _part(buffer, start, stop - start, 0)
+def activations(ws):
+    """The (n_layers + 1, 3) ``where`` table of the workspace's activations (``jitprop.kernels.activation``):
+    each one's start in ``ws.act_buffer`` and width, its rows left for the step to fill."""
+    where = np.zeros((len(ws.acts), 3), np.int64)
+    for i, act in enumerate(ws.acts):
+        where[i, kernels.START] = span(ws.act_buffer, act)[0]
+        where[i, kernels.WIDTH] = act.shape[1]
+    return where

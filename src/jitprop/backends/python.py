@@ -18,9 +18,10 @@ from numba.core.errors import NumbaError
 from ..components import kernel
 from ..contracts.losses import ACCURACY
 from ..errors import ConfigError, PluginError
-from ..kernels import all_finite, gather, gather_rows, mix_seed
+from ..kernels import ROWS, all_finite, gather, gather_rows, mix_seed
 from ..model.sequential import Workspace
 from ..plugins import registry
+from . import layout
 from .base import Backend
 
 
@@ -41,6 +42,7 @@ class PythonBackend(Backend):
         self.transforms = [(k, h, st, m if tr.sees_activations else None) for k, h, st, m, tr in
                            zip(trainer.transform_kernels, trainer.transform_h, trainer.transform_stats,
                                trainer.transform_memory, trainer.transforms)]  # fmt: skip
+        self.where = layout.activations(self.ws)  # where the activations lie, for transforms that see them
         hook = trainer.hook
         self.batch_begin = bool(hook.on_train_batch_begin.get_hookimpls())
         self.batch_end = bool(hook.on_train_batch_end.get_hookimpls())
@@ -71,7 +73,8 @@ class PythonBackend(Backend):
                 if memory is None:
                     transform(model.grads, model.params, model.offsets, t.lr, h, stats)
                 else:
-                    transform(model.grads, model.params, model.offsets, t.lr, h, stats, memory, tuple(acts))
+                    self.where[:, ROWS] = rows
+                    transform(model.grads, model.params, model.offsets, t.lr, h, stats, memory, self.ws.act_buffer, self.where)
             t.batch_losses[b] = value
             if not (math.isfinite(value) and all_finite(model.grads)):
                 if self.state_before is not None:
@@ -127,6 +130,10 @@ def predict(model, X, batch_size=1024):
     return out
 
 
+#: A terminal's colour or style code (``ESC [ ... m``).
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def compile_failure(trainer, batch_size, y):
     """The kernel behind a Numba compile error, as a one-line PluginError naming its plugin
     (None when every kernel compiles on its own: the error lies elsewhere). Each kernel is
@@ -157,8 +164,9 @@ def compile_failure(trainer, batch_size, y):
 
 
 def numba_summary(exc):
-    """The one line of a Numba compile error that says what is wrong, and where."""
-    lines = [line.strip() for line in str(exc).splitlines()]
+    """The one line of a Numba compile error that says what is wrong, and where. Without terminal
+    colours: Numba highlights its messages whenever colorama is installed."""
+    lines = [ANSI.sub("", line).strip() for line in str(exc).splitlines()]
     body = [line for line in lines[1:] if line and not line.startswith("During:")] or lines[:1]
     summary = body[0]
     if summary.endswith("signature:"):  # "No implementation of function ... found for signature:"

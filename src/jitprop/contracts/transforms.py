@@ -24,18 +24,25 @@ Optionally ``cuda_kernel``: a launcher with the same arguments, ``g``,
 the host, usually a ``"module:function"`` string so that numba.cuda is
 imported only for GPU runs. A transform without one trains on the CPU only.
 
-A transform that sets ``sees_activations = True`` takes two more arguments:
+A transform that sets ``sees_activations = True`` takes three more arguments:
 
-``kernel(g, p, offsets, lr, h, stats, memory, acts)``
+``kernel(g, p, offsets, lr, h, stats, memory, acts, where)``
     ``memory`` an array (the model's dtype) of ``memory_size(model)`` values that it
     keeps from batch to batch (``init_memory`` fills it at the start of each
     fit; a rollback restores it with the weights; a diverged batch does not
     undo its writes),
-    ``acts`` a tuple of the batch's activations, each (rows, width):
-    ``acts[0]`` the input rows, ``acts[i + 1]`` layer i's output. Read them,
-    don't write. The coach measures updates (the parameters' change since
-    the last batch, from a copy in ``memory``) and activations so. Its
-    ``cuda_kernel`` takes them too, as device arrays (``acts`` a tuple).
+    ``acts`` and ``where`` the batch's activations: one flat buffer and an
+    int64 (n_layers + 1, 3) table of where each lies in it.
+    ``jitprop.kernels.activation(acts, where, i)`` is activation i as a
+    (rows, width) view: 0 the input rows, i + 1 layer i's output. Read them,
+    don't write. (One buffer, not a tuple of arrays: a tuple's type, and the
+    code Numba makes for it, grow with the model's depth.) The coach
+    measures updates (the parameters' change since the last batch, from a
+    copy in ``memory``) and activations so. Its ``cuda_kernel`` takes
+    ``memory`` as a device array and the activations as a tuple of device
+    arrays instead, ``acts[i]`` being activation i (a launcher loops over
+    them in Python). ``jitprop.kernels.pack_activations(arrays)`` makes
+    ``(acts, where)`` from a list of arrays, to call a kernel by hand.
 
 ``setup(model)`` runs once, before ``hyper()``, for transforms whose options
 depend on the model (its layers' kinds and widths, say).
@@ -52,7 +59,7 @@ class GradientTransform(Component):
 
     #: Per-layer statistics the kernel accumulates over an epoch: the columns of ``stats``.
     stat_names = ()
-    #: The kernel also takes ``memory`` and ``acts`` (above).
+    #: The kernel also takes ``memory``, ``acts`` and ``where`` (above).
     sees_activations = False
 
     def setup(self, model):

@@ -42,6 +42,7 @@ from numba import njit
 
 import jitprop
 from jitprop.components import check
+from jitprop.kernels import activation
 
 # Columns of the statistics, one row per layer.
 BATCHES, GRAD_NORM, GRAD_NORM_MAX, GRAD_RMS, UPDATE_LOG, UPDATES, ZERO, FIRED, SATURATED = range(9)
@@ -113,7 +114,7 @@ def _saturated(out, kind):
 
 
 @njit(cache=True)
-def coach_kernel(g, p, offsets, lr, h, stats, memory, acts):
+def coach_kernel(g, p, offsets, lr, h, stats, memory, acts, where):
     flags_at = offsets[offsets.shape[0] - 1]  # memory: the parameters as they were, then the flags
     for layer in range(offsets.shape[0] - 1):
         s = stats[layer]
@@ -134,7 +135,7 @@ def coach_kernel(g, p, offsets, lr, h, stats, memory, acts):
                 s[UPDATES] += 1.0
         kind = int(h[1 + 2 * layer])
         if kind != 0:
-            out = acts[layer + 1]
+            out = activation(acts, where, layer + 1)
             size = out.shape[0] * out.shape[1]
             if kind == RELU:
                 start = flags_at + int(h[2 + 2 * layer])
