@@ -139,3 +139,16 @@ def test_a_resigned_history_that_does_not_fit_is_refused(spiral_data, tmp_path, 
     np.savez(tmp_path / "bad.npz", meta=np.array(text), checksum=np.array(checkpoint._checksum(text, arrays)), **arrays)
     with pytest.raises(jitprop.DataError, match=f"not a checkpoint jitprop can use \\({message}"):
         checkpoint.load(tmp_path / "bad.npz")
+
+
+def test_the_summary_passes_over_nan_and_a_word_in_the_logs_is_one_line():
+    from types import SimpleNamespace
+
+    summary = LossSummary(block=4)
+    summary.add([1.0, float("nan"), 3.0, 2.0, 5.0])  # a diverged batch leaves a NaN
+    assert list(summary.low) == [1.0, 5.0] and list(summary.high) == [3.0, 5.0] and np.isnan(summary.mean[0])
+    history = History()
+    trainer = SimpleNamespace(batch_losses=np.ones(2), batches_done=2)
+    with pytest.raises(jitprop.ConfigError, match="epoch 1's logs hold note='fine': the history keeps numbers only"):
+        history.on_epoch_end(trainer=trainer, epoch=0, logs={"loss": 0.5, "note": "fine"})
+    assert len(history.epoch) == 0 and "loss" not in history.history  # nothing half-recorded

@@ -179,36 +179,28 @@ def _view(ndim):
     return view
 
 
-# How the compiled step cuts each layer's arrays out of flat buffers (backends/layout.py).
-# Intrinsics because ``buffer[a:b].reshape(...)`` costs 25 ns a view (a call into Numba's reshape
-# helper), about 10 times these, and a 41-layer step cuts 500 views a batch. The caller promises
-# that the block fits its buffer (``layout.table`` checks it when it is made): nothing is checked here.
-_rows = _view(2)
-_part = _view(1)
-
-
-@njit(cache=True, inline="always")
-def rows_of(buffer, start, rows, width):
-    """The first ``rows`` rows of the (capacity, width) block of ``buffer`` that starts at ``start``."""
-    return _rows(buffer, start, rows, width)
-
-
-@njit(cache=True, inline="always")
-def part_of(buffer, start, stop):
-    """``buffer[start:stop]``, for 0 <= start <= stop <= its size."""
-    return _part(buffer, start, stop - start, 0)
-
+# How the compiled step cuts each layer's arrays out of flat buffers (backends/layout.py):
+# ``rows_of(buffer, start, rows, width)``, the first ``rows`` rows of the (capacity, width) block
+# that starts at element ``start``, and ``part_of(buffer, start, size, 0)``, ``size`` values from
+# ``start``. Intrinsics because ``buffer[a:b].reshape(...)`` costs 25 ns a view (a call into Numba's
+# reshape helper), about 10 times these, and a 41-layer step cuts 500 views a batch. Inside compiled
+# code only (Python cannot call them), and never returned or kept: the views hold no reference to
+# their buffer. The caller promises that the block fits (``layout.table`` checks it when it is
+# made): nothing is checked here.
+rows_of = _view(2)
+part_of = _view(1)
 
 #: Columns of ``where``, the table of a flat buffer of activations (``activation``).
-START, ROWS, WIDTH = 0, 1, 2
+ACT_START, ACT_ROWS, ACT_WIDTH = 0, 1, 2
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def activation(acts, where, i):
     """Activation ``i`` of a batch kept in the flat buffer ``acts`` (0 the input, i + 1 layer i's
     output), a (rows, width) view: ``where[i]`` holds its start, rows and width. How a gradient
     transform that sees activations reads them (contracts/transforms.py)."""
-    return _rows(acts, where[i, START], where[i, ROWS], where[i, WIDTH])
+    start, rows, width = where[i, ACT_START], where[i, ACT_ROWS], where[i, ACT_WIDTH]
+    return acts[start : start + rows * width].reshape((rows, width))
 
 
 def pack_activations(arrays):

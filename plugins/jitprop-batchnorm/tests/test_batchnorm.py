@@ -94,11 +94,19 @@ def test_training_learns_and_the_optimizer_never_touches_the_statistics():
     assert model.n_params == 2 * 16 + 16 + 2 * 16 + 16 * 3 + 3  # running statistics are not parameters
 
 
-def test_the_compiled_step_and_the_python_loop_agree_bit_for_bit():
+def two_norms_model():
+    """Two batch_norm layers of other widths: each finds its own running state in the flat buffer."""
+    return jitprop.Sequential(
+        [jitprop.layer("dense", units=16), "batch_norm", "relu", jitprop.layer("dense", units=8), "batch_norm", "tanh",
+         jitprop.layer("dense", units=3)], input_dim=2, dtype="float64")  # fmt: skip
+
+
+@pytest.mark.parametrize("build", [spiral_model, two_norms_model])
+def test_the_compiled_step_and_the_python_loop_agree_bit_for_bit(build):
     X, y = spirals()
     results = []
     for compiled in (True, False):
-        model = spiral_model()
+        model = build()
         trainer = jitprop.Trainer(model, "cross_entropy", "adam", batch_size=32)
         trainer.compiled = compiled
         trainer.fit(X, y, epochs=3, validation_split=0.2)

@@ -82,8 +82,6 @@ class Program:
         #: Batches per call of ``train_chunk`` for about ``CHUNK_SECONDS``, learnt as it runs, per model
         #: shape and batch size (models of every size share a program).
         self.spans = {}
-        #: The (dtype, target dtype, target ndim, validated) argument types it was compiled for (CompiledBackend.compile).
-        self.warmed = set()
 
     def kind_numbers(self, model):
         """Each layer's ``KIND``: the number of its kernel pair in this program."""
@@ -167,20 +165,21 @@ def _import(local, ref):
     return lines
 
 
-def _views(rows, training=True):
-    """Lines that cut layer ``i``'s arrays out of the flat buffers, for ``rows`` rows."""
-    lines = [
-        f"x = rows_of(acts, layout[i, ACT], {rows}, layout[i, WIDTH])",
+def _views(rows, training=True, x=True):
+    """Lines that cut layer ``i``'s arrays out of the flat buffers, for ``rows`` rows (``x``: its
+    input too; scoring carries it over from the layer before)."""
+    lines = [f"x = rows_of(acts, layout[i, ACT], {rows}, layout[i, WIDTH])"] if x else []
+    lines += [
         f"out = rows_of(acts, layout[i + 1, ACT], {rows}, layout[i + 1, WIDTH])",
         f"cache = rows_of(caches, layout[i, CACHE], {rows}, layout[i, CACHE_WIDTH])",
-        "p = part_of(params, offsets[i], offsets[i + 1])",
-        "h = part_of(hypers, layout[i, HYPER], layout[i, HYPER_END])",
-        "st = part_of(state, layout[i, STATE], layout[i, STATE_END])",
-        "w = part_of(scratch, layout[i, SCRATCH], layout[i, SCRATCH_END])",
+        "p = part_of(params, offsets[i], offsets[i + 1] - offsets[i], 0)",
+        "h = part_of(hypers, layout[i, HYPER], layout[i, HYPER_END] - layout[i, HYPER], 0)",
+        "st = part_of(state, layout[i, STATE], layout[i, STATE_END] - layout[i, STATE], 0)",
+        "w = part_of(scratch, layout[i, SCRATCH], layout[i, SCRATCH_END] - layout[i, SCRATCH], 0)",
     ]
     if training:
         lines += [
-            "g = part_of(grads, offsets[i], offsets[i + 1])",
+            "g = part_of(grads, offsets[i], offsets[i + 1] - offsets[i], 0)",
             f"grad_out = rows_of(deltas, layout[i + 1, DELTA], {rows}, layout[i + 1, WIDTH])",
             f"grad_in = rows_of(deltas, layout[i, DELTA], {rows} if i > 0 else 0, layout[i, WIDTH])",  # the input's: none
         ]
@@ -213,7 +212,7 @@ def source(pairs, refs, class_labels, has_stats=False, sees=(), distributed=Fals
         "import math",
         "import numpy as np",
         "from numba import njit",
-        "from jitprop.kernels import ROWS, all_finite, gather_rows, part_of, rows_of, seed_mix",
+        "from jitprop.kernels import ACT_ROWS, all_finite, gather_rows, part_of, rows_of, seed_mix",
         f"from jitprop.kernels import {'gather_items' if class_labels else 'gather_rows'} as gather_y",
     ]
     if distributed:
@@ -301,7 +300,7 @@ def source(pairs, refs, class_labels, has_stats=False, sees=(), distributed=Fals
     else:
         body += _indent(passes, 2)
     if any(sees):  # the activations' table holds their start and width; this batch's rows, here
-        body += ["        for i in range(where.shape[0]):", f"            where[i, ROWS] = {rows}"]
+        body += ["        for i in range(where.shape[0]):", f"            where[i, ACT_ROWS] = {rows}"]
     for k in range(len(refs["tf"])):  # the gradient slot: between backward and the divergence check
         seen = f", tm{k}, acts, where" if sees[k] else ""
         body.append(f"        T{k}(grads, params, offsets, lr, th{k}, ts{k}{seen})")
@@ -339,7 +338,7 @@ def source(pairs, refs, class_labels, has_stats=False, sees=(), distributed=Fals
         "        x = X[start:stop]",
         "        for i in range(L):",
     ]
-    forward = _views("rows", training=False)[1:]  # x: the last layer's output
+    forward = _views("rows", training=False, x=False)
     body += _indent(forward + _dispatch(pairs, 0, "p, h, x, out, cache, False, np.uint64(0)") + ["x = out"], 3)
     body.append("        total += LOSS(x, yb, loss_grad[:rows], loss_h) * rows")
     if has_acc:

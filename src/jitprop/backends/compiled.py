@@ -50,14 +50,17 @@ class CompiledBackend(Backend):
         self._scratch = None  # the loss gradient of scoring, which nothing reads
         self._scoring = {}  # per workspace size: its layout table
 
-    def _train(self, first, last, sums):
+    def _arguments(self, first, last, sums):
+        """``train_chunk``'s arguments for batches ``first..last``, the epoch's totals so far in ``sums``."""
         t, model = self.trainer, self.model
-        result = self.program.train_chunk(
-            self.X, self.y, self.index, first, last, self.bs, model.params, model.grads, t.opt_state, t.lr, t.opt_h,
-            t.step, t.seed, t.loss_h, t.batch_losses, self.y_buf, model.state, self.state_before, model.offsets,
-            t.stats, self.stats_before, float(sums.loss), float(sums.correct), int(sums.seen), *self.model_args,
-            *self.ws_args, *self.transform_args, *self.mpi_args,
-        )
+        return (self.X, self.y, self.index, first, last, self.bs, model.params, model.grads, t.opt_state, t.lr, t.opt_h,
+                t.step, t.seed, t.loss_h, t.batch_losses, self.y_buf, model.state, self.state_before, model.offsets,
+                t.stats, self.stats_before, float(sums.loss), float(sums.correct), int(sums.seen), *self.model_args,
+                *self.ws_args, *self.transform_args, *self.mpi_args)  # fmt: skip
+
+    def _train(self, first, last, sums):
+        t = self.trainer
+        result = self.program.train_chunk(*self._arguments(first, last, sums))
         if self.group is not None:
             *result, err = result
             if err:
@@ -66,9 +69,10 @@ class CompiledBackend(Backend):
         return sums, done, diverged
 
     def warm_up(self):
-        """Compile (or load) the training step without training: a call over no batches, and the
-        scoring pass on one validation row."""
-        self._train(0, 0, base.Sums())
+        """Compile (or load) the training step without training: a call over no batches, its
+        result dropped (so a helper thread left compiling after an interrupt changes nothing), and
+        the scoring pass on one validation row."""
+        self.program.train_chunk(*self._arguments(0, 0, base.Sums()))
         if self.validation is not None:
             self.score(self.validation[0][:1], self.validation[1][:1])
 
@@ -77,9 +81,8 @@ class CompiledBackend(Backend):
         second: Numba's compiler holds a thread for seconds at a time in LLVM, where no signal
         handler runs, so a Ctrl-C that came then would only be seen once the step was built.
         False when interrupted first (the helper thread is left to finish on its own)."""
-        types = (self.model.dtype, self.y.dtype, self.y.ndim, self.validation is not None)
-        if types in self.program.warmed:  # built for these arguments already: no thread per fit
-            return True
+        if interrupted():
+            return False
         failed = []
 
         def work():
@@ -96,7 +99,6 @@ class CompiledBackend(Backend):
                 return False
         if failed:
             raise failed[0]
-        self.program.warmed.add(types)
         return True
 
     def run(self, first, last, sums):

@@ -57,13 +57,11 @@ def table(model, ws, kinds):
     return t
 
 
-
-
 def activations(ws):
     """The (n_layers + 1, 3) ``where`` table of the workspace's activations (``jitprop.kernels.activation``):
     each one's start in ``ws.act_buffer`` and width, its rows left for the step to fill."""
     where = np.zeros((len(ws.acts), 3), np.int64)
     for i, act in enumerate(ws.acts):
-        where[i, kernels.START] = span(ws.act_buffer, act)[0]
-        where[i, kernels.WIDTH] = act.shape[1]
+        where[i, kernels.ACT_START] = span(ws.act_buffer, act)[0]
+        where[i, kernels.ACT_WIDTH] = act.shape[1]
     return where

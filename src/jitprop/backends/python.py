@@ -18,7 +18,7 @@ from numba.core.errors import NumbaError
 from ..components import kernel
 from ..contracts.losses import ACCURACY
 from ..errors import ConfigError, PluginError
-from ..kernels import ROWS, all_finite, gather, gather_rows, mix_seed
+from ..kernels import ACT_ROWS, all_finite, gather, gather_rows, mix_seed
 from ..model.sequential import Workspace
 from ..plugins import registry
 from . import layout
@@ -73,7 +73,7 @@ class PythonBackend(Backend):
                 if memory is None:
                     transform(model.grads, model.params, model.offsets, t.lr, h, stats)
                 else:
-                    self.where[:, ROWS] = rows
+                    self.where[:, ACT_ROWS] = rows
                     transform(model.grads, model.params, model.offsets, t.lr, h, stats, memory, self.ws.act_buffer, self.where)
             t.batch_losses[b] = value
             if not (math.isfinite(value) and all_finite(model.grads)):

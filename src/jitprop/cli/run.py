@@ -43,6 +43,7 @@ from ..training.trainer import DIVERGENCE_FACTOR, Trainer, check_device, split_i
 #: A run's defaults: the run file's, and the trainer's divergence factor.
 DEFAULTS = {**runconfig.DEFAULTS, "divergence_factor": DIVERGENCE_FACTOR}
 
+
 @dataclass
 class Plan:
     """Everything a run needs, resolved."""

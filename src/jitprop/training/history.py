@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..contracts.callbacks import Callback
+from ..errors import ConfigError
 from ..plugins.hookspecs import hookimpl
 from ..views.verdict import judge
 
@@ -134,7 +135,8 @@ class LossSummary:
         return 1 + self.block * np.arange(len(self), dtype=np.int64)
 
     def add(self, losses):
-        """Fold in the next iterations' losses, oldest first."""
+        """Fold in the next iterations' losses, oldest first (the lowest and highest pass over NaN,
+        which a diverged batch leaves; the mean shows it)."""
         x = np.asarray(losses, dtype=np.float64)
         while x.size:
             part = self.count % self.block
@@ -142,8 +144,8 @@ class LossSummary:
                 k = min(self.block - part, x.size)
                 head, x = x[:k], x[k:]
                 self.mean[-1] = (self.mean[-1] * part + head.sum()) / (part + k)
-                self.low[-1] = np.minimum(self.low[-1], head.min())
-                self.high[-1] = np.maximum(self.high[-1], head.max())
+                self.low[-1] = np.fmin(self.low[-1], np.fmin.reduce(head))
+                self.high[-1] = np.fmax(self.high[-1], np.fmax.reduce(head))
                 self.count += k
             elif len(self) >= SUMMARY_BLOCKS:
                 self._merge()
@@ -154,8 +156,8 @@ class LossSummary:
                 if n > whole:
                     rows.append(x[whole:n].reshape(1, -1))
                 self.mean = np.concatenate([self.mean, *(r.mean(axis=1) for r in rows)])
-                self.low = np.concatenate([self.low, *(r.min(axis=1) for r in rows)])
-                self.high = np.concatenate([self.high, *(r.max(axis=1) for r in rows)])
+                self.low = np.concatenate([self.low, *(np.fmin.reduce(r, axis=1) for r in rows)])
+                self.high = np.concatenate([self.high, *(np.fmax.reduce(r, axis=1) for r in rows)])
                 self.count += n
                 x = x[n:]
 
@@ -163,8 +165,8 @@ class LossSummary:
         """Pairs of whole blocks become one of twice the length (an odd last one stays, now partial)."""
         pairs = len(self) // 2 * 2
         self.mean = np.concatenate([(self.mean[:pairs:2] + self.mean[1:pairs:2]) / 2, self.mean[pairs:]])
-        self.low = np.concatenate([np.minimum(self.low[:pairs:2], self.low[1:pairs:2]), self.low[pairs:]])
-        self.high = np.concatenate([np.maximum(self.high[:pairs:2], self.high[1:pairs:2]), self.high[pairs:]])
+        self.low = np.concatenate([np.fmin(self.low[:pairs:2], self.low[1:pairs:2]), self.low[pairs:]])
+        self.high = np.concatenate([np.fmax(self.high[:pairs:2], self.high[1:pairs:2]), self.high[pairs:]])
         self.block *= 2
 
     def __repr__(self):
@@ -196,6 +198,10 @@ class History(Callback):
 
     @hookimpl
     def on_epoch_end(self, trainer, epoch, logs):
+        for key, value in logs.items():
+            if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
+                raise ConfigError(f"epoch {epoch + 1}'s logs hold {key}={value!r}: the history keeps numbers only; a"
+                                  " callback that adds to logs must add numbers")  # fmt: skip
         self.epoch.append(epoch)
         # Every column lines up with ``epoch``: a metric missing from some epochs (validation
         # added in a later fit, say) holds NaN there. New ones join in the logs' order, so a
