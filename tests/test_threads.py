@@ -1,7 +1,13 @@
-"""runtime/threads.py: BLAS kept to one thread while kernels that split a batch over the cores run."""
+"""runtime/threads.py: BLAS kept to one thread while kernels that split a batch over the cores run, its
+count chosen by the products' sizes, overridden by --threads or JITPROP_NUM_THREADS, and never a change
+in the numbers."""
+
+import numpy as np
+import pytest
 
 import jitprop
 from jitprop.runtime import threads
+from jitprop.testing import command as run, one_line_error
 
 
 def test_blas_keeps_to_one_thread_inside_the_block_and_gets_its_count_back():
@@ -29,3 +35,52 @@ def test_only_models_with_parallel_kernels_ask_for_it():
     assert jitprop.Trainer(cnn, "cross_entropy")._own_threads()
     assert not jitprop.Trainer(mlp, "cross_entropy")._own_threads()
     assert not jitprop.Trainer(cnn, "cross_entropy", device="cuda")._own_threads()  # no BLAS of its own there
+
+
+def mlp(n_in, width, seed=0):
+    return jitprop.Sequential([jitprop.layer("dense", units=width), "relu", jitprop.layer("dense", units=10)],
+                              input_dim=n_in, seed=seed)  # fmt: skip
+
+
+def test_small_products_keep_blas_on_one_thread_and_large_ones_take_every_core(monkeypatch):
+    monkeypatch.delenv("JITPROP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "cores", lambda: 2)
+    digits = mlp(64, 100)  # scikit-learn's digits table: 1.3M multiply-adds at 200 rows, no gain from a second
+    assert threads.blas_count(digits, 200) == 1
+    wide = mlp(784, 256)  # 25.7M at 128 rows: a second thread takes a third off the step
+    assert threads.blas_count(wide, 128) == 2
+    assert threads.blas_count(wide, 128, own_threads=True) == 1  # the image kernels split batches themselves
+    assert threads.blas_count(wide, 128, share=1) == 1  # a data-parallel rank's share of its host
+    monkeypatch.setenv("JITPROP_NUM_THREADS", "2")
+    assert threads.blas_count(digits, 200) == 2
+    monkeypatch.setenv("JITPROP_NUM_THREADS", "two")
+    with pytest.raises(jitprop.ConfigError, match="JITPROP_NUM_THREADS must be a whole number"):
+        threads.blas_count(digits, 200)
+
+
+def test_the_thread_count_changes_no_number(monkeypatch):
+    # Products big enough for OpenBLAS to split them (it keeps smaller ones on one thread itself):
+    # it splits rows and columns among threads, never a sum.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(384, 256)).astype(np.float32)
+    y = rng.integers(0, 10, 384)
+    runs = []
+    for count in ("1", "2"):
+        monkeypatch.setenv("JITPROP_NUM_THREADS", count)
+        model = mlp(256, 256)
+        h = jitprop.fit(model, X, y, loss="cross_entropy", batch_size=128, epochs=2, validation_split=0.25)
+        runs.append((model.params.copy(), list(h.history["val_loss"])))
+    assert np.array_equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
+
+
+def test_threads_flag(monkeypatch):
+    monkeypatch.setattr(threads, "_asked", None)
+    monkeypatch.setattr(threads, "use", lambda n: setattr(threads, "_asked", n))  # Numba's pool left as it is
+    result = run("train", "--dataset", "spirals", "--hidden", "8", "--epochs", "1", "--threads", "0", ok=False)
+    assert "Invalid value for '--threads': 0 is not in the range x>=1" in result.output
+    run("train", "--dataset", "spirals", "--hidden", "8", "--epochs", "1", "--threads", "1")
+    assert threads.asked() == 1
+    monkeypatch.setattr(threads, "_asked", None)
+    monkeypatch.setenv("JITPROP_NUM_THREADS", "-3")
+    result = run("train", "--dataset", "spirals", "--hidden", "8", "--epochs", "1", ok=False)
+    assert one_line_error(result) == "Error: JITPROP_NUM_THREADS must be a whole number of threads, 1 or more, got '-3'"

@@ -41,7 +41,7 @@ from ..plugins.manager import (
     strict,
 )
 from ..plugins.registry import entries, tables
-from ..runtime import caches
+from ..runtime import caches, threads
 from ..training.trainer import TrainingWarning, evaluate as evaluate_model
 from ..version import __version__
 from . import flags, manage, views
@@ -164,11 +164,14 @@ FLAG_OF = {"layers": ("model", "hidden", "activation", "dropout"), "transforms":
 @click.option("--processes", type=click.IntRange(min=1), help="Train data-parallel on this many processes of this machine (starts mpiexec).")
 @click.option("--mpi-timeout", type=click.FloatRange(min=0), default=distributed.TIMEOUT, show_default=True,
               help="Under MPI: abort the job when no training step completes in this many seconds (0: never).")
+@click.option("--threads", "thread_count", type=click.IntRange(min=1),
+              help="Threads for matrix products and image kernels (also JITPROP_NUM_THREADS); the results are the"
+                   " same.  [default: one for models whose products are small, else every core]")
 @click.pass_context
 def train(ctx, config_path, dataset, target, drop, task, fill, normalize, normalize_target, input_shape, model, hidden,
           activation, dropout, loss, optimizer, lr, schedule, epochs, batch_size, validation_split, seed, dtype, device,
           on_divergence, divergence_factor, checkpoint, resume, callbacks, transforms, coached, coach_json, sanity, explained,
-          print_config, processes, mpi_timeout):  # fmt: skip
+          print_config, processes, mpi_timeout, thread_count):  # fmt: skip
     """Train a model and report loss and accuracy per epoch.
 
     \b
@@ -200,6 +203,9 @@ def train(ctx, config_path, dataset, target, drop, task, fill, normalize, normal
     """
     if processes and processes > 1:
         distributed.launch(processes, _without_processes(sys.argv[1:]))
+    if thread_count:
+        threads.use(thread_count)
+    threads.asked()  # a JITPROP_NUM_THREADS that is no count: one line before anything runs
     group = distributed.world(mpi_timeout)
     if group is None:
         return _train(ctx, None, config_path, epochs, lr, on_divergence, checkpoint, resume, callbacks, coached,

@@ -14,6 +14,13 @@ inherits that from callees it compiled; but a callee that was itself loaded
 from the cache passes nothing on. A generated step built that way, then loaded
 from the cache, crashed on its first call here (a LeNet step, numba 0.68).
 ``start`` starts the pool first.
+
+Small models train with BLAS on one thread (``blas_count``): where the
+products are small a second thread gains nothing, and when another process
+keeps a core busy it made such a step several times slower. ``--threads``
+or ``JITPROP_NUM_THREADS`` chooses instead. The results are the same on any
+count: OpenBLAS splits a product's rows and columns among its threads,
+never the sums.
 """
 
 import contextlib
@@ -23,7 +30,18 @@ import os
 
 import numba
 
+from ..errors import ConfigError
+
 _blas = None  # (set, get) of SciPy's OpenBLAS, () when not found
+_asked = None  # the count ``use`` was given (``--threads``)
+
+#: Multiply-adds in a batch's largest product below which BLAS keeps to one thread. A product
+#: alone gains 1.7x from a second thread from 1.3M multiply-adds up, but a whole training step
+#: on this 2-core machine gained nothing at 1.3M (64-100-10, batch 200: 0.98x), 1.09x at 3.3-4.2M,
+#: 1.32x at 8.4-12.8M and 1.54x at 25.7M (M: 784-256-256-10, batch 128). With another process
+#: keeping one core busy, the second thread made the 1.3M step 2.6x slower and M's 2.7x: its
+#: work waits for a core that is not free while the first spins (benchmarks/UNDER_LOAD.md).
+ONE_THREAD_BELOW = 4_000_000
 
 
 def parallel(fn):
@@ -65,16 +83,64 @@ def set_count(n):
         blas[0](n)
 
 
-@contextlib.contextmanager
 def one_blas_thread(active=True):
     """BLAS on one thread inside the block when ``active``; its own count again after."""
-    blas = _openblas() if active else ()
+    return blas_threads(1) if active else contextlib.nullcontext()
+
+
+def use(n):
+    """Train on ``n`` threads from here on, whatever the models' sizes (``jitprop train --threads``)."""
+    global _asked
+    _asked = n
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+
+
+def asked():
+    """The thread count the user chose: ``use``'s (``--threads``), else ``JITPROP_NUM_THREADS``, else None."""
+    if _asked is not None:
+        return _asked
+    text = os.environ.get("JITPROP_NUM_THREADS", "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"JITPROP_NUM_THREADS must be a whole number of threads, 1 or more, got {text!r}")
+    return int(text)
+
+
+def cores():
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def blas_count(model, batch_size, own_threads=False, share=None):
+    """BLAS's threads for training ``model`` on batches of ``batch_size`` rows: one where the
+    layers' kernels split each batch over the cores themselves (``own_threads``) or where the
+    largest product is too small for a second thread to help (``ONE_THREAD_BELOW``), else the
+    count the user chose or every core; never more than ``share`` (a data-parallel rank's)."""
+    if own_threads:
+        return 1
+    chosen = asked()
+    if chosen is None:
+        # A layer's weights times the batch's rows: its forward product's multiply-adds (a dense
+        # layer's; layers whose products are bigger than that, convolutions, keep to one anyway).
+        largest = max((batch_size * (b - a) for a, b in zip(model.offsets, model.offsets[1:])), default=0)
+        chosen = 1 if largest < ONE_THREAD_BELOW else cores()
+    return max(1, min(chosen, share or chosen))
+
+
+@contextlib.contextmanager
+def blas_threads(n):
+    """BLAS on ``n`` threads inside the block; its own count again after."""
+    blas = _openblas()
     if not blas:
         yield
         return
     setter, getter = blas
     before = getter()
-    setter(1)
+    setter(n)
     try:
         yield
     finally:

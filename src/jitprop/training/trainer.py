@@ -142,6 +142,7 @@ class Trainer:
         if self.group is not None and self.device == "cuda":
             raise ConfigError("data-parallel training runs on the CPU for now; leave out --device cuda, or train on one GPU without MPI")
         self._parallel = None  # see _own_threads
+        self._blas = None  # BLAS's threads for this fit's batches (_blas_count)
         if on_divergence not in DIVERGENCE:
             raise ConfigError(f"on_divergence must be one of {', '.join(DIVERGENCE)}, got {on_divergence!r}")
         self.on_divergence = on_divergence
@@ -276,6 +277,7 @@ class Trainer:
         if n_batches == 0:
             raise DataError(f"drop_last with batch_size={self.batch_size} leaves no batch from {n} rows")
         self._check_memory(bs, 0 if Xv is None else Xv.shape[0])
+        self._blas = self._blas_count(bs)
         progress = self._progress
         if progress is not None and progress["index"].shape[0] != n:
             raise DataError(
@@ -436,7 +438,7 @@ class Trainer:
         chunk_end = bool(hook.on_train_chunk_end.get_hookimpls())
         b = first
         while b < n_batches:
-            with threads.one_blas_thread(self._own_threads()), self._collective():
+            with threads.blas_threads(self._blas), self._collective():
                 sums, done, bad = backend.run(b, min(n_batches, b + backend.span), sums)
             self.batches_done = done
             if chunk_end:
@@ -610,10 +612,15 @@ class Trainer:
 
     def score_shard(self, X, y):
         """``score`` on this process's rows alone."""
-        with threads.one_blas_thread(self._own_threads()):
+        with threads.blas_threads(self._blas or self._blas_count(max(self.batch_size, 256))):
             if self.backend is not None:
                 return self.backend.score(X, y)
             return python.score(self.model, self.loss, X, y, max(self.batch_size, 256))
+
+    def _blas_count(self, rows):
+        """BLAS's threads for batches of ``rows`` (runtime/threads.py: by the products' sizes)."""
+        share = self.group.threads() if self.group is not None else None
+        return threads.blas_count(self.model, rows, self._own_threads(), share)
 
     def _own_threads(self):
         """True when some layer's kernels split a batch over the cores themselves (runtime/threads.py)."""
