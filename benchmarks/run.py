@@ -24,6 +24,7 @@ convolution's as its im2col product), and the report adds each one's roofline.
 """
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -222,7 +223,8 @@ class Jitprop:
             spent[part] = spent.get(part, 0.0) + time.perf_counter() - started
             return out
 
-        with threads.one_blas_thread(t._own_threads()):  # as the trainer runs a span (runtime/threads.py)
+        # BLAS's threads as the trainer's spans run (runtime/threads.py: by the products' sizes)
+        with threads.blas_threads(threads.blas_count(model, bs, t._own_threads())):
             for b in range(batches + 2):
                 if b == 2:  # the first two batches only warm the caches
                     spent.clear()
@@ -1033,7 +1035,7 @@ def main(argv=None):
             res["profile_peak"] = matmul_peak(peak_sizes, 2)
             from jitprop.runtime import threads
 
-            with threads.one_blas_thread(cnn):  # a CNN's products run on one thread each, as in its step
+            with threads.blas_threads(1) if cnn else contextlib.nullcontext():  # a CNN's products: one thread each, as in its step
                 res["profile"] = product_profile(table[name]["sizes"], table[name]["batch"], 0.02 if args.quick else 0.15)
         results.append(res)
         for system, e in res["systems"].items():

@@ -5,7 +5,7 @@ second to help (``jitprop.runtime.threads.blas_count``). This times a
 training step of each configuration with that choice and with BLAS fixed
 at 2 threads (``JITPROP_NUM_THREADS=2``) and at 1, on an idle machine and with a
 busy process (a Python loop) on one core: medians over interleaved rounds,
-each round and variant a fresh process that times 5 warm epochs (so the
+each round and variant a fresh process that times 12 epochs of one fit after a warm one (so the
 other variant's spinning BLAS threads are gone).
 
     python benchmarks/under_load.py            # writes benchmarks/UNDER_LOAD.md (~7 min)
@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+import jitprop
+
 HERE = Path(__file__).resolve().parent
 
 #: (input width, hidden widths, batch, rows): S and M of run.py, and scikit-learn's digits network.
@@ -33,31 +35,38 @@ CONFIGS = {
 VARIANTS = {"jitprop's choice": None, "2 threads": "2", "1 thread": "1"}
 
 
-def trainer(n_in, widths, batch, rows):
-    import jitprop
+class EpochTimes:
+    """A callback keeping each epoch's seconds."""
 
+    def __init__(self):
+        self.times, self.started = [], 0.0
+
+    @jitprop.hookimpl
+    def on_epoch_begin(self):
+        self.started = time.perf_counter()
+
+    @jitprop.hookimpl
+    def on_epoch_end(self):
+        self.times.append(time.perf_counter() - self.started)
+
+
+def step_time(name, epochs=12):
+    """Median microseconds of a training step of configuration ``name`` over ``epochs`` epochs of
+    one fit, after a warm one, in this process (BLAS's threads as ``JITPROP_NUM_THREADS`` says,
+    else jitprop's choice, which tries both counts as it goes where a second may help)."""
+    from jitprop.runtime import threads
+
+    timer = EpochTimes()
+    n_in, widths, batch, rows = CONFIGS[name]
     rng = np.random.default_rng(0)
     X = rng.normal(size=(rows, n_in)).astype(np.float32)
     y = rng.integers(0, 10, rows)
     layers = [s for w in widths for s in (jitprop.layer("dense", units=w), "relu")]
     model = jitprop.Sequential(layers + [jitprop.layer("dense", units=10)], input_dim=n_in)
-    return jitprop.Trainer(model, "cross_entropy", "adam", batch_size=batch), X, y
-
-
-def step_time(name, epochs=5):
-    """Median microseconds of a training step of configuration ``name`` over ``epochs`` warm epochs,
-    in this process (BLAS's threads as ``JITPROP_NUM_THREADS`` says, else jitprop's choice)."""
-    from jitprop.runtime import threads
-
-    n_in, widths, batch, rows = CONFIGS[name]
-    t, X, y = trainer(n_in, widths, batch, rows)
-    t.fit(X, y, epochs=1)  # compiled (or loaded), warm
-    times = []
-    for _ in range(epochs):
-        started = time.perf_counter()
-        t.fit(X, y, epochs=t.epoch + 1)
-        times.append((time.perf_counter() - started) / -(-rows // batch) * 1e6)
-    return threads.blas_count(t.model, batch), float(np.median(times))
+    t = jitprop.Trainer(model, "cross_entropy", "adam", batch_size=batch, callbacks=[timer])
+    t.fit(X, y, epochs=1 + epochs)
+    steps = -(-rows // batch)
+    return threads.blas_count(model, batch), float(np.median(timer.times[1:])) / steps * 1e6
 
 
 def measured(name, variant):
@@ -108,15 +117,16 @@ def main():
         "",
         "`python benchmarks/under_load.py`: a training step (Adam, float32) with jitprop's choice of BLAS threads,"
         " with 2 fixed threads (`JITPROP_NUM_THREADS=2`) and with 1, on the idle machine and with another process keeping one"
-        f" core busy; medians over {rounds} interleaved rounds, each a fresh process timing 5 warm epochs.",
+        f" core busy; medians over {rounds} interleaved rounds, each a fresh process timing 12 epochs of one fit after a"
+        " warm one (jitprop's choice tries 1 and 2 threads as it goes where a second may help).",
         "",
         f"{time.strftime('%Y-%m-%d')}, Python {platform.python_version()}, {os.cpu_count()} cpus.",
         "",
         "| model | machine | jitprop's choice | µs a step | 2 threads: µs a step | 2 threads / choice | 1 thread: µs a step |",
         "|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {n} | {load} | {c} thread{'s' * (c > 1)} | {a:.0f} | {b:.0f} | {b / a:.2f}x | {one:.0f} |"
-              for n, load, c, a, b, one in rows]  # fmt: skip
+    chose = lambda c: "1 thread" if c == 1 else f"{c} threads, tried against 1"  # noqa: E731
+    lines += [f"| {n} | {load} | {chose(c)} | {a:.0f} | {b:.0f} | {b / a:.2f}x | {one:.0f} |" for n, load, c, a, b, one in rows]
     (HERE / "UNDER_LOAD.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {HERE / 'UNDER_LOAD.md'}")
 

@@ -13,17 +13,18 @@ from jitprop.testing import command as run, one_line_error
 def test_blas_keeps_to_one_thread_inside_the_block_and_gets_its_count_back():
     blas = threads._openblas()
     if not blas:  # another BLAS than SciPy's OpenBLAS: left alone, and the block still runs
-        with threads.one_blas_thread():
+        with threads.blas_threads(1):
             return
     setter, getter = blas
     before = getter()
     setter(2)
     try:
-        with threads.one_blas_thread():
+        with threads.blas_threads(1):
             assert getter() == 1
         assert getter() == 2
-        with threads.one_blas_thread(active=False):  # a model without parallel kernels: untouched
-            assert getter() == 2
+        with threads.capped(1):  # a sweep's runs: one thread each, whatever their size
+            assert getter() == 1 and threads.blas_count(mlp(784, 256), 128) == 1
+        assert getter() == 2 and threads.blas_count(mlp(784, 256), 128) == threads.cores()
     finally:
         setter(before)
 
@@ -84,3 +85,25 @@ def test_threads_flag(monkeypatch):
     monkeypatch.setenv("JITPROP_NUM_THREADS", "-3")
     result = run("train", "--dataset", "spirals", "--hidden", "8", "--epochs", "1", ok=False)
     assert one_line_error(result) == "Error: JITPROP_NUM_THREADS must be a whole number of threads, 1 or more, got '-3'"
+
+
+def test_where_a_second_thread_may_help_each_is_tried_and_the_faster_kept():
+    now = [0.0]
+    chooser = threads.Chooser(2, adaptive=True, clock=lambda: now[0])
+    assert chooser.next() == 2  # the first span warms up, untimed
+    chooser.record(2, 0.1, 10)
+    first = chooser.next()  # a trial: one count, then the other
+    chooser.record(first, 0.1 if first == 2 else 0.3, 10)
+    second = chooser.next()
+    assert {first, second} == {1, 2}
+    chooser.record(second, 0.1 if second == 2 else 0.3, 10)
+    assert chooser.next() == 2 == chooser.count  # idle: every core wins
+    now[0] += threads.Chooser.RECHECK  # another program takes a core: the next trial sees it
+    for _ in range(2):
+        count = chooser.next()
+        chooser.record(count, 0.5 if count == 2 else 0.2, 10)
+    assert chooser.next() == 1 == chooser.count
+    assert threads.Chooser(1, adaptive=True).next() == 1  # small products: nothing to try
+    fixed = threads.Chooser(2, adaptive=False)  # the user's count, or a data-parallel rank's
+    fixed.record(2, 1.0, 1)
+    assert [fixed.next() for _ in range(3)] == [2, 2, 2]

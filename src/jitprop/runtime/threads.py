@@ -5,7 +5,7 @@ each thread calling BLAS for its own samples. Two thread pools then want the
 same cores: Numba's and OpenBLAS's, whose idle threads spin. LeNet, batch 64,
 on 2 cores: 34 ms a step with both, 4.8 ms with BLAS kept to one thread. So
 while a model with such kernels trains, BLAS keeps to one thread
-(``one_blas_thread``), and is given back its own count after each span.
+(``blas_threads``), and is given back its own count after each span.
 
 Numba also needs its thread pool started before a cached function that calls
 a ``parallel=True`` kernel runs. Numba starts it when it loads a parallel
@@ -17,7 +17,9 @@ from the cache, crashed on its first call here (a LeNet step, numba 0.68).
 
 Small models train with BLAS on one thread (``blas_count``): where the
 products are small a second thread gains nothing, and when another process
-keeps a core busy it made such a step several times slower. ``--threads``
+keeps a core busy it made such a step several times slower. Larger ones
+try one thread and every core as they train and keep the faster
+(``Chooser``), since a busy machine slows them the same way. ``--threads``
 or ``JITPROP_NUM_THREADS`` chooses instead. The results are the same on any
 count: OpenBLAS splits a product's rows and columns among its threads,
 never the sums.
@@ -27,6 +29,7 @@ import contextlib
 import ctypes
 import glob
 import os
+import time
 
 import numba
 
@@ -34,6 +37,7 @@ from ..errors import ConfigError
 
 _blas = None  # (set, get) of SciPy's OpenBLAS, () when not found
 _asked = None  # the count ``use`` was given (``--threads``)
+_cap = None  # at most this many BLAS threads a model, inside ``capped``
 
 #: Multiply-adds in a batch's largest product below which BLAS keeps to one thread. A product
 #: alone gains 1.7x from a second thread from 1.3M multiply-adds up, but a whole training step
@@ -83,11 +87,6 @@ def set_count(n):
         blas[0](n)
 
 
-def one_blas_thread(active=True):
-    """BLAS on one thread inside the block when ``active``; its own count again after."""
-    return blas_threads(1) if active else contextlib.nullcontext()
-
-
 def use(n):
     """Train on ``n`` threads from here on, whatever the models' sizes (``jitprop train --threads``)."""
     global _asked
@@ -128,7 +127,62 @@ def blas_count(model, batch_size, own_threads=False, share=None):
         # layer's; layers whose products are bigger than that, convolutions, keep to one anyway).
         largest = max((batch_size * (b - a) for a, b in zip(model.offsets, model.offsets[1:])), default=0)
         chosen = 1 if largest < ONE_THREAD_BELOW else cores()
-    return max(1, min(chosen, share or chosen))
+    return max(1, min(chosen, share or chosen, _cap or chosen))
+
+
+@contextlib.contextmanager
+def capped(n):
+    """Inside the block, every model trains with at most ``n`` BLAS threads (a sweep's runs, one
+    per core, each on one), whatever its size or the user's count."""
+    global _cap
+    before, _cap = _cap, n
+    try:
+        with blas_threads(n):
+            yield
+    finally:
+        _cap = before
+
+
+class Chooser:
+    """BLAS's thread count for one fit's spans of batches. Where ``blas_count`` chose more than one
+    thread and nobody chose a count, it tries: a span on one thread and a span on every core, the
+    faster per batch kept, and tries again every ``RECHECK`` seconds (another program may start or
+    end). The size rule cannot see a busy machine: with a core taken by another process, M's step
+    took 4.8-5.4 ms on 2 threads and 2.2 ms on one (benchmarks/UNDER_LOAD.md), where idle, 2
+    threads take a third off it. The thread count changes no number, so trying costs only time."""
+
+    #: Seconds between trials, and how much faster one thread must be to win.
+    RECHECK, MARGIN = 10.0, 1.1
+
+    def __init__(self, count, adaptive, clock=time.perf_counter):
+        self.top = self.count = count
+        self.adaptive = adaptive and count > 1
+        self.clock = clock
+        self._trial = None  # {count: seconds a batch} while trying; None between trials
+        self._next_trial = clock()
+        self._order = [1, count]
+        self._spans = 0
+
+    def next(self):
+        """The thread count for the next span (a fit's first, on every core, warms up untimed)."""
+        if self.adaptive and self._spans and self._trial is None and self.clock() >= self._next_trial:
+            self._trial = {}
+            self._order.reverse()  # the other count first next time: a slow phase hits each in turn
+        if self._trial is not None:
+            return next(c for c in self._order if c not in self._trial)
+        return self.count
+
+    def record(self, count, seconds, batches):
+        """A span of ``batches`` took ``seconds`` on ``count`` threads."""
+        self._spans += 1
+        if self._trial is None or batches <= 0:
+            return
+        self._trial[count] = seconds / batches
+        if len(self._trial) == 2:
+            one, top = self._trial[1], self._trial[self.top]
+            self.count = 1 if one * self.MARGIN < top else self.top
+            self._trial = None
+            self._next_trial = self.clock() + self.RECHECK
 
 
 @contextlib.contextmanager

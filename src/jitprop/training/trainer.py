@@ -9,6 +9,7 @@ overfitting as they happen.
 
 import contextlib
 import math
+import time
 import warnings
 
 import numpy as np
@@ -142,7 +143,7 @@ class Trainer:
         if self.group is not None and self.device == "cuda":
             raise ConfigError("data-parallel training runs on the CPU for now; leave out --device cuda, or train on one GPU without MPI")
         self._parallel = None  # see _own_threads
-        self._blas = None  # BLAS's threads for this fit's batches (_blas_count)
+        self._blas = None  # BLAS's threads for this fit's batches (a threads.Chooser)
         if on_divergence not in DIVERGENCE:
             raise ConfigError(f"on_divergence must be one of {', '.join(DIVERGENCE)}, got {on_divergence!r}")
         self.on_divergence = on_divergence
@@ -277,7 +278,12 @@ class Trainer:
         if n_batches == 0:
             raise DataError(f"drop_last with batch_size={self.batch_size} leaves no batch from {n} rows")
         self._check_memory(bs, 0 if Xv is None else Xv.shape[0])
-        self._blas = self._blas_count(bs)
+        # Tried where a second thread may help, on one process, unless the user chose (runtime/threads.py);
+        # kept from fit to fit, which a loop of short fits (partial_fit) makes.
+        adaptive = self.group is None and threads.asked() is None and self.device == "cpu"
+        count = self._blas_count(bs)
+        if self._blas is None or (self._blas.top, self._blas.adaptive) != (count, adaptive and count > 1):
+            self._blas = threads.Chooser(count, adaptive)
         progress = self._progress
         if progress is not None and progress["index"].shape[0] != n:
             raise DataError(
@@ -438,8 +444,11 @@ class Trainer:
         chunk_end = bool(hook.on_train_chunk_end.get_hookimpls())
         b = first
         while b < n_batches:
-            with threads.blas_threads(self._blas), self._collective():
+            count = self._blas.next()
+            started = time.perf_counter()
+            with threads.blas_threads(count), self._collective():
                 sums, done, bad = backend.run(b, min(n_batches, b + backend.span), sums)
+            self._blas.record(count, time.perf_counter() - started, done - b)
             self.batches_done = done
             if chunk_end:
                 hook.on_train_chunk_end(trainer=self, batches_done=done)
@@ -612,7 +621,7 @@ class Trainer:
 
     def score_shard(self, X, y):
         """``score`` on this process's rows alone."""
-        with threads.blas_threads(self._blas or self._blas_count(max(self.batch_size, 256))):
+        with threads.blas_threads(self._blas.count if self._blas else self._blas_count(max(self.batch_size, 256))):
             if self.backend is not None:
                 return self.backend.score(X, y)
             return python.score(self.model, self.loss, X, y, max(self.batch_size, 256))

@@ -265,7 +265,7 @@ def run_sweep(build, grid, workers=None):
     else:
         _build = build
         try:
-            with threads.one_blas_thread():
+            with threads.capped(1):  # a run per core, each on one
                 runs = _in_workers(todo, workers)
         finally:
             _build = None
