@@ -144,7 +144,7 @@ def capped(n):
 
 
 class Chooser:
-    """BLAS's thread count for one fit's spans of batches. Where ``blas_count`` chose more than one
+    """BLAS's thread count for a trainer's spans of batches. Where ``blas_count`` chose more than one
     thread and nobody chose a count, it tries: a span on one thread and a span on every core, the
     faster per batch kept, and tries again every ``RECHECK`` seconds (another program may start or
     end). The size rule cannot see a busy machine: with a core taken by another process, M's step
@@ -194,6 +194,9 @@ def blas_threads(n):
         return
     setter, getter = blas
     before = getter()
+    if before == n:  # left alone: in a forked sweep worker, setting it starts OpenBLAS's thread pool again
+        yield  # (a spinning thread per worker: a sweep of 8 S runs took 0.25 s, not 0.19)
+        return
     setter(n)
     try:
         yield
