@@ -1,5 +1,7 @@
 """Kernel discipline: compiled with cache=True, and nothing allocated per call in steady state."""
 
+import math
+
 import numpy as np
 import pytest
 from numba import njit
@@ -114,6 +116,24 @@ def test_each_epoch_order_is_a_permutation_fixed_by_seed_and_epoch(n):
         assert not np.array_equal(a, np.arange(n))
 
 
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 64, 65, 1437, 4097])
+def test_the_epoch_order_is_each_element_drawn_alone_and_the_order_of_release_0_2(n):
+    """shuffle_order (the network's image first, then walks) draws what ``permuted`` draws one
+    element at a time (the GPU's way), and the very orders the element-by-element walk drew before it (checkpoints resume in them)."""
+    from jitprop.kernels import epoch_shuffle, feistel_bits, permuted, shuffle_key, shuffle_order
+
+    key, bits = shuffle_key(7, 2), feistel_bits(n)
+    index, again = np.empty(n, np.int64), np.empty(n, np.int64)
+    shuffle_order(key, bits, index)
+    assert index.tolist() == [permuted(i, n, key, bits) for i in range(n)]
+    epoch_shuffle(7, 2, again)  # the trainer's one call
+    assert np.array_equal(again, index)
+    pinned = {5: [1, 0, 3, 4, 2], 1437: [1322, 711, 133, 7, 1315, 39, 535, 660],
+              4097: [3317, 796, 2014, 1621, 2643, 103, 3409, 1300]}  # fmt: skip
+    if n in pinned:
+        assert index[:8].tolist() == pinned[n]
+
+
 def test_epoch_orders_are_uniform_enough_for_sgd():
     """Over many epochs every row visits every position about equally: mean and spread
     of a row's position match a uniform permutation's within a few standard errors."""
@@ -175,3 +195,30 @@ def test_small_data_sets_see_every_order_about_equally_often():
     expected = draws / math.factorial(n)
     chi2 = sum((c - expected) ** 2 / expected for c in counts.values())
     assert chi2 < 119 + 5 * math.sqrt(2 * 119)
+
+
+def test_fast_exp_is_within_one_ulp_of_the_c_librarys_and_keeps_its_special_values():
+    from numba import njit
+
+    from jitprop.kernels import fast_exp
+
+    @njit
+    def both(a, fast, libm):
+        for i in range(a.shape[0]):
+            fast[i] = fast_exp(a[i])
+            libm[i] = math.exp(a[i])
+
+    rng = np.random.default_rng(0)
+    special = [0.0, -0.0, -1e-30, 1e-30, -87.3, -88.7, -103.9, -104.0, -200.0, 88.7, 88.8, np.inf, -np.inf, np.nan]
+    a = np.concatenate([-rng.exponential(5.0, 200_000), rng.uniform(-120, 90, 200_000), special]).astype(np.float32)
+    fast, libm = np.empty_like(a), np.empty_like(a)
+    both(a, fast, libm)
+    nan = np.isnan(libm)
+    assert np.array_equal(np.isnan(fast), nan)
+    ulps = np.abs(fast[~nan].view(np.int32).astype(np.int64) - libm[~nan].view(np.int32))
+    assert ulps.max() <= 1 and np.mean(ulps == 0) > 0.999
+    assert np.array_equal(fast[-len(special):][:-1], libm[-len(special):][:-1])  # 0, inf, subnormals, overflow
+    a64 = a.astype(np.float64)
+    fast64, libm64 = np.empty_like(a64), np.empty_like(a64)
+    both(a64, fast64, libm64)
+    assert np.array_equal(fast64, libm64, equal_nan=True)  # float64: math.exp itself

@@ -6,10 +6,13 @@ kernels call them, and so do the CUDA kernels, which Numba compiles them
 into for the device. So a GPU run draws the same orders and dropout masks.
 """
 
+import math
+
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
 from numba.core.imputils import impl_ret_borrowed
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 from numba.np.arrayobj import make_array, populate_array
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -99,6 +102,17 @@ def feistel_bits(n):
 
 
 @njit(cache=True)
+def epoch_shuffle(seed, epoch, index):
+    """``shuffle_order(shuffle_key(seed, epoch), feistel_bits(n), index)`` in one compiled call: the
+    three calls from Python cost more than drawing a small data set's order (S's 1,437 rows)."""
+    key = seed_mix(seed_mix(np.uint64(seed), np.uint64(epoch)), np.uint64(SHUFFLE_STREAM))
+    bits = 1
+    while (1 << bits) < index.shape[0]:
+        bits += 1
+    shuffle_order(key, bits, index)
+
+
+@njit(cache=True)
 def shuffle_order(key, bits, index):
     """index[i] = the i-th element of a pseudo-random permutation of 0..n-1 drawn from ``key``.
 
@@ -107,31 +121,52 @@ def shuffle_order(key, bits, index):
     bijection; four rounds, 24 for 64 rows or fewer, where few rounds would
     reach some orders more often than others) permutes [0, 2^bits), at most 2n
     values; walking each i along its cycle until it lands below n makes it a
-    permutation of [0, n). Every element is computed on its own (``permuted``),
-    so a GPU draws the same order in parallel with no sort and no random
-    state to carry between epochs.
+    permutation of [0, n). Every element can be computed on its own
+    (``permuted``), so a GPU draws the same order in parallel with no sort and
+    no random state to carry between epochs. Here the network's image of the
+    whole domain comes first, in one branch-free loop the compiler vectorises
+    (5x faster than walking each element: 4 us for 1,437 rows, 0.1 ms for
+    60,000), and the walks then look it up; the same order as ``permuted``.
     """
-    for i in range(index.shape[0]):
-        index[i] = permuted(i, index.shape[0], key, bits)
+    n = index.shape[0]
+    image = np.empty(1 << bits, np.uint64)
+    if bits > 6:  # the rounds a compile-time constant, so the loop unrolls and vectorises
+        for x in range(image.shape[0]):
+            image[x] = feistel(np.uint64(x), key, bits, 4)
+    else:
+        for x in range(image.shape[0]):
+            image[x] = feistel(np.uint64(x), key, bits, 24)
+    for i in range(n):
+        x = image[i]
+        while x >= np.uint64(n):
+            x = image[x]
+        index[i] = np.int64(x)
+
+
+@njit(cache=True)
+def feistel(x, key, bits, rounds):
+    """The Feistel network's permutation of [0, 2^bits), applied to x once."""
+    low = np.uint64(bits - bits // 2)  # bits of the right part; the left part has the rest
+    mask_left = (np.uint64(1) << np.uint64(bits // 2)) - np.uint64(1)
+    mask_right = (np.uint64(1) << low) - np.uint64(1)
+    x = np.uint64(x)  # called from plain Python (the CUDA simulator), x comes back as an int
+    left = x >> low
+    right = x & mask_right
+    for r in range(rounds):
+        if r % 2 == 0:
+            left ^= splitmix(right + key + np.uint64(r) * _GOLDEN) & mask_left
+        else:
+            right ^= splitmix(left + key + np.uint64(r) * _GOLDEN) & mask_right
+    return (left << low) | right
 
 
 @njit(cache=True)
 def permuted(i, n, key, bits):
     """Element i of the permutation of 0..n-1 that ``shuffle_order`` draws (one element alone)."""
     rounds = 4 if bits > 6 else 24  # tiny domains need more rounds to reach every order evenly
-    low = np.uint64(bits - bits // 2)  # bits of the right part; the left part has the rest
-    mask_left = (np.uint64(1) << np.uint64(bits // 2)) - np.uint64(1)
-    mask_right = (np.uint64(1) << low) - np.uint64(1)
     x = np.uint64(i)
     while True:
-        left = x >> low
-        right = x & mask_right
-        for r in range(rounds):
-            if r % 2 == 0:
-                left ^= splitmix(right + key + np.uint64(r) * _GOLDEN) & mask_left
-            else:
-                right ^= splitmix(left + key + np.uint64(r) * _GOLDEN) & mask_right
-        x = (left << low) | right
+        x = feistel(x, key, bits, rounds)
         if x < np.uint64(n):
             return np.int64(x)
 
@@ -150,6 +185,75 @@ def all_finite(a):
     for i in range(a.shape[0]):
         acc += a[i] - a[i]
     return acc == 0.0
+
+
+# -- exp for the CPU kernels -----------------------------------------------------
+# math.exp on a float32 is a call of the C library's expf, one value at a time: 320 of them were
+# 1.1 us of S's 1.8 us loss. fast_exp computes a float32's exp in float64 arithmetic the compiler
+# vectorises (0.3 us): x = n ln2 + r with |r| <= ln2 / 2, exp(r) by its Taylor series to r^12
+# (truncation below 1e-14 relative), times 2^n built from its bits. The float64 result is within
+# 1e-14 of the true value, so rounding it gives the correctly rounded float32 but in the rare
+# cases where that lies within 1e-14 of a rounding boundary: it equals expf's (itself within
+# 0.502 ulp) in 99.94% of float32 inputs and is never more than 1 ulp from it. float64 values
+# keep math.exp.
+
+_LOG2E = 1.4426950408889634
+_LN2_HI = 0.693147180369123816490  # 0x3FE62E42FEE00000: its trailing zeros keep n * _LN2_HI exact
+_LN2_LO = 1.90821492927058770002e-10
+_INV_FACTORIAL = tuple(1.0 / math.factorial(k) for k in range(13))
+
+
+@intrinsic
+def _bits_as_float64(typingctx, bits):
+    """The float64 whose bits are the int64 ``bits``."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+def fast_exp(x):
+    """exp(x) for the CPU kernels: a float32's computed in vectorisable float64 arithmetic (within 1 ulp
+    of math.exp, equal to it for 99.94% of inputs), a float64's by math.exp. Compiled code only."""
+    return math.exp(x)
+
+
+@njit(fastmath={"contract"})  # fused multiply-adds in the polynomial
+def _exp_float32(x):
+    v = np.float64(x)
+    if v < -110.0:  # exp is 0 in float32 below about -104: clamp so 2^n stays a normal float64
+        v = -110.0
+    elif v > 89.0:  # inf in float32 above about 88.7
+        v = 89.0
+    n = math.floor(v * _LOG2E + 0.5)
+    if v != v:  # NaN stays NaN (through r); n must still convert to an integer
+        n = 0.0
+    r = (v - n * _LN2_HI) - n * _LN2_LO
+    c = _INV_FACTORIAL
+    p = c[12]
+    p = p * r + c[11]
+    p = p * r + c[10]
+    p = p * r + c[9]
+    p = p * r + c[8]
+    p = p * r + c[7]
+    p = p * r + c[6]
+    p = p * r + c[5]
+    p = p * r + c[4]
+    p = p * r + c[3]
+    p = p * r + c[2]
+    p = p * r + 1.0
+    p = p * r + 1.0
+    return np.float32(p * _bits_as_float64((np.int64(n) + 1023) << 52))
+
+
+@overload(fast_exp)
+def _fast_exp(x):
+    if isinstance(x, types.Float):
+        return (lambda x: _exp_float32(x)) if x.bitwidth == 32 else (lambda x: math.exp(x))
+    return None
 
 
 def _view(ndim):

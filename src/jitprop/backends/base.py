@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..contracts.losses import ACCURACY
-from ..kernels import feistel_bits, shuffle_key, shuffle_order
+from ..kernels import epoch_shuffle
 
 #: Seconds of training per call of ``run`` where one call can take many batches.
 CHUNK_SECONDS = 0.1
@@ -53,7 +53,7 @@ def epoch_order(seed, epoch, shuffle, index):
     """Fill ``index`` with an epoch's row order: a permutation drawn from (seed, epoch) alone
     (kernels.shuffle_order), so resuming needs no random state and a GPU draws the same."""
     if shuffle:
-        shuffle_order(shuffle_key(seed, epoch), feistel_bits(index.shape[0]), index)
+        epoch_shuffle(seed, epoch, index)
     else:
         index[:] = np.arange(index.shape[0])
 
