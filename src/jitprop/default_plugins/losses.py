@@ -6,6 +6,7 @@ import numpy as np
 from numba import njit
 
 import jitprop
+from jitprop.kernels import fast_exp
 
 
 # -- each loss, one row at a time --------------------------------------------
@@ -33,11 +34,24 @@ def mae_row(pred, y, grad, i, scale, total):
 
 
 @njit(cache=True)
-def cross_entropy_row(pred, y, grad, i, inv_n):
+def row_max(pred, i):
+    """The largest value of row i."""
+    m = pred[i, 0]
+    for j in range(1, pred.shape[1]):
+        if pred[i, j] > m:  # not max(): the GPU's compile of it needs a GPU
+            m = pred[i, j]
+    return m
+
+
+@njit(cache=True)
+def cross_entropy_from_exp(pred, y, grad, i, inv_n, m):
+    """Row i's loss, and its gradient written into grad[i], once grad[i] holds exp(pred[i] - m)
+    for the row's max m (the CPU kernel computes those exps for the whole batch at once, the
+    CUDA kernel a row at a time)."""
     # Softmax fused with the log-likelihood: loss_i = logsumexp(z_i) - z_i[y_i],
-    # d loss_i / dz_i = softmax(z_i) - onehot(y_i). Shifting by the row max m
-    # keeps every exp() <= 1 for logits of any size; each exp is computed once.
-    # With e_j = exp(z_j - m) and rest = sum of e_j over the other classes:
+    # d loss_i / dz_i = softmax(z_i) - onehot(y_i). grad[i] holds e_j = exp(z_j - m)
+    # for the row max m: every exp() <= 1 for logits of any size, each computed once.
+    # With rest = sum of e_j over the other classes:
     # loss_i = (m - z_t) + log(e_t + rest), two terms >= 0: not m + log(s) - z_t,
     # which cancels (digits of the log lost at |z| ~ 1e8, all of them at 1e30).
     # The target's gradient is -rest / s (softmax_t - 1 without its cancellation)
@@ -45,16 +59,10 @@ def cross_entropy_row(pred, y, grad, i, inv_n):
     # confident row keeps its loss and gradient of ~rest instead of rounding to 0.
     k = pred.shape[1]
     t = y[i]
-    m = pred[i, 0]
-    for j in range(1, k):
-        if pred[i, j] > m:  # not max(): the GPU's compile of it needs a GPU
-            m = pred[i, j]
     rest = 0.0
     for j in range(k):
-        e = math.exp(pred[i, j] - m)
-        grad[i, j] = e
         if j != t:
-            rest += e
+            rest += grad[i, j]
     e_t = grad[i, t]
     s = e_t + rest
     value = (m - pred[i, t]) + (math.log1p(rest) if e_t == 1.0 else math.log(s))
@@ -118,10 +126,24 @@ def mae_kernel(pred, y, grad, h):
 
 @njit(cache=True)
 def cross_entropy_kernel(pred, y, grad, h):
-    n = pred.shape[0]
+    # The rows' exps in one pass over the batch, which vectorises (fast_exp): S's loss (32 rows
+    # of 10) took 2.2 us with math.exp row by row, 1.6 this way, 0.75 of it the rows' logs.
+    n, k = pred.shape
+    for i in range(n):
+        m = row_max(pred, i)
+        for j in range(k):
+            grad[i, j] = pred[i, j] - m
+    if grad.flags.c_contiguous:  # one loop over the whole batch: no remainder after each row
+        flat = grad.reshape(n * k)
+        for q in range(n * k):
+            flat[q] = fast_exp(flat[q])
+    else:
+        for i in range(n):
+            for j in range(k):
+                grad[i, j] = fast_exp(grad[i, j])
     total = 0.0
     for i in range(n):
-        total += cross_entropy_row(pred, y, grad, i, 1.0 / n)
+        total += cross_entropy_from_exp(pred, y, grad, i, 1.0 / n, row_max(pred, i))
     return total / n
 
 

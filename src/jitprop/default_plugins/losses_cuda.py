@@ -3,25 +3,29 @@
 ``kernel(pred, y, grad, h, out)`` writes dL/d(pred) of the batch-mean loss
 into ``grad`` like the CPU kernel, and the batch-mean loss into the device
 scalar ``out[0]`` instead of returning it, so training needs no copy back
-per batch. A thread handles a row, with the CPU kernel's own row function
-(``losses.cross_entropy_row`` and the rest): any width works; rows meet in
-one atomic sum (its order, so the loss's last bits, may vary between runs;
+per batch. A thread handles a row, with the CPU kernel's own row functions
+(``losses.mse_row`` and the rest; cross-entropy's exps by math.exp, where the
+CPU kernel takes the batch's at once with ``kernels.fast_exp``): any width
+works; rows meet in one atomic sum (its order, so the loss's last bits, may vary between runs;
 the gradients do not).
 """
+
+import math
 
 from numba import cuda
 
 from jitprop import cuda_launch
 from jitprop.default_plugins.losses import (
-    binary_cross_entropy_row, cross_entropy_row, mae_row, mse_row, nll_row,
+    binary_cross_entropy_row, cross_entropy_from_exp, mae_row, mse_row, nll_row, row_max,
 )  # fmt: skip
 
 # Each called as the CPU kernels call it (cuda_launch.device: the plain function on the simulator).
 binary_cross_entropy_row = cuda_launch.device(binary_cross_entropy_row)
-cross_entropy_row = cuda_launch.device(cross_entropy_row)
+cross_entropy_from_exp = cuda_launch.device(cross_entropy_from_exp)
 mae_row = cuda_launch.device(mae_row)
 mse_row = cuda_launch.device(mse_row)
 nll_row = cuda_launch.device(nll_row)
+row_max = cuda_launch.device(row_max)
 
 
 @cuda.jit
@@ -51,7 +55,10 @@ def _cross_entropy(pred, y, grad, out):
     n = pred.shape[0]
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, n, stride):
-        cuda.atomic.add(out, 0, cross_entropy_row(pred, y, grad, i, 1.0 / n) / n)
+        m = row_max(pred, i)
+        for j in range(pred.shape[1]):
+            grad[i, j] = math.exp(pred[i, j] - m)
+        cuda.atomic.add(out, 0, cross_entropy_from_exp(pred, y, grad, i, 1.0 / n, m) / n)
 
 
 @cuda.jit
