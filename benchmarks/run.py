@@ -3,6 +3,7 @@
     python benchmarks/run.py                 # S, M, L, C, Cs; writes benchmarks/RESULTS.md
     python benchmarks/run.py --quick         # tiny settings, a smoke test (no file written)
     python benchmarks/run.py --configs S     # one configuration
+    python benchmarks/run.py --render benchmarks/RESULTS.json  # the report again from a run's measurements
 
 Method: float32, 2 threads, the same initial weights and the same batches
 in the same order for every system, Adam (lr 1e-3). After a warm-up epoch,
@@ -794,6 +795,8 @@ def report(results, peak, mem, startup, info, sweeps=None):
         "|---|---|",
         *(f"| {k} | {v} |" for k, v in info.items()),
         f"| float32 matmul peak (numpy, start of run) | {peak:.0f} GFLOP/s |",
+        *([f"| the same on one thread (start of run) | {results[0]['single_core_peak']:.0f} GFLOP/s |"]
+          if results and "single_core_peak" in results[0] else []),
         *([f"| the same, before each round | {min(rounds_peaks):.0f}-{max(rounds_peaks):.0f} GFLOP/s |"] if rounds_peaks else []),
         "",
         "| config | system | samples/s (median) | min-max | x PyTorch (median, min-max) | GFLOP/s | % of peak | loss after epoch 1 | final loss |",
@@ -873,6 +876,14 @@ def profile_lines(res, peak):
     products = sum(row[2] for row in rows)
     gflops = batch * flops_per_sample(res["sizes"]) / products / 1e9
     lines.append(f"| all products | | {products * 1e6:,.0f} | {gflops:.0f} | {100 * gflops / peak:.0f}% |")
+    figures = step_figures(res)
+    if figures:
+        step, products, flops = figures
+        floor = flops / (res["single_core_peak"] * 1e9)
+        lines += ["", f"jitprop's {res['config']} step: {step * 1e6:,.1f} µs a batch (median epoch time / batches), {step / products:.2f}x"
+                      f" its products alone. Those products are {flops / 1e6:,.2f} MFLOP: at the single-core peak measured at the"
+                      f" start of the run ({res['single_core_peak']:.0f} GFLOP/s) they take {floor * 1e6:,.1f} µs, the step's"
+                      f" arithmetic floor; the step is {step / floor:.1f}x that floor."]  # fmt: skip
     if is_cnn(res["sizes"]):  # the roofline of the step
         flops, moved = batch * flops_per_sample(res["sizes"]), bytes_per_step(res["sizes"], batch)
         lines += ["", f"Roofline of a {res['config']} step (batch {batch}): {flops / 1e6:,.1f} MFLOP (nominal: 6 per"
@@ -890,11 +901,13 @@ TARGETS = {"S": (25.0, None), "M": (1.5, 0.80), "L": (1.2, 0.85), "C": (2.0, Non
 #: What per-layer gradient statistics may cost S (the redesign issue).
 STATS_COST = 0.05
 COACH_COST = 0.10  # issue 15: the coach costs S at most 10%
-#: Issue 19 (performance, second round): S, M and L against PyTorch eager; M's peak memory against
-#: the Numba floor process and PyTorch's; a warm start against the floor process that calls one
-#: cached @njit loop, and a cold one. Its step-against-products ratio (item 2) and S's arithmetic
-#: floor (item 1) are not measured by this script yet.
+#: Issue 19 (performance, second round): S, M and L against PyTorch eager; M's and L's step against
+#: its own products timed alone; M's peak memory against the Numba floor process and PyTorch's; a
+#: warm start against the floor process that calls one cached @njit loop, and a cold one. Each
+#: profiled step is also set against its arithmetic floor (its products' FLOPs at the single-core
+#: peak), reported beside the profiles with no target.
 SECOND_ROUND = {"S": 35.0, "M": 2.0, "L": 1.3}
+STEP_OVER_PRODUCTS = {"M": 1.15, "L": 1.15}
 MEMORY_OVER_FLOOR, MEMORY_OF_PYTORCH = 1.05, 0.65
 WARM_OVER_FLOOR, COLD_S = 1.05, 10.0
 
@@ -959,6 +972,18 @@ from the runs of 2026-11-28.
 """
 
 
+def step_figures(res):
+    """(jitprop's step in seconds, its products alone in seconds, their FLOPs) for a profiled
+    configuration, or None. The step is the median epoch's time over its batches: what ``fit`` takes,
+    the epoch's shuffle and logs included."""
+    e, rows = res["systems"].get("jitprop"), res.get("profile")
+    if not e or not rows or "single_core_peak" not in res:
+        return None
+    step = res["batch"] / e["samples_per_s"]
+    flops = sum(2 * m * k * n * (count[0] if count else 1) for _, (m, k, n), _, *count in rows)
+    return step, sum(row[2] for row in rows), flops
+
+
 def peak_share(entry, peak):
     """A system's share of the matmul peak: per round where measured so, else against `peak`."""
     return entry.get("share_of_peak", entry["gflops"] / peak)
@@ -1001,6 +1026,11 @@ def targets(results, peak, mem, startup, sweeps=None):
         if ratio and "ratio_to_pytorch" in e:
             rows.append((f"{res['config']}: >= {ratio}x PyTorch eager (issue 19)", f"{e['ratio_to_pytorch']:.2f}x",
                          e["ratio_to_pytorch"] >= ratio))  # fmt: skip
+    for res in results:
+        figures, most = step_figures(res), STEP_OVER_PRODUCTS.get(res["config"])
+        if figures and most:
+            over = figures[0] / figures[1]
+            rows.append((f"{res['config']}: step <= {most}x its matrix products timed alone (issue 19)", f"{over:.2f}x", over <= most))
     if mem and "numba-floor" in mem:
         over = mem["jitprop"] / mem["numba-floor"]
         rows.append((f"M: peak memory <= {MEMORY_OVER_FLOOR}x the numba-floor process (issue 19)", f"{over:.3f}x",
@@ -1027,7 +1057,14 @@ def main(argv=None):
     parser.add_argument("--memory-probe", nargs=2, metavar=("CONFIG", "SYSTEM"))
     parser.add_argument("--sweep-probe", action="store_true", help="time the sweep's speed-up in this process; print JSON")
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
+    parser.add_argument("--render", metavar="JSON", help="write the report again from a run's saved measurements (no timing)")
     args = parser.parse_args(argv)
+    if args.render:  # the measurements a run saved beside its report, the text around them as this script now has it
+        saved = json.loads(Path(args.render).read_text())
+        Path(args.output).write_text(report(saved["results"], saved["peak"], saved["mem"], saved["startup"], saved["info"],
+                                            saved["sweeps"]))  # fmt: skip
+        print(f"wrote {args.output}")
+        return saved["results"]
     if args.sweep_probe:
         sweep_probe(args.rounds)
         return None
@@ -1040,6 +1077,10 @@ def main(argv=None):
     rounds = 2 if args.quick else args.rounds
     peak = matmul_peak((256,), 1) if args.quick else matmul_peak()
     peak_sizes = (256,) if args.quick else (1024, 2048)
+    from jitprop.runtime import threads
+
+    with threads.blas_threads(1):  # the single-core peak: the arithmetic floor of steps that run on one core
+        info_peak1 = matmul_peak((256,), 1) if args.quick else matmul_peak((512, 1024), 3)
     results = []
     for name in names:
         # S also trains with plugins' kernels in the compiled step: a loss (benchmarks/plugin_loss.py)
@@ -1053,14 +1094,15 @@ def main(argv=None):
         by_products = TARGETS.get(name, (None, None))[1] is not None
         cnn = is_cnn(table[name]["sizes"])  # PyTorch's and jitprop's CNNs (no NumPy one), profiled too
         res = run_config(name, table[name], with_plugins if name == "S" else [x for x in systems if x != "numpy"] if cnn else systems,
-                         rounds * table[name].get("round_factor", 1), profile=by_products or cnn,
+                         rounds * table[name].get("round_factor", 1), profile=True,
                          peak_sizes=peak_sizes if by_products else ())  # fmt: skip
-        if by_products or cnn:
-            res["profile_peak"] = matmul_peak(peak_sizes, 2)
-            from jitprop.runtime import threads
-
-            with threads.blas_threads(1) if cnn else contextlib.nullcontext():  # a CNN's products: one thread each, as in its step
-                res["profile"] = product_profile(table[name]["sizes"], table[name]["batch"], 0.02 if args.quick else 0.15)
+        # Every configuration is profiled after its rounds: each kernel in place, and each product
+        # alone, on one thread where the step runs its products on one (a CNN's chunks; S, below
+        # the size rule's threshold), else as BLAS would run them.
+        res["profile_peak"] = matmul_peak(peak_sizes, 2)
+        res["single_core_peak"] = info_peak1
+        with threads.blas_threads(1) if cnn or name == "S" else contextlib.nullcontext():
+            res["profile"] = product_profile(table[name]["sizes"], table[name]["batch"], 0.02 if args.quick else 0.15)
         results.append(res)
         for system, e in res["systems"].items():
             ratio = f"  x{e['ratio_to_pytorch']:.2f} {e['baseline']}" if "ratio_to_pytorch" in e else ""
@@ -1075,7 +1117,9 @@ def main(argv=None):
     text = report(results, peak, mem, startup, info, sweeps)
     if not args.quick:
         Path(args.output).write_text(text)
-        print(f"wrote {args.output}")
+        saved = dict(results=results, peak=peak, mem=mem, startup=startup, info=info, sweeps=sweeps)
+        Path(args.output).with_suffix(".json").write_text(json.dumps(saved, indent=1) + "\n")
+        print(f"wrote {args.output} and the measurements behind it, {Path(args.output).with_suffix('.json').name}")
     return results
 
 
