@@ -1,14 +1,16 @@
 """Small and medium models while another process keeps a core busy (UNDER_LOAD.md).
 
 jitprop gives BLAS one thread where a batch's products are too small for a
-second to help (``jitprop.runtime.threads.blas_count``). This times a
-training step of each configuration with that choice and with BLAS fixed
-at 2 threads (``JITPROP_NUM_THREADS=2``) and at 1, on an idle machine and with a
-busy process (a Python loop) on one core: medians over interleaved rounds,
-each round and variant a fresh process that times 12 epochs of one fit after a warm one (so the
-other variant's spinning BLAS threads are gone).
+second to help, else every core (``jitprop.runtime.threads.blas_count``),
+and with ``--threads auto`` tries one and every core as it trains. This
+times a training step of each configuration with that choice, with auto,
+and with BLAS fixed at 2 threads (``JITPROP_NUM_THREADS=2``) and at 1, on an
+idle machine and with a busy process (a Python loop) on one core: medians
+over interleaved rounds, each round and variant a fresh process that times
+12 epochs of one fit after a warm one (so the other variant's spinning BLAS
+threads are gone).
 
-    python benchmarks/under_load.py            # writes benchmarks/UNDER_LOAD.md (~7 min)
+    python benchmarks/under_load.py            # writes benchmarks/UNDER_LOAD.md (~9 min)
     python benchmarks/under_load.py --quick    # fewer rounds, nothing written
 """
 
@@ -32,7 +34,7 @@ CONFIGS = {
     "digits 64-100-10": (64, [100], 200, 1437),
     "M": (784, [256, 256], 128, 6000),
 }
-VARIANTS = {"jitprop's choice": None, "2 threads": "2", "1 thread": "1"}
+VARIANTS = {"jitprop's choice": None, "auto": "auto", "2 threads": "2", "1 thread": "1"}
 
 
 class EpochTimes:
@@ -53,7 +55,7 @@ class EpochTimes:
 def step_time(name, epochs=12):
     """Median microseconds of a training step of configuration ``name`` over ``epochs`` epochs of
     one fit, after a warm one, in this process (BLAS's threads as ``JITPROP_NUM_THREADS`` says,
-    else jitprop's choice, which tries both counts as it goes where a second may help)."""
+    else jitprop's choice by the products' sizes; auto tries both counts as it goes)."""
     from jitprop.runtime import threads
 
     timer = EpochTimes()
@@ -100,12 +102,12 @@ def main():
                     for variant in list(VARIANTS)[k:] + list(VARIANTS)[:k]:
                         chosen, us = measured(name, variant)
                         times[variant].append(us)
-                ours, two, one = (float(np.median(times[v])) for v in VARIANTS)
+                ours, auto, two, one = (float(np.median(times[v])) for v in VARIANTS)
                 chosen = measured(name, "jitprop's choice")[0]
-                rows.append((name, load, chosen, ours, two, one))
+                rows.append((name, load, chosen, ours, auto, two, one))
                 print(f"{name}, {load}: jitprop's choice ({chosen} BLAS thread{'s' * (chosen > 1)}) {ours:.0f} us a step,"
-                      f" 2 threads {two:.0f} us ({two / ours:.2f}x), 1 thread {one:.0f} us ({one / ours:.2f}x)",
-                      flush=True)  # fmt: skip
+                      f" auto {auto:.0f} us, 2 threads {two:.0f} us ({two / ours:.2f}x), 1 thread {one:.0f} us"
+                      f" ({one / ours:.2f}x)", flush=True)  # fmt: skip
         finally:
             if busy:
                 busy.kill()
@@ -115,18 +117,21 @@ def main():
     lines = [
         "# Under load: BLAS threads chosen by the products' sizes",
         "",
-        "`python benchmarks/under_load.py`: a training step (Adam, float32) with jitprop's choice of BLAS threads,"
-        " with 2 fixed threads (`JITPROP_NUM_THREADS=2`) and with 1, on the idle machine and with another process keeping one"
+        "`python benchmarks/under_load.py`: a training step (Adam, float32) with jitprop's choice of BLAS threads (by the"
+        " products' sizes), with `--threads auto` (`JITPROP_NUM_THREADS=auto`: tries 1 and 2 threads as it goes where a"
+        " second may help), with 2 fixed threads and with 1, on the idle machine and with another process keeping one"
         f" core busy; medians over {rounds} interleaved rounds, each a fresh process timing 12 epochs of one fit after a"
-        " warm one (jitprop's choice tries 1 and 2 threads as it goes where a second may help).",
+        " warm one.",
         "",
         f"{time.strftime('%Y-%m-%d')}, Python {platform.python_version()}, {os.cpu_count()} cpus.",
         "",
-        "| model | machine | jitprop's choice | µs a step | 2 threads: µs a step | 2 threads / choice | 1 thread: µs a step |",
-        "|---|---|---|---|---|---|---|",
+        "| model | machine | jitprop's choice | µs a step | auto: µs a step | 2 threads: µs a step | 2 threads / choice"
+        " | 1 thread: µs a step |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    chose = lambda c: "1 thread" if c == 1 else f"{c} threads, tried against 1"  # noqa: E731
-    lines += [f"| {n} | {load} | {chose(c)} | {a:.0f} | {b:.0f} | {b / a:.2f}x | {one:.0f} |" for n, load, c, a, b, one in rows]
+    chose = lambda c: "1 thread" if c == 1 else f"{c} threads"  # noqa: E731
+    lines += [f"| {n} | {load} | {chose(c)} | {a:.0f} | {au:.0f} | {b:.0f} | {b / a:.2f}x | {one:.0f} |"
+              for n, load, c, a, au, b, one in rows]  # fmt: skip
     (HERE / "UNDER_LOAD.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {HERE / 'UNDER_LOAD.md'}")
 

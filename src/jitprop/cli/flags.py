@@ -11,7 +11,23 @@ import click
 
 from ..data import checkpoint, runconfig
 from ..errors import ConfigError
+from ..runtime import threads
 from ..training.trainer import DIVERGENCE_FACTOR
+
+
+class ThreadCount(click.ParamType):
+    """``--threads``: a whole number of threads, 1 or more, or ``auto``."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        text = str(value).strip().lower()
+        if text == threads.AUTO:
+            return threads.AUTO
+        if text.isdigit() and int(text) >= 1:
+            return int(text)
+        self.fail(f"{value!r} is neither a whole number of threads, 1 or more, nor auto", param, ctx)
+
 
 _OPTIONS = {
     "config": lambda: click.option("--config", "config_path", help="Run file (TOML) as written by --print-config; flags override it."),

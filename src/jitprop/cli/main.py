@@ -164,9 +164,11 @@ FLAG_OF = {"layers": ("model", "hidden", "activation", "dropout"), "transforms":
 @click.option("--processes", type=click.IntRange(min=1), help="Train data-parallel on this many processes of this machine (starts mpiexec).")
 @click.option("--mpi-timeout", type=click.FloatRange(min=0), default=distributed.TIMEOUT, show_default=True,
               help="Under MPI: abort the job when no training step completes in this many seconds (0: never).")
-@click.option("--threads", "thread_count", type=click.IntRange(min=1),
-              help="Threads for matrix products and image kernels (also JITPROP_NUM_THREADS); the results are the"
-                   " same.  [default: one for models whose products are small, else every core]")
+@click.option("--threads", "thread_count", type=flags.ThreadCount(),
+              help="Threads for matrix products and image kernels (also JITPROP_NUM_THREADS), or auto: try one"
+                   " and every core as it trains and keep the faster, for a machine other programs keep busy (a"
+                   " product may round differently on one thread and two, so such a run is not repeatable to the"
+                   " last bit).  [default: one for models whose products are small, else every core]")
 @click.pass_context
 def train(ctx, config_path, dataset, target, drop, task, fill, normalize, normalize_target, input_shape, model, hidden,
           activation, dropout, loss, optimizer, lr, schedule, epochs, batch_size, validation_split, seed, dtype, device,

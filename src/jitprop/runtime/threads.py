@@ -18,11 +18,14 @@ from the cache, crashed on its first call here (a LeNet step, numba 0.68).
 Small models train with BLAS on one thread (``blas_count``): where the
 products are small a second thread gains nothing, and when another process
 keeps a core busy it made such a step several times slower. Larger ones
-try one thread and every core as they train and keep the faster
-(``Chooser``), since a busy machine slows them the same way. ``--threads``
-or ``JITPROP_NUM_THREADS`` chooses instead. The results are the same on any
-count: OpenBLAS splits a product's rows and columns among its threads,
-never the sums.
+take every core. ``--threads N`` or ``JITPROP_NUM_THREADS=N`` chooses the
+count instead, and ``auto`` tries one thread and every core as a model
+trains and keeps the faster (``Chooser``), for a machine that other
+programs keep busy. The count is fixed unless asked for ``auto`` because
+the numbers can depend on it: OpenBLAS mostly splits a product's rows and
+columns among its threads, but a 128 x 784 x 256 product (M's first layer)
+rounds differently on one thread and on two, so a count chosen by the
+clock would make the same run give different weights.
 """
 
 import contextlib
@@ -36,7 +39,9 @@ import numba
 from ..errors import ConfigError
 
 _blas = None  # (set, get) of SciPy's OpenBLAS, () when not found
-_asked = None  # the count ``use`` was given (``--threads``)
+_asked = None  # the count ``use`` was given (``--threads``), or AUTO
+#: The count that means: try one thread and every core as the model trains (``Chooser``).
+AUTO = "auto"
 _cap = None  # at most this many BLAS threads a model, inside ``capped``
 
 #: Multiply-adds in a batch's largest product below which BLAS keeps to one thread. A product
@@ -88,22 +93,32 @@ def set_count(n):
 
 
 def use(n):
-    """Train on ``n`` threads from here on, whatever the models' sizes (``jitprop train --threads``)."""
+    """Train on ``n`` threads from here on, whatever the models' sizes, or on what ``AUTO`` finds
+    faster (``jitprop train --threads``)."""
     global _asked
     _asked = n
-    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    if n != AUTO:
+        numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
 
 
 def asked():
-    """The thread count the user chose: ``use``'s (``--threads``), else ``JITPROP_NUM_THREADS``, else None."""
+    """The thread count the user chose: ``use``'s (``--threads``), else ``JITPROP_NUM_THREADS``, else None;
+    a number, or ``AUTO``."""
     if _asked is not None:
         return _asked
     text = os.environ.get("JITPROP_NUM_THREADS", "").strip()
     if not text:
         return None
+    if text.lower() == AUTO:
+        return AUTO
     if not text.isdigit() or int(text) < 1:
-        raise ConfigError(f"JITPROP_NUM_THREADS must be a whole number of threads, 1 or more, got {text!r}")
+        raise ConfigError(f"JITPROP_NUM_THREADS must be a whole number of threads, 1 or more, or auto, got {text!r}")
     return int(text)
+
+
+def adaptive():
+    """True when the user asked for ``AUTO``: the trainer tries the counts as it goes (``Chooser``)."""
+    return asked() == AUTO
 
 
 def cores():
@@ -122,7 +137,7 @@ def blas_count(model, batch_size, own_threads=False, share=None):
     if own_threads:
         return 1
     chosen = asked()
-    if chosen is None:
+    if chosen is None or chosen == AUTO:
         # A layer's weights times the batch's rows: its forward product's multiply-adds (a dense
         # layer's; layers whose products are bigger than that, convolutions, keep to one anyway).
         largest = max((batch_size * (b - a) for a, b in zip(model.offsets, model.offsets[1:])), default=0)
@@ -145,11 +160,13 @@ def capped(n):
 
 class Chooser:
     """BLAS's thread count for a trainer's spans of batches. Where ``blas_count`` chose more than one
-    thread and nobody chose a count, it tries: a span on one thread and a span on every core, the
-    faster per batch kept, and tries again every ``RECHECK`` seconds (another program may start or
-    end). The size rule cannot see a busy machine: with a core taken by another process, M's step
-    took 4.8-5.4 ms on 2 threads and 2.2 ms on one (benchmarks/UNDER_LOAD.md), where idle, 2
-    threads take a third off it. The thread count changes no number, so trying costs only time."""
+    thread and the user asked for ``AUTO``, it tries: a span on one thread and a span on every core,
+    the faster per batch kept, and tries again every ``RECHECK`` seconds (another program may start
+    or end). The size rule cannot see a busy machine: with a core taken by another process, M's step
+    took 4.8-5.4 ms on 2 threads and 2.2 ms on one (benchmarks/UNDER_LOAD.md), where idle, 2 threads
+    take a third off it. Not the default: the counts a run then takes depend on the clock, and a
+    product can round differently on one thread and on two (the module's docstring); on an idle
+    machine, L's trials and the spans a noisy trial sent to one thread cost it 15-25%."""
 
     #: Seconds between trials, and how much faster one thread must be to win.
     RECHECK, MARGIN = 10.0, 1.1

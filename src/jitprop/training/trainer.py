@@ -278,9 +278,9 @@ class Trainer:
         if n_batches == 0:
             raise DataError(f"drop_last with batch_size={self.batch_size} leaves no batch from {n} rows")
         self._check_memory(bs, 0 if Xv is None else Xv.shape[0])
-        # Tried where a second thread may help, on one process, unless the user chose (runtime/threads.py);
-        # kept from fit to fit, which a loop of short fits (partial_fit) makes.
-        adaptive = self.group is None and threads.asked() is None and self.device == "cpu"
+        # Tried where a second thread may help, on one process, when the user asked for it (--threads auto,
+        # runtime/threads.py); kept from fit to fit, which a loop of short fits (partial_fit) makes.
+        adaptive = self.group is None and threads.adaptive() and self.device == "cpu"
         count = self._blas_count(bs)
         if self._blas is None or (self._blas.top, self._blas.adaptive) != (count, adaptive and count > 1):
             self._blas = threads.Chooser(count, adaptive)
