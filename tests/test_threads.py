@@ -59,6 +59,25 @@ def test_small_products_keep_blas_on_one_thread_and_large_ones_take_every_core(m
         threads.blas_count(digits, 200)
 
 
+def test_every_core_means_no_more_than_openblas_was_told(monkeypatch):
+    """Two jobs started with OPENBLAS_NUM_THREADS=1 (or OMP_NUM_THREADS=1) each keep to one thread."""
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "JITPROP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    wide = mlp(784, 256)
+    assert threads.cores() == 4 and threads.blas_count(wide, 128) == 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert threads.cores() == 1 and threads.blas_count(wide, 128) == 1
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")  # OpenBLAS reads its own first
+    assert threads.cores() == 3
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "16")  # never more than the cores
+    assert threads.cores() == 4
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "many")  # not a count: passed over, as OpenBLAS does
+    assert threads.cores() == 1  # OMP_NUM_THREADS's
+
+
 def test_a_run_takes_the_same_thread_count_throughout_and_gives_the_same_weights_again(monkeypatch):
     # M's first layer (784 inputs, 128 rows): OpenBLAS rounds that product differently on one thread
     # and on two, so a count chosen by the clock (the Chooser, asked for with auto) could not promise

@@ -122,11 +122,18 @@ def adaptive():
 
 
 def cores():
-    """The cores this process may run on."""
+    """The cores this process may run on, or fewer where OpenBLAS was told to use fewer threads
+    (``OPENBLAS_NUM_THREADS``, else ``OMP_NUM_THREADS``, as OpenBLAS itself reads them): two jobs
+    started with 1 each must not each take every core, which made two M runs side by side 5x slower."""
     try:
-        return len(os.sched_getaffinity(0))
+        n = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        n = os.cpu_count() or 1
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        text = os.environ.get(name, "").strip()
+        if text.isdigit() and int(text) >= 1:  # anything else OpenBLAS passes over too
+            return min(n, int(text))
+    return n
 
 
 def blas_count(model, batch_size, own_threads=False, share=None):
