@@ -1,4 +1,5 @@
-"""Small njit helpers every backend shares: batch gathering, seeds, each epoch's order, the finiteness check.
+"""Small njit helpers every backend shares: batch gathering, seeds, each epoch's order, the finiteness check,
+the views of the flat buffers, and ``fast_exp`` for CPU kernels.
 
 The scalar functions here (``splitmix``, ``seed_mix``, ``permuted``,
 ``uniform``) are the only definitions of jitprop's random numbers: CPU
@@ -217,11 +218,12 @@ def _bits_as_float64(typingctx, bits):
 
 def fast_exp(x):
     """exp(x) for the CPU kernels: a float32's computed in vectorisable float64 arithmetic (within 1 ulp
-    of math.exp, equal to it for 99.94% of inputs), a float64's by math.exp. Compiled code only."""
+    of math.exp, equal to it for 99.94% of inputs), a float64's by math.exp. Called from Python,
+    math.exp itself."""
     return math.exp(x)
 
 
-@njit(fastmath={"contract"})  # fused multiply-adds in the polynomial
+@njit(cache=True, fastmath={"contract"})  # fused multiply-adds in the polynomial
 def _exp_float32(x):
     v = np.float64(x)
     if v < -110.0:  # exp is 0 in float32 below about -104: clamp so 2^n stays a normal float64
