@@ -25,7 +25,6 @@ convolution's as its im2col product), and the report adds each one's roofline.
 """
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
@@ -468,6 +467,26 @@ def matmul_peak(sizes=(512, 1024, 2048), repeats=3):
     return best
 
 
+def single_core_peak(sizes=(512, 1024), repeats=3):
+    """Best float32 GFLOP/s of the BLAS the kernels call (Numba's np.dot: SciPy's OpenBLAS, not
+    NumPy's own) on one thread: the arithmetic floor's rate."""
+    from numba import njit
+
+    from jitprop.runtime import threads
+
+    product, best = njit(_forward_product), 0.0
+    with threads.blas_threads(1):
+        for n in sizes:
+            a = np.random.default_rng(0).normal(size=(n, n)).astype(np.float32)
+            out = np.empty_like(a)
+            product(a, a, out, 1)
+            for _ in range(repeats):
+                started = time.perf_counter()
+                product(a, a, out, 1)
+                best = max(best, 2 * n**3 / (time.perf_counter() - started) / 1e9)
+    return best
+
+
 def run_config(name, cfg, systems, rounds, seed=0, profile=False, peak_sizes=(1024, 2048)):
     X, y = load_data(cfg["data"], seed)
     weights = initial_weights(cfg["sizes"], seed)
@@ -879,11 +898,13 @@ def profile_lines(res, peak):
     figures = step_figures(res)
     if figures:
         step, products, flops = figures
-        floor = flops / (res["single_core_peak"] * 1e9)
+        cores = res.get("product_threads", 1)
+        floor = flops / (cores * res["single_core_peak"] * 1e9)
+        at = "the single-core peak" if cores == 1 else f"{cores} times the single-core peak (the step's products run on {cores} threads)"
         lines += ["", f"jitprop's {res['config']} step: {step * 1e6:,.1f} µs a batch (median epoch time / batches), {step / products:.2f}x"
-                      f" its products alone. Those products are {flops / 1e6:,.2f} MFLOP: at the single-core peak measured at the"
-                      f" start of the run ({res['single_core_peak']:.0f} GFLOP/s) they take {floor * 1e6:,.1f} µs, the step's"
-                      f" arithmetic floor; the step is {step / floor:.1f}x that floor."]  # fmt: skip
+                      f" its products alone. Those products are {flops / 1e6:,.2f} MFLOP: at {at}, measured at the start of the"
+                      f" run ({res['single_core_peak']:.0f} GFLOP/s a core), they take {floor * 1e6:,.1f} µs, the step's"
+                      f" arithmetic floor; the step is {step / floor:.2f}x that floor."]  # fmt: skip
     if is_cnn(res["sizes"]):  # the roofline of the step
         flops, moved = batch * flops_per_sample(res["sizes"]), bytes_per_step(res["sizes"], batch)
         lines += ["", f"Roofline of a {res['config']} step (batch {batch}): {flops / 1e6:,.1f} MFLOP (nominal: 6 per"
@@ -1079,8 +1100,7 @@ def main(argv=None):
     peak_sizes = (256,) if args.quick else (1024, 2048)
     from jitprop.runtime import threads
 
-    with threads.blas_threads(1):  # the single-core peak: the arithmetic floor of steps that run on one core
-        info_peak1 = matmul_peak((256,), 1) if args.quick else matmul_peak((512, 1024), 3)
+    info_peak1 = single_core_peak((256,) if args.quick else (512, 1024))
     results = []
     for name in names:
         # S also trains with plugins' kernels in the compiled step: a loss (benchmarks/plugin_loss.py)
@@ -1097,11 +1117,12 @@ def main(argv=None):
                          rounds * table[name].get("round_factor", 1), profile=True,
                          peak_sizes=peak_sizes if by_products else ())  # fmt: skip
         # Every configuration is profiled after its rounds: each kernel in place, and each product
-        # alone, on one thread where the step runs its products on one (a CNN's chunks; S, below
-        # the size rule's threshold), else as BLAS would run them.
+        # alone, on the threads the step runs its products on: one for a CNN's chunks and for S (below
+        # the size rule's threshold), else every core.
         res["profile_peak"] = matmul_peak(peak_sizes, 2)
         res["single_core_peak"] = info_peak1
-        with threads.blas_threads(1) if cnn or name == "S" else contextlib.nullcontext():
+        res["product_threads"] = 1 if cnn or name == "S" else threads.cores()  # as runtime/threads.py gives the step
+        with threads.blas_threads(res["product_threads"]):
             res["profile"] = product_profile(table[name]["sizes"], table[name]["batch"], 0.02 if args.quick else 0.15)
         results.append(res)
         for system, e in res["systems"].items():
