@@ -898,11 +898,12 @@ def profile_lines(res, peak):
     figures = step_figures(res)
     if figures:
         step, products, flops = figures
-        cores = res.get("product_threads", 1)
+        cores = res.get("step_cores", 1)
         floor = flops / (cores * res["single_core_peak"] * 1e9)
-        at = "the single-core peak" if cores == 1 else f"{cores} times the single-core peak (the step's products run on {cores} threads)"
+        at = "the single-core peak" if cores == 1 else f"{cores} times the single-core peak (the step runs on {cores} cores)"
+        alone = "" if cores == res.get("product_threads", 1) else f" (their one-thread sum over {cores} cores)"
         lines += ["", f"jitprop's {res['config']} step: {step * 1e6:,.1f} µs a batch (median epoch time / batches), {step / products:.2f}x"
-                      f" its products alone. Those products are {flops / 1e6:,.2f} MFLOP: at {at}, measured at the start of the"
+                      f" its products alone{alone}. Those products are {flops / 1e6:,.2f} MFLOP: at {at}, measured at the start of the"
                       f" run ({res['single_core_peak']:.0f} GFLOP/s a core), they take {floor * 1e6:,.1f} µs, the step's"
                       f" arithmetic floor; the step is {step / floor:.2f}x that floor."]  # fmt: skip
     if is_cnn(res["sizes"]):  # the roofline of the step
@@ -933,63 +934,64 @@ MEMORY_OVER_FLOOR, MEMORY_OF_PYTORCH = 1.05, 0.65
 WARM_OVER_FLOOR, COLD_S = 1.05, 10.0
 
 
-MISSES = """### Why a target is missed (profile and arithmetic: benchmarks/README.md)
+MISSES = """### Why a target is missed (profiles above; arithmetic: benchmarks/README.md)
 
-Runs on this machine move by 10-30% with its slow phases, so a target near
-its line is met in one run and missed in the next; the ranges below are
-from the runs of 2026-11-28.
+Runs on this machine move by 10-30% with its slow phases (one run of
+2026-12-08 had M at 1.24x, its three systems all 35% slower for the whole
+config, the next 1.77x), so a target near its line is met in one run and
+missed in the next. Ranges are from the runs of 2026-12-08.
 
-- **Share of the matmul peak (M, L).** The peak is numpy's best on large
-  square products, measured before each round; within one run it moves
-  between ~105 and ~190 GFLOP/s, so every share here carries +-15% of
-  noise. The profiles below time each matrix product of a step alone, as
-  the dense kernels call them: on these thin shapes (128 or 256 rows, and
-  an output layer of 10) OpenBLAS's products alone came to 61-101% (M) and
-  75-103% (L) of the peak measured just before them. jitprop's step adds
-  Adam's pass over every parameter (7-14% of it in the in-place profile,
-  bound by its division and square root as much as by memory), the batch
-  gather (1-4%), the finiteness check (1-2%), activations, bias and loss
-  (~5%). So 80% (M) and 85% (L) need the products at or above the peak
-  itself; jitprop's median shares were M 49-83%, L 62-81%.
-  Tried and dropped: a two-thread Adam (`prange`, with Numba's omp and
-  workqueue layers) was 5-20x slower, its worker waiting behind OpenBLAS's
-  spinning one on 2 cores; `fastmath` on Adam gained nothing measurable.
-- **Ratios to PyTorch (S, L).** Both sit near their lines. Until the
-  rounds rotated (benchmarks/README.md), jitprop always ran right after
-  PyTorch and S measured 21.4-28.1x; rotated, 27.1-27.5x so far, and the
-  models built with plugins' kernels 27.9-31.1x. L: 1.13-1.29x. S's step is
-  ~26 µs of small BLAS calls and fixed per-batch costs.
-- **Peak memory (M).** jitprop's process peaks within ~10 MiB of the
-  numba-floor entry below: a process that builds the same data set and
-  makes one cached `@njit` call of `np.dot`. That floor (~280 MiB for the
-  188 MB data set and the BLAS buffers making its labels touches, ~50 MiB
-  for importing Numba, ~70 MiB for its first load of cached code with LLVM)
-  is already ~60% of PyTorch's peak, so no trainer built on Numba meets half
-  on this job.
-  jitprop's own arrays (weights, Adam state, workspaces) are ~5 MB.
-- **CNNs (C, Cs; issue 14).** C misses 2x by 3% (1.93x in a run of
-  2026-12-01 after max_pool2d's 2x2 windows lost their branch, 1.94x after
-  conv2d's bias gradient was vectorised too; 1.60x and 1.80x before). The products alone (each timed on one thread, as each of
-  conv2d's chunks calls BLAS) take 1.8 ms of C's step (0.9 ms over two
-  cores) and 0.24 ms of Cs's (0.12 ms); the compiled steps took 2.7-3.0 and
-  0.39-0.40 ms, PyTorch's 5.1-5.6 and 1.8-1.9 ms. The rest is unfolding and
-  folding (im2col, col2im), pooling, the copies of the wide grid, and the
-  activations' traffic: a C step reads and writes at least 41 MB, because
-  each layer runs over the whole batch before the next starts, and its
-  ReLUs, which only copy, take 0.4 ms. So 2x on C needs fewer passes over
-  the activations (conv, ReLU and pool fused, or a batch run through the
-  network in chunks that stay in cache). Cs's 10x means 0.18-0.21 ms for
-  16 MFLOP, 78-90 GFLOP/s: more than OpenBLAS gives on one core on these
-  per-sample shapes (32 x 144 x 24 at 83-116 GFLOP/s) once unfolding and
-  pooling take their share, so it needs products over the whole batch
-  (im2row) and fused layers as well as both cores.
-- **Start-up, warm cache.** No kernel is compiled; importing Numba (~0.4 s)
-  and its first load of cached code (it registers its NumPy
-  implementations: ~0.3 s) are most of it. jitprop loads only SciPy's BLAS
-  module for Numba, not all of scipy.linalg (0.2 s saved, `numba_blas.py`).
-  Warm starts take 0.86-1.19 s, against 0.92-1.30 s for a process that only
-  calls one cached `@njit` loop (the floor line below): the 1.0 s target is
-  at Numba's floor on this machine.
+- **S at 35x PyTorch (issue 19; 25x earlier: met).** 25.2-27.3x. S's step
+  through `fit` is 15.8-17.4 us; 35x needs ~12.5. Its products alone take
+  7.9 us on one thread, 2.2x less than the step, and their 0.65 MFLOP at
+  the single-core peak 6.3 us (the step is 2.8x that floor). The forward
+  product `x W^T` (32 x 64 x 64, the weights' transpose as strides) runs at
+  62 GFLOP/s in OpenBLAS where the same product with the weights
+  transposed in memory takes 2.5 us against 4.2; transposing each step to
+  get it gained 1 us at 64 x 64 and lost on every other shape timed, and
+  Numba-compiled loops reached 24 GFLOP/s. The rest, timed in compiled
+  loops: cross-entropy 1.2 us (2.2 before its exps were vectorised), Adam
+  1.4-1.9 us (its division and square root per parameter), gather,
+  accuracy and the finiteness check 0.6 us, the epoch's shuffle, logs and
+  hooks ~2 us a batch. 35x needs products blocked for registers on these
+  shapes (a microkernel of our own beating OpenBLAS's) and fused layers.
+- **M at 2.0x and L at 1.3x PyTorch (issue 19), L at 1.2x (issue 4).**
+  M 1.60-1.81x (1.24x in the slow run), L 1.03-1.29x. Both are bound by
+  OpenBLAS's products, which jitprop does not make faster, and PyTorch
+  runs the same shapes through its own BLAS at about half (M) and three
+  quarters (L) of the peak.
+- **Step at most 1.15x its products alone (issue 19).** M 1.29-1.35x, L
+  1.16-1.27x with BLAS's count fixed (1.49-1.57x while training tried one
+  thread against two by default: the trials cost L 15-25%, and are now
+  asked for with `--threads auto`).
+  M's step adds to its 0.92 ms of products Adam's pass over 269 k
+  parameters (0.16 ms: 7.5 MB of moments, weights and gradients read and
+  written), the batch gather (0.06 ms of random rows from 188 MB), the
+  activations, bias, loss and finiteness check (~0.07 ms), and its first
+  layer's weight gradient takes 0.33 ms in place against 0.29 alone (its
+  inputs gone from cache): 1.15x would leave 0.14 ms for all of that, less
+  than Adam alone. L's Adam takes 1.4-3.8 ms in place (slow phases) of a
+  17.6 ms step.
+- **Share of the matmul peak (M 80%, L 85%; issue 4, replaced by the
+  ratio above).** The peak is numpy's best on large square products and
+  moves within a run (178-210 GFLOP/s); OpenBLAS's products alone on M's
+  and L's thin shapes came to 76-104% of it, the output layer's 11-50%.
+- **Peak memory at half PyTorch's (M; issue 4, replaced).** 0.62x: a
+  process holding only the data and one cached Numba call (the
+  numba-floor) already sits at 0.60x; jitprop is within 2.3% of it.
+- **CNNs: C at 2x, Cs at 10x (issue 14).** C 1.57-1.95x, Cs 3.3-3.8x. Their
+  products (one thread each, conv2d's chunks over both cores) are 0.9 ms
+  of C's 2.8 ms step and 0.11 ms of Cs's 0.44 ms; the rest is unfolding and
+  folding (im2col, col2im), pooling and the activations' traffic (a C step
+  reads and writes at least 41 MB: each layer runs over the whole batch
+  before the next starts). 2x on C needs fewer passes over the activations
+  (conv, ReLU and pool fused, or the batch run through the network in
+  chunks that stay in cache); Cs's 10x means a 0.14 ms step, little more
+  than its products alone, with unfolding and pooling still to do.
+- **Sweep at 0.6x (issue 15).** 0.61-0.68x in today's runs (0.59-0.64
+  before): 8 runs of 0.04 s each on 2 workers, where forking the workers
+  and their first compiled call are a fixed share; two lone processes
+  reach ~1.2x one, not 2x (the cores share their memory traffic).
 """
 
 
@@ -1002,7 +1004,9 @@ def step_figures(res):
         return None
     step = res["batch"] / e["samples_per_s"]
     flops = sum(2 * m * k * n * (count[0] if count else 1) for _, (m, k, n), _, *count in rows)
-    return step, sum(row[2] for row in rows), flops
+    # A CNN's products, timed one after another on one thread, run in its step on every core at once.
+    spread = res.get("step_cores", 1) // res.get("product_threads", 1)
+    return step, sum(row[2] for row in rows) / spread, flops
 
 
 def peak_share(entry, peak):
@@ -1082,6 +1086,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.render:  # the measurements a run saved beside its report, the text around them as this script now has it
         saved = json.loads(Path(args.render).read_text())
+        for res in saved["results"]:  # JSON made a CNN's (architecture, shape) a list
+            if isinstance(res["sizes"][0], str):
+                res["sizes"] = (res["sizes"][0], tuple(res["sizes"][1]))
         Path(args.output).write_text(report(saved["results"], saved["peak"], saved["mem"], saved["startup"], saved["info"],
                                             saved["sweeps"]))  # fmt: skip
         print(f"wrote {args.output}")
@@ -1121,7 +1128,10 @@ def main(argv=None):
         # the size rule's threshold), else every core.
         res["profile_peak"] = matmul_peak(peak_sizes, 2)
         res["single_core_peak"] = info_peak1
-        res["product_threads"] = 1 if cnn or name == "S" else threads.cores()  # as runtime/threads.py gives the step
+        # As runtime/threads.py gives the step: BLAS on one thread for S and for a CNN, whose kernels
+        # split the batch over the cores themselves; every core for M and L.
+        res["product_threads"] = 1 if cnn or name == "S" else threads.cores()
+        res["step_cores"] = 1 if name == "S" else threads.cores()
         with threads.blas_threads(res["product_threads"]):
             res["profile"] = product_profile(table[name]["sizes"], table[name]["batch"], 0.02 if args.quick else 0.15)
         results.append(res)
