@@ -6,8 +6,8 @@ scalar ``out[0]`` instead of returning it, so training needs no copy back
 per batch. A thread handles a row, with the CPU kernel's own row functions
 (``losses.mse_row`` and the rest; cross-entropy's exps by math.exp, where the
 CPU kernel takes the batch's at once with ``kernels.fast_exp``): any width
-works; rows meet in one atomic sum (its order, so the loss's last bits, may vary between runs;
-the gradients do not).
+works; rows meet in one atomic sum (its order, so the loss's last bits, may
+vary between runs; the gradients do not).
 """
 
 import math

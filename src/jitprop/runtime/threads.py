@@ -124,7 +124,7 @@ def adaptive():
 def cores():
     """The cores this process may run on, or fewer where OpenBLAS was told to use fewer threads
     (``OPENBLAS_NUM_THREADS``, else ``OMP_NUM_THREADS``, as OpenBLAS itself reads them): two jobs
-    started with 1 each must not each take every core, which made two M runs side by side 5x slower."""
+    started with 1 each must not each take every core, which made two M runs side by side 6x slower."""
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -170,7 +170,7 @@ class Chooser:
     thread and the user asked for ``AUTO``, it tries: a span on one thread and a span on every core,
     the faster per batch kept, and tries again every ``RECHECK`` seconds (another program may start
     or end). The size rule cannot see a busy machine: with a core taken by another process, M's step
-    took 4.8-5.4 ms on 2 threads and 2.2 ms on one (benchmarks/UNDER_LOAD.md), where idle, 2 threads
+    took 5.2-5.5 ms on 2 threads and 2.1 ms on one (benchmarks/UNDER_LOAD.md), where idle, 2 threads
     take a third off it. Not the default: the counts a run then takes depend on the clock, and a
     product can round differently on one thread and on two (the module's docstring); on an idle
     machine, L's trials and the spans a noisy trial sent to one thread cost it 15-25%."""
