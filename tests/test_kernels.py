@@ -117,9 +117,10 @@ def test_each_epoch_order_is_a_permutation_fixed_by_seed_and_epoch(n):
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 64, 65, 1437, 4097])
-def test_the_epoch_order_is_each_element_drawn_alone_and_the_order_of_release_0_2(n):
+def test_the_epoch_order_is_each_element_drawn_alone_and_the_orders_drawn_before(n):
     """shuffle_order (the network's image first, then walks) draws what ``permuted`` draws one
-    element at a time (the GPU's way), and the very orders the element-by-element walk drew before it (checkpoints resume in them)."""
+    element at a time (the GPU's way), and the very orders the element-by-element walk drew
+    before it (saved checkpoints resume in them)."""
     from jitprop.kernels import epoch_shuffle, feistel_bits, permuted, shuffle_key, shuffle_order
 
     key, bits = shuffle_key(7, 2), feistel_bits(n)
