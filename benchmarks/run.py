@@ -867,6 +867,12 @@ def label(sizes):
     return f"{sizes[0]} {'x'.join(map(str, sizes[1]))}" if is_cnn(sizes) else str(sizes)
 
 
+def micro(seconds):
+    """Seconds as µs for a table: a decimal below 100 µs (S's kernels take 0.1-5)."""
+    us = seconds * 1e6
+    return f"{us:.1f}" if us < 100 else f"{us:,.0f}"
+
+
 def profile_lines(res, peak):
     """Where one step of a configuration goes: each kernel in place, then each matrix product alone."""
     batch, lines = res["batch"], []
@@ -878,10 +884,10 @@ def profile_lines(res, peak):
         lines += [f"Where a {res['config']} step goes (same run): each kernel of jitprop's step in place, in order, called"
                   " from Python (a few µs of dispatch each that the compiled step does not pay).", "",
                   "| kernel | µs per batch | share |", "|---|---|---|"]
-        lines += [f"| {part} | {seconds * 1e6:,.0f} | {seconds / total:.0%} |" for part, seconds in parts]
-        lines += [f"| sum | {total * 1e6:,.0f} | |"]
+        lines += [f"| {part} | {micro(seconds)} | {seconds / total:.0%} |" for part, seconds in parts]
+        lines += [f"| sum | {micro(total)} | |"]
         if e:
-            lines += [f"| the compiled step, for comparison (median epoch time / batches) | {batch / e['samples_per_s'] * 1e6:,.0f} | |"]
+            lines += [f"| the compiled step, for comparison (median epoch time / batches) | {micro(batch / e['samples_per_s'])} | |"]
         lines.append("")
     rows = res["profile"]
     lines += [f"Each matrix product of a {res['config']} step alone, as the kernels call it (Numba's `np.dot`; a"
@@ -891,10 +897,10 @@ def profile_lines(res, peak):
     for name, (m, k, n), seconds, *count in rows:
         gflops = 2 * m * k * n * (count[0] if count else 1) / seconds / 1e9
         shown = f"{m} x {k} x {n}" + (f", x{count[0]}" if count and count[0] > 1 else "")
-        lines.append(f"| {name} | {shown} | {seconds * 1e6:,.0f} | {gflops:.0f} | {100 * gflops / peak:.0f}% |")
+        lines.append(f"| {name} | {shown} | {micro(seconds)} | {gflops:.0f} | {100 * gflops / peak:.0f}% |")
     products = sum(row[2] for row in rows)
     gflops = batch * flops_per_sample(res["sizes"]) / products / 1e9
-    lines.append(f"| all products | | {products * 1e6:,.0f} | {gflops:.0f} | {100 * gflops / peak:.0f}% |")
+    lines.append(f"| all products | | {micro(products)} | {gflops:.0f} | {100 * gflops / peak:.0f}% |")
     figures = step_figures(res)
     if figures:
         step, products, flops = figures
