@@ -1,10 +1,11 @@
 """Small njit helpers every backend shares: batch gathering, seeds, each epoch's order, the finiteness check,
 the views of the flat buffers, and ``fast_exp`` for CPU kernels.
 
-The scalar functions here (``splitmix``, ``seed_mix``, ``permuted``,
-``uniform``) are the only definitions of jitprop's random numbers: CPU
-kernels call them, and so do the CUDA kernels, which Numba compiles them
-into for the device. So a GPU run draws the same orders and dropout masks.
+The scalar functions here (``splitmix``, ``seed_mix``, ``epoch_key``,
+``feistel``, ``permuted``, ``uniform``) are the only definitions of
+jitprop's random numbers: CPU kernels call them, and so do the CUDA
+kernels, which Numba compiles them into for the device. So a GPU run draws
+the same orders and dropout masks.
 """
 
 import math
@@ -91,26 +92,31 @@ def mix_seed(a, b=0):
 SHUFFLE_STREAM = 0x5348554646  # keeps shuffle keys apart from the dropout seeds of the same run
 
 
-def shuffle_key(seed, epoch):
+@njit(cache=True)
+def epoch_key(seed, epoch):
     """The permutation key of one epoch: a function of (seed, epoch) only, so any device can draw it."""
-    z = np.uint64(seed_mix(np.uint64(seed), np.uint64(epoch)))  # numba returns a Python int
-    return np.uint64(seed_mix(z, np.uint64(SHUFFLE_STREAM)))
+    return seed_mix(seed_mix(np.uint64(seed), np.uint64(epoch)), np.uint64(SHUFFLE_STREAM))
 
 
+def shuffle_key(seed, epoch):
+    """``epoch_key`` from Python, as a NumPy uint64 (numba returns a Python int)."""
+    return np.uint64(epoch_key(seed, epoch))
+
+
+@njit(cache=True)
 def feistel_bits(n):
     """Bits of the smallest power of two >= n (at least 1): the permutation's domain."""
-    return max(1, (int(n) - 1).bit_length())
+    bits = 1
+    while (1 << bits) < n:
+        bits += 1
+    return bits
 
 
 @njit(cache=True)
 def epoch_shuffle(seed, epoch, index):
     """``shuffle_order(shuffle_key(seed, epoch), feistel_bits(n), index)`` in one compiled call: the
     three calls from Python cost more than drawing a small data set's order (S's 1,437 rows)."""
-    key = seed_mix(seed_mix(np.uint64(seed), np.uint64(epoch)), np.uint64(SHUFFLE_STREAM))
-    bits = 1
-    while (1 << bits) < index.shape[0]:
-        bits += 1
-    shuffle_order(key, bits, index)
+    shuffle_order(epoch_key(seed, epoch), feistel_bits(index.shape[0]), index)
 
 
 @njit(cache=True)
